@@ -1,0 +1,36 @@
+"""Queue/store backends, chosen by URL scheme and imported lazily.
+
+A backend whose driver is an optional extra raises :class:`~genspool.exceptions.ConfigError`
+naming the extra to install when its driver is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlsplit
+
+from genspool.backends.base import Backend, JobFilter
+from genspool.exceptions import ConfigError
+
+__all__ = ["SCHEMES", "Backend", "JobFilter", "backend_from_url"]
+
+#: scheme -> ("module:Class", extra that installs its driver)
+SCHEMES: dict[str, tuple[str, str | None]] = {
+    "sqlite": ("genspool.backends.sqlite:SQLiteBackend", None),
+}
+
+
+def backend_from_url(url: str) -> Backend:
+    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise ConfigError(f"unsupported database URL {url!r}: the scheme must be one of {known}")
+    target, extra = SCHEMES[scheme]
+    module_name, cls_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f'; install it with pip install "genspool[{extra}]"' if extra else ""
+        raise ConfigError(f"the {scheme}:// backend needs {exc.name}{hint}") from exc
+    backend: Backend = getattr(module, cls_name).from_url(url)
+    return backend

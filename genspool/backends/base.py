@@ -1,0 +1,116 @@
+"""The backend interface: the primitives a queue and store must provide.
+
+A backend moves jobs between states atomically and fences every write of a leased job by its
+lease token, so a worker whose lease ran out can never overwrite the result of the worker that
+took the job over. It makes no decisions: retries, timestamps that depend on policy, events and
+metrics live once, above it, in :class:`genspool.core.queue.Queue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from genspool.core.job import Job, JobStatus, Outcome
+
+__all__ = ["Backend", "JobFilter"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    status: JobStatus | None = None
+    model: str | None = None
+    tenant: str | None = None
+    before: str | None = None  # cursor: ids strictly older than this one
+    limit: int = 50
+
+
+class Backend(ABC):
+    """A durable queue plus job store. Subclasses fill the abstract primitives."""
+
+    #: Whether events published by other processes reach this one by themselves. When False,
+    #: subscribers poll the store for the jobs they watch.
+    cross_process_events: bool = False
+    #: How often an idle worker looks for work that another process enqueued.
+    poll_interval_s: float = 0.1
+
+    def __init__(self) -> None:
+        self._wakeups: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def connect(self) -> None:  # noqa: B027 - optional hook
+        """Open connections and create the schema; idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    @abstractmethod
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs. A job whose (tenant, idempotency_key) exists yields the stored job."""
+
+    @abstractmethod
+    async def lease(self, model: str, limit: int, lease_s: float, now: float) -> list[Job]:
+        """Move up to ``limit`` ready jobs of ``model`` to running under one new lease token,
+        highest priority first, then oldest; ``attempts`` goes up by one."""
+
+    @abstractmethod
+    async def extend(self, jobs: Sequence[tuple[str, str]], until: float) -> int:
+        """Push out the lease of ``(job_id, lease_token)`` pairs still held; returns how many."""
+
+    @abstractmethod
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> list[Job]:
+        """Apply outcomes whose lease is still held; returns the jobs that changed.
+        ``QUEUED`` releases a job without counting the attempt."""
+
+    @abstractmethod
+    async def expired_leases(self, now: float, limit: int) -> list[Job]:
+        """Running jobs whose lease ran out (their worker died or hung)."""
+
+    @abstractmethod
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """The jobs that exist among ``job_ids``."""
+
+    @abstractmethod
+    async def list(self, flt: JobFilter) -> list[Job]:
+        """Jobs matching ``flt``, newest first."""
+
+    @abstractmethod
+    async def cancel(self, job_id: str, now: float) -> Job | None:
+        """Cancel a job that has not ended; None when it does not exist or already ended."""
+
+    @abstractmethod
+    async def replay(self, job_id: str, now: float) -> Job | None:
+        """Queue a failed (dead-lettered) job again with a fresh attempt count."""
+
+    @abstractmethod
+    async def expire(self, now: float) -> list[Job]:
+        """End waiting jobs whose ``expires_at`` has passed."""
+
+    @abstractmethod
+    async def purge(self, finished_before: float) -> int:
+        """Delete ended jobs (not dead letters) that finished before the given time."""
+
+    @abstractmethod
+    async def depth(self) -> dict[str, dict[str, int]]:
+        """Count of jobs per model and status, for ``queued``, ``retrying`` and ``running``."""
+
+    async def get(self, job_id: str) -> Job | None:
+        found = await self.get_many([job_id])
+        return found[0] if found else None
+
+    # Wake-ups: an enqueue in this process wakes its idle lanes at once; work enqueued by other
+    # processes is found by polling every ``poll_interval_s`` (backends with a notification
+    # channel override ``wait_for_work``).
+
+    def notify(self, model: str) -> None:
+        self._wakeups[model].set()
+
+    async def wait_for_work(self, model: str, timeout: float) -> None:
+        event = self._wakeups[model]
+        try:
+            await asyncio.wait_for(event.wait(), min(timeout, self.poll_interval_s))
+        except TimeoutError:
+            pass
+        event.clear()

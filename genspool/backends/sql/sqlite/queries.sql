@@ -1,0 +1,68 @@
+-- Named queries of the SQLite backend. Each starts with "-- name: <name>".
+
+-- name: insert
+INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
+                  idempotency_key, metadata, expires_at, created_at, available_at)
+VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
+
+-- name: by_idempotency_key
+SELECT {columns} FROM jobs WHERE tenant = ? AND idempotency_key = ?;
+
+-- name: lease
+UPDATE jobs
+   SET status = 'running', lease_token = :token, lease_expires_at = :until,
+       attempts = attempts + 1, started_at = :now
+ WHERE seq IN (SELECT seq FROM jobs
+                WHERE model = :model AND status IN ('queued', 'retrying')
+                  AND available_at <= :now
+                  AND (expires_at IS NULL OR expires_at > :now)
+                ORDER BY priority DESC, available_at
+                LIMIT :limit)
+RETURNING {columns};
+
+-- name: extend
+UPDATE jobs SET lease_expires_at = ?
+ WHERE id = ? AND lease_token = ? AND status = 'running';
+
+-- name: finish
+UPDATE jobs
+   SET status = :status, result = :result, error = :error,
+       attempts = attempts - (:status = 'queued'),
+       available_at = coalesce(:available_at, available_at),
+       retried_at = CASE WHEN :status = 'retrying' THEN :now ELSE retried_at END,
+       finished_at = CASE WHEN :status IN ('queued', 'retrying') THEN NULL ELSE :now END,
+       lease_token = NULL, lease_expires_at = NULL
+ WHERE id = :id AND lease_token = :token AND status = 'running'
+RETURNING {columns};
+
+-- name: expired_leases
+SELECT {columns} FROM jobs
+ WHERE status = 'running' AND lease_expires_at < ?
+ ORDER BY lease_expires_at LIMIT ?;
+
+-- name: cancel
+UPDATE jobs
+   SET status = 'cancelled', finished_at = ?, lease_token = NULL, lease_expires_at = NULL
+ WHERE id = ? AND status IN ('queued', 'retrying', 'running')
+RETURNING {columns};
+
+-- name: replay
+UPDATE jobs
+   SET status = 'queued', attempts = 0, result = NULL, error = NULL, available_at = ?,
+       finished_at = NULL, retried_at = NULL
+ WHERE id = ? AND status = 'failed'
+RETURNING {columns};
+
+-- name: expire
+UPDATE jobs SET status = 'expired', finished_at = :now,
+       error = '{"code": "expired", "message": "not started before expires_at"}'
+ WHERE status IN ('queued', 'retrying') AND expires_at IS NOT NULL AND expires_at <= :now
+RETURNING {columns};
+
+-- name: purge
+DELETE FROM jobs WHERE status IN ('succeeded', 'cancelled', 'expired') AND finished_at < ?;
+
+-- name: depth
+SELECT model, status, count(*) FROM jobs
+ WHERE status IN ('queued', 'retrying', 'running') GROUP BY model, status;

@@ -1,0 +1,82 @@
+"""The models file: which models are served, by which provider, under which limits.
+
+A YAML file with a top-level ``models:`` list (``--config`` / ``GENSPOOL_CONFIG``). With no
+file, the two bundled local models are served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from genspool.exceptions import ConfigError
+
+__all__ = ["DEFAULT_MODELS", "ModelConfig", "load_models"]
+
+ProviderName = Literal["llama_cpp", "onnx_embedding", "openai", "echo"]
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="The model id clients ask for.")
+    provider: ProviderName
+    base_url: str | None = Field(None, description="Root of an OpenAI-compatible API (openai).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
+    remote_model: str | None = Field(None, description="Model name at the remote; default name.")
+    endpoints: list[str] | None = Field(None, description="Endpoints served; default by provider.")
+    model_path: str | None = Field(None, description="Weights file; default the bundled one.")
+    context_window: int = Field(2048, gt=0)
+    max_batch_size: int = Field(8, gt=0)
+    max_wait_ms: float = Field(5.0, ge=0)
+    max_concurrency: int = Field(1, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_attempts: int = Field(3, gt=0)
+    threads: int | None = Field(None, gt=0, description="CPU threads for local models.")
+    latency_ms: float = Field(0.0, ge=0, description="echo only: simulated time per batch.")
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> ModelConfig:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError(f"model {self.name!r}: provider openai needs base_url")
+        return self
+
+
+DEFAULT_MODELS: tuple[ModelConfig, ...] = (
+    ModelConfig(
+        name="smollm2-135m-instruct", provider="llama_cpp", context_window=2048,
+        max_batch_size=16, max_wait_ms=20, max_concurrency=1, timeout_s=300,
+    ),
+    ModelConfig(
+        name="all-minilm-l6-v2", provider="onnx_embedding", context_window=256,
+        max_batch_size=64, max_wait_ms=5, max_concurrency=1, timeout_s=120,
+    ),
+)
+
+
+def load_models(path: str | Path | None) -> list[ModelConfig]:
+    if path is None:
+        return list(DEFAULT_MODELS)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read models file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"models file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+        raise ConfigError(f"models file {path} must have a top-level 'models:' list")
+    models = []
+    for i, entry in enumerate(raw["models"]):
+        try:
+            models.append(ModelConfig.model_validate(entry))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "entry"
+            raise ConfigError(f"models file {path}, models[{i}].{where}: {first['msg']}") from exc
+    names = [m.name for m in models]
+    if dupes := {n for n in names if names.count(n) > 1}:
+        raise ConfigError(f"models file {path} declares {sorted(dupes)} more than once")
+    return models

@@ -1,0 +1,129 @@
+"""The job: one OpenAI-style request, its state machine and its outcome.
+
+A job is the shape of one line of the OpenAI Batch API (``{"url", "body"}``) plus queue options.
+States::
+
+    queued ──▶ running ──▶ succeeded | failed | cancelled
+      │          │  ▲
+      │          ▼  │
+      │        retrying            (waiting out a backoff before the next attempt)
+      ▼
+    expired | cancelled            (not started before ``expires_at`` / cancelled while waiting)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["TERMINAL", "Job", "JobStatus", "Outcome", "new_job_id", "now"]
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
+WAITING = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
+
+
+def now() -> float:
+    return time.time()
+
+
+def new_job_id() -> str:
+    """A time-ordered id: sorting ids sorts jobs by submission, which cursor pagination uses."""
+    return f"job_{time.time_ns():x}{os.urandom(5).hex()}"
+
+
+@dataclass(slots=True)
+class Job:
+    url: str
+    body: dict[str, Any]
+    model: str
+    id: str = field(default_factory=new_job_id)
+    tenant: str = "default"
+    status: JobStatus = JobStatus.QUEUED
+    priority: int = 0
+    attempts: int = 0
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None
+    created_at: float = field(default_factory=now)
+    available_at: float = 0.0
+    started_at: float | None = None
+    retried_at: float | None = None
+    finished_at: float | None = None
+    lease_token: str | None = None
+    lease_expires_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def timestamps(self) -> dict[str, float]:
+        """When the job last entered each state it has been in."""
+        stamps = {"queued": self.created_at}
+        if self.started_at is not None:
+            stamps["running"] = self.started_at
+        if self.retried_at is not None:
+            stamps["retrying"] = self.retried_at
+        if self.finished_at is not None and self.terminal:
+            stamps[self.status.value] = self.finished_at
+        return stamps
+
+    def public(self) -> dict[str, Any]:
+        """The job as the API shows it."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "object": "job",
+            "status": self.status.value,
+            "url": self.url,
+            "model": self.model,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "metadata": self.metadata,
+            "idempotency_key": self.idempotency_key,
+            "expires_at": self.expires_at,
+            "created_at": self.created_at,
+            "timestamps": self.timestamps(),
+        }
+        if self.result is not None:
+            out["result"] = self.result
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+    def event(self) -> dict[str, Any]:
+        """The push event for the job's current state; the terminal one carries the result."""
+        out: dict[str, Any] = {"id": self.id, "status": self.status.value, "attempts": self.attempts}
+        if self.result is not None:
+            out["result"] = self.result
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    """What a worker reports for one leased job; the backend applies it only under the lease."""
+
+    job_id: str
+    lease_token: str
+    status: JobStatus
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    available_at: float | None = None

@@ -1,0 +1,230 @@
+"""The queue facade: the one place where job state rules, retries and events live.
+
+Public methods do the shared work (timestamps, the retry decision, events, tenant checks) and
+call one backend primitive each, so every backend behaves the same way (saq's ``Queue``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from genspool.backends import Backend, JobFilter, backend_from_url
+from genspool.core.events import EventHub
+from genspool.core.job import TERMINAL, Job, JobStatus, Outcome, now
+from genspool.core.retry import RetryPolicy
+from genspool.exceptions import Conflict, ModelError, NotFound
+
+__all__ = ["Queue"]
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    code = getattr(exc, "code", type(exc).__name__)
+    return {"code": code, "message": str(exc) or type(exc).__name__}
+
+
+class Queue:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        events: EventHub | None = None,
+        retry: RetryPolicy | None = None,
+        lease_s: float = 30.0,
+        result_ttl_s: float = 86_400.0,
+    ) -> None:
+        self.backend = backend
+        self.events = events or EventHub()
+        self.retry = retry or RetryPolicy()
+        self.lease_s = lease_s
+        self.result_ttl_s = result_ttl_s
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Queue:
+        return cls(backend_from_url(url), **kwargs)
+
+    async def connect(self) -> None:
+        await self.backend.connect()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    async def __aenter__(self) -> Queue:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- clients -----------------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> Job:
+        return (await self.submit_many([job]))[0]
+
+    async def submit_many(self, jobs: Sequence[Job]) -> list[Job]:
+        stored = await self.backend.enqueue(jobs)
+        self.events.publish_many(j.event() for j, s in zip(jobs, stored, strict=True) if j is s)
+        return stored
+
+    async def get(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job, or NotFound when it does not exist or belongs to another tenant."""
+        job = await self.backend.get(job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    async def list(self, flt: JobFilter) -> list[Job]:
+        return await self.backend.list(flt)
+
+    async def cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        job = await self.get(job_id, tenant)
+        if job.terminal:
+            raise Conflict(f"job {job_id} already ended as {job.status.value}; nothing to cancel")
+        cancelled = await self.backend.cancel(job_id, now())
+        if cancelled is None:  # it ended between the read and the write
+            return await self.get(job_id, tenant)
+        self.events.publish(cancelled.event())
+        return cancelled
+
+    async def replay(self, job_id: str, tenant: str | None = None) -> Job:
+        job = await self.get(job_id, tenant)
+        if job.status is not JobStatus.FAILED:
+            raise Conflict(f"job {job_id} is {job.status.value}; only failed jobs can be replayed")
+        replayed = await self.backend.replay(job_id, now())
+        if replayed is None:
+            raise Conflict(f"job {job_id} was replayed by someone else")
+        self.backend.notify(replayed.model)
+        self.events.publish(replayed.event())
+        return replayed
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def lease(self, model: str, limit: int) -> list[Job]:
+        jobs = await self.backend.lease(model, limit, self.lease_s, now())
+        self.events.publish_many(j.event() for j in jobs)
+        return jobs
+
+    async def heartbeat(self, jobs: Iterable[Job]) -> int:
+        held = [(j.id, j.lease_token) for j in jobs if j.lease_token]
+        return await self.backend.extend(held, now() + self.lease_s) if held else 0
+
+    async def complete(self, done: Sequence[tuple[Job, dict[str, Any]]]) -> list[Job]:
+        """Store results; a job whose lease was lost (or that was cancelled) keeps its state."""
+        return await self._finish(
+            [Outcome(j.id, j.lease_token or "", JobStatus.SUCCEEDED, result=r) for j, r in done]
+        )
+
+    async def fail(self, failed: Sequence[tuple[Job, BaseException]]) -> list[Job]:
+        """Retry after a backoff, or dead-letter when attempts are used up or retrying is futile."""
+        t = now()
+        outcomes = []
+        for job, exc in failed:
+            retryable = exc.retryable if isinstance(exc, ModelError) else True
+            retry_after = exc.retry_after if isinstance(exc, ModelError) else None
+            delay = self.retry.next_delay(
+                job.attempts, job.max_attempts, retryable=retryable, retry_after=retry_after
+            )
+            err = error_body(exc)
+            if delay is None:
+                reason = "not retryable" if not retryable else f"{job.attempts} attempts used"
+                err["message"] = f"{err['message']} (dead-lettered: {reason})"
+                outcomes.append(Outcome(job.id, job.lease_token or "", JobStatus.FAILED, error=err))
+            else:
+                outcomes.append(
+                    Outcome(job.id, job.lease_token or "", JobStatus.RETRYING, error=err,
+                            available_at=t + delay)
+                )
+        return await self._finish(outcomes)
+
+    async def release(self, jobs: Sequence[Job]) -> list[Job]:
+        """Hand leased jobs back untouched (a draining worker); the attempt does not count."""
+        return await self._finish(
+            [Outcome(j.id, j.lease_token or "", JobStatus.QUEUED, available_at=now()) for j in jobs]
+        )
+
+    async def _finish(self, outcomes: Sequence[Outcome]) -> list[Job]:
+        if not outcomes:
+            return []
+        changed = await self.backend.finish(outcomes, now())
+        self.events.publish_many(j.event() for j in changed)
+        for model in {j.model for j in changed if j.status is not JobStatus.SUCCEEDED}:
+            self.backend.notify(model)
+        return changed
+
+    async def maintain(self) -> dict[str, int]:
+        """Expire overdue jobs, take back leases of dead workers, drop results past their TTL."""
+        t = now()
+        expired = await self.backend.expire(t)
+        self.events.publish_many(j.event() for j in expired)
+        orphans = await self.backend.expired_leases(t, 1000)
+        lost = TimeoutError("lease expired: the worker holding the job stopped responding")
+        reclaimed = await self.fail([(j, lost) for j in orphans])
+        purged = await self.backend.purge(t - self.result_ttl_s)
+        return {"expired": len(expired), "reclaimed": len(reclaimed), "purged": purged}
+
+    # -- push --------------------------------------------------------------------------------
+
+    async def subscribe(
+        self, ids: Iterable[str] | None, *, tenant: str | None = None, poll_s: float = 0.25
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of the given jobs until each has ended; with ``None``, every job's events.
+
+        A job that already ended yields its final event at once. Events published in this
+        process arrive immediately; changes made by other processes are found by polling the
+        store every ``poll_s`` when the backend does not carry events across processes.
+        """
+        watched = None if ids is None else set(ids)
+        with self.events.subscribe(watched) as sub:
+            seen: dict[str, tuple[str, int]] = {}
+            if watched is not None:
+                for event in await self._poll(watched, seen, tenant):
+                    yield event
+            while watched is None or watched:
+                try:
+                    batch = [await asyncio.wait_for(sub.queue.get(), poll_s)]
+                except TimeoutError:
+                    if watched is None or self.backend.cross_process_events:
+                        continue
+                    batch = await self._poll(watched, seen, tenant)
+                for event in batch:
+                    if watched is not None and event["id"] not in watched:
+                        continue
+                    if "delta" not in event:
+                        state = (event["status"], event.get("attempts", 0))
+                        if seen.get(event["id"]) == state:
+                            continue  # already yielded by a poll
+                        seen[event["id"]] = state
+                    yield event
+                    if event.get("status") in TERMINAL and "delta" not in event and watched:
+                        watched.discard(event["id"])
+                        sub.discard(event["id"])
+
+    async def _poll(
+        self, watched: set[str], seen: dict[str, tuple[str, int]], tenant: str | None
+    ) -> list[dict[str, Any]]:
+        jobs = {j.id: j for j in await self.backend.get_many(sorted(watched))}
+        events = []
+        for job_id in sorted(watched):
+            job = jobs.get(job_id)
+            if job is None or (tenant is not None and job.tenant != tenant):
+                events.append({"id": job_id, "status": "not_found", "error": {
+                    "code": "not_found", "message": f"no job {job_id!r}"}})
+                watched.discard(job_id)
+            elif seen.get(job_id) != (job.status.value, job.attempts):
+                events.append(job.event())
+        for event in events:
+            if event["status"] == "not_found" or event["status"] in TERMINAL:
+                watched.discard(event["id"])
+        return events
+
+    async def wait(self, job_id: str, timeout: float | None = None, tenant: str | None = None) -> Job:
+        """Block until the job ends and return it."""
+        async with asyncio.timeout(timeout):
+            events = self.subscribe([job_id], tenant=tenant)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if event["status"] in TERMINAL or event["status"] == "not_found":
+                        break
+        return await self.get(job_id, tenant)

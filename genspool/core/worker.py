@@ -1,0 +1,188 @@
+"""The worker: leases batches per model, runs them as one model call, stores the outcomes.
+
+One *lane* per served model. A lane holds at most ``max_concurrency`` batches in flight; each
+batch is up to ``max_batch_size`` jobs, gathered for at most ``max_wait_ms`` after the first
+one arrives (dynamic batching). A heartbeat keeps the leases of held jobs alive; a maintenance
+loop expires overdue jobs and takes back the jobs of dead workers. ``stop()`` drains: no new
+leases, in-flight batches get ``drain_timeout_s`` to finish, what is left is handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from genspool.config import ModelConfig
+from genspool.core.job import Job
+from genspool.core.queue import Queue
+from genspool.exceptions import ModelError, ModelTimeout
+from genspool.providers.base import Provider, Request, TokenSink
+from genspool.providers.registry import ModelRegistry
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("genspool.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: Queue,
+        registry: ModelRegistry,
+        *,
+        models: Sequence[str] | None = None,
+        maintain_s: float = 1.0,
+        drain_timeout_s: float = 30.0,
+    ) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.models = [registry.config(m) for m in models] if models else list(registry)
+        self.maintain_s = maintain_s
+        self.drain_timeout_s = drain_timeout_s
+        self.held: dict[str, Job] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.completed = 0
+
+    def stop(self) -> None:
+        """Begin draining; ``run()`` returns once in-flight work is finished or handed back."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        providers = {cfg.name: self.registry.provider(cfg.name) for cfg in self.models}
+        await asyncio.gather(*(p.load() for p in providers.values()))
+        self.ready.set()
+        log.info("worker serving %s", ", ".join(providers))
+        loops = [asyncio.create_task(self._lane(cfg, providers[cfg.name])) for cfg in self.models]
+        loops += [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._maintain())]
+        try:
+            await self._stopping.wait()
+        finally:
+            self._stopping.set()
+            await self._drain(loops)
+
+    async def _drain(self, loops: list[asyncio.Task[None]]) -> None:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        if self._batches:
+            _, pending = await asyncio.wait(self._batches, timeout=self.drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.held:
+            released = await self.queue.release(list(self.held.values()))
+            log.info("drained: handed back %d unfinished jobs", len(released))
+            self.held.clear()
+
+    # -- leasing -----------------------------------------------------------------------------
+
+    async def _lane(self, cfg: ModelConfig, provider: Provider) -> None:
+        slots = asyncio.Semaphore(cfg.max_concurrency)
+        while not self._stopping.is_set():
+            await slots.acquire()
+            try:
+                jobs = await self._gather(cfg)
+            except Exception:
+                slots.release()
+                log.exception("leasing for %s failed; retrying in 1 s", cfg.name)
+                await asyncio.sleep(1.0)
+                continue
+            if not jobs:
+                slots.release()
+                continue
+            task = asyncio.create_task(self._run_batch(cfg, provider, jobs))
+            self._batches.add(task)
+            task.add_done_callback(lambda t: (self._batches.discard(t), slots.release()))
+
+    async def _gather(self, cfg: ModelConfig) -> list[Job]:
+        """Lease a batch: wait for a first job, then up to ``max_wait_ms`` to fill it."""
+        jobs = await self._lease(cfg, cfg.max_batch_size)
+        if not jobs:
+            await self.queue.backend.wait_for_work(cfg.name, 1.0)
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.max_wait_ms / 1000
+        while len(jobs) < cfg.max_batch_size and (left := deadline - loop.time()) > 0:
+            await self.queue.backend.wait_for_work(cfg.name, left)
+            jobs += await self._lease(cfg, cfg.max_batch_size - len(jobs))
+        return jobs
+
+    async def _lease(self, cfg: ModelConfig, limit: int) -> list[Job]:
+        if self._stopping.is_set():
+            return []
+        jobs = await self.queue.lease(cfg.name, limit)
+        self.held.update((j.id, j) for j in jobs)
+        return jobs
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _run_batch(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
+        try:
+            served = [j for j in jobs if j.url in provider.endpoints]
+            wrong = [j for j in jobs if j.url not in provider.endpoints]
+            await self.queue.fail([(j, _unserved(j, cfg)) for j in wrong])
+            for url in sorted({j.url for j in served}):
+                await self._call(cfg, provider, [j for j in served if j.url == url])
+        finally:
+            for job in jobs:
+                self.held.pop(job.id, None)
+
+    async def _call(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
+        requests = [Request(j.url, j.body, self._token_sink(j)) for j in jobs]
+        try:
+            async with asyncio.timeout(cfg.timeout_s):
+                results = await provider.handle(requests)
+        except TimeoutError:
+            err = ModelTimeout(f"model {cfg.name} did not answer within timeout_s={cfg.timeout_s}")
+            await self.queue.fail([(j, err) for j in jobs])
+            return
+        except Exception as exc:  # a provider bug must not kill the lane; the jobs retry
+            log.exception("model %s failed a batch of %d", cfg.name, len(jobs))
+            await self.queue.fail([(j, exc) for j in jobs])
+            return
+        await self._store(jobs, results)
+
+    async def _store(self, jobs: list[Job], results: Sequence[dict[str, Any] | ModelError]) -> None:
+        done = [(j, {"status_code": 200, "body": r}) for j, r in zip(jobs, results, strict=True)
+                if not isinstance(r, ModelError)]
+        failed = [(j, r) for j, r in zip(jobs, results, strict=True) if isinstance(r, ModelError)]
+        stored = await self.queue.complete(done)
+        self.completed += len(stored)
+        await self.queue.fail(failed)
+
+    def _token_sink(self, job: Job) -> TokenSink | None:
+        if not job.body.get("messages"):
+            return None
+        loop = asyncio.get_running_loop()
+        publish = self.queue.events.publish
+
+        def sink(text: str) -> None:
+            event = {"id": job.id, "status": "running", "delta": text}
+            loop.call_soon_threadsafe(publish, event)
+
+        return sink
+
+    # -- upkeep ------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.queue.lease_s / 3)
+            with contextlib.suppress(Exception):
+                await self.queue.heartbeat(list(self.held.values()))
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self.queue.maintain()
+            except Exception:
+                log.exception("maintenance failed; trying again")
+            await asyncio.sleep(self.maintain_s)
+
+
+def _unserved(job: Job, cfg: ModelConfig) -> ModelError:
+    return ModelError(f"model {cfg.name} does not serve {job.url}", retryable=False)

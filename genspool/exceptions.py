@@ -1,0 +1,102 @@
+"""The one exception tree of genspool.
+
+Every error genspool raises on purpose derives from :class:`GenspoolError`. Each class carries
+the HTTP status the API answers with and a ``code`` that goes into the error body, so the API
+maps exceptions to responses in one place. Foreign errors (sqlite3, httpx, llama.cpp) are
+translated at the boundary with ``raise ... from exc``.
+
+    GenspoolError
+    ├── ConfigError            bad settings or model file (CLI exits non-zero)
+    ├── BackendError           the queue/store could not be reached or used
+    ├── InvalidRequest (400)   a field is missing or wrong
+    │   └── ContextWindowExceeded (400)
+    ├── NotFound (404)         unknown job, or one the caller may not see
+    ├── UnknownModel (404)     the model is not served here
+    ├── Conflict (409)         e.g. replaying a job that is not dead-lettered
+    ├── PayloadTooLarge (413)
+    └── ModelError             a model call failed; ``retryable`` says whether to try again
+        └── ModelTimeout
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "Conflict",
+    "ContextWindowExceeded",
+    "GenspoolError",
+    "InvalidRequest",
+    "ModelError",
+    "ModelTimeout",
+    "NotFound",
+    "PayloadTooLarge",
+    "UnknownModel",
+]
+
+
+class GenspoolError(Exception):
+    """Base of every genspool error."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class ConfigError(GenspoolError):
+    code = "config_error"
+
+
+class BackendError(GenspoolError):
+    status_code = 503
+    code = "backend_unavailable"
+
+
+class InvalidRequest(GenspoolError):
+    status_code = 400
+    code = "invalid_request_error"
+
+
+class ContextWindowExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class NotFound(GenspoolError):
+    status_code = 404
+    code = "not_found"
+
+
+class UnknownModel(GenspoolError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class Conflict(GenspoolError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(GenspoolError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ModelError(GenspoolError):
+    """A model call failed. ``retryable`` decides between a retry and the dead-letter queue."""
+
+    status_code = 502
+    code = "model_error"
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ModelTimeout(ModelError):
+    status_code = 504
+    code = "model_timeout"
