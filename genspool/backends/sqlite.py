@@ -58,8 +58,8 @@ class _Conn:
     """One sqlite3 connection used only from its own thread."""
 
     def __init__(self, path: str, synchronous: str, name: str) -> None:
-        self._path, self._sync = path, synchronous
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"genspool-sqlite-{name}")
+        self._path, self._sync, self._name = path, synchronous, name
+        self._pool: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
 
     def _open(self) -> sqlite3.Connection:
@@ -70,6 +70,8 @@ class _Conn:
         return db
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"genspool-sqlite-{self._name}")
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn)
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -90,7 +92,9 @@ class _Conn:
 
         if self._db is not None:
             await self.run(_close)
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _write(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:

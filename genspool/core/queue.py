@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from genspool.backends import Backend, JobFilter, backend_from_url
-from genspool.core.events import EventHub
+from genspool.core.events import EventHub, Subscription
 from genspool.core.job import TERMINAL, Job, JobStatus, Outcome, now
 from genspool.core.retry import RetryPolicy
 from genspool.exceptions import Conflict, ModelError, NotFound
@@ -166,17 +166,23 @@ class Queue:
 
     # -- push --------------------------------------------------------------------------------
 
-    async def subscribe(
+    def subscribe(
         self, ids: Iterable[str] | None, *, tenant: str | None = None, poll_s: float = 0.25
     ) -> AsyncIterator[dict[str, Any]]:
         """Events of the given jobs until each has ended; with ``None``, every job's events.
 
-        A job that already ended yields its final event at once. Events published in this
-        process arrive immediately; changes made by other processes are found by polling the
-        store every ``poll_s`` when the backend does not carry events across processes.
+        Listening starts at the call, so a caller may subscribe before it submits. A job that
+        already ended yields its final event at once. Events published in this process arrive
+        immediately; changes made by other processes are found by polling the store every
+        ``poll_s`` when the backend does not carry events across processes.
         """
         watched = None if ids is None else set(ids)
-        with self.events.subscribe(watched) as sub:
+        return self._stream(self.events.subscribe(watched), watched, tenant, poll_s)
+
+    async def _stream(
+        self, sub: Subscription, watched: set[str] | None, tenant: str | None, poll_s: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        with sub:
             seen: dict[str, tuple[str, int]] = {}
             if watched is not None:
                 for event in await self._poll(watched, seen, tenant):

@@ -47,17 +47,26 @@ class Worker:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.completed = 0
+        self._providers: dict[str, Provider] = {}
 
     def stop(self) -> None:
         """Begin draining; ``run()`` returns once in-flight work is finished or handed back."""
         self._stopping.set()
 
-    async def run(self) -> None:
-        providers = {cfg.name: self.registry.provider(cfg.name) for cfg in self.models}
-        await asyncio.gather(*(p.load() for p in providers.values()))
+    async def start(self) -> None:
+        """Build the providers and load their weights; raises if a model cannot be served."""
+        if self.ready.is_set():
+            return
+        self._providers = {cfg.name: self.registry.provider(cfg.name) for cfg in self.models}
+        await asyncio.gather(*(p.load() for p in self._providers.values()))
         self.ready.set()
-        log.info("worker serving %s", ", ".join(providers))
-        loops = [asyncio.create_task(self._lane(cfg, providers[cfg.name])) for cfg in self.models]
+        log.info("worker serving %s", ", ".join(self._providers))
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; then drain."""
+        await self.start()
+        loops = [asyncio.create_task(self._lane(cfg, self._providers[cfg.name]))
+                 for cfg in self.models]
         loops += [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._maintain())]
         try:
             await self._stopping.wait()

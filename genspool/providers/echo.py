@@ -45,8 +45,9 @@ class EchoProvider(Provider):
         messages = r.body.get("messages") or [{}]
         content = str(messages[-1].get("content", ""))
         if r.on_token is not None:
-            for word in content.split(" "):
-                r.on_token(word + " ")
+            words = content.split(" ")
+            for i, word in enumerate(words):
+                r.on_token(word if i == len(words) - 1 else word + " ")
         return chat_completion(
             self.model, content, prompt_tokens=self.count_tokens(CHAT, r.body) or 0,
             completion_tokens=_words(content), finish_reason="stop",

@@ -1,0 +1,121 @@
+"""The HTTP app factory: routes, error mapping, the body-size guard and the lifespan.
+
+Every :class:`~genspool.exceptions.GenspoolError` becomes one JSON error in the OpenAI shape
+(``{"error": {"message", "type", "code", "param"}}``) with the status the exception carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from genspool.api.validation import describe_request_error
+from genspool.core.queue import Queue
+from genspool.core.worker import Worker
+from genspool.exceptions import GenspoolError, PayloadTooLarge
+from genspool.providers.registry import ModelRegistry
+
+__all__ = ["Services", "create_app", "error_response"]
+
+log = logging.getLogger("genspool.api")
+
+
+@dataclass
+class Services:
+    queue: Queue
+    registry: ModelRegistry
+    max_body_bytes: int = 4 * 1024 * 1024
+    wait_timeout_s: float = 600.0
+    worker: Worker | None = None
+
+
+def error_response(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    return JSONResponse(body, status_code=status)
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send, int(declared))
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLarge(self._message(seen))
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int) -> str:
+        return (f"request body is {size} bytes, above the {self.limit}-byte limit"
+                " (GENSPOOL_MAX_BODY_BYTES); send less per request")
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        response = error_response(413, self._message(size), PayloadTooLarge.code)
+        await response(scope, receive, send)
+
+
+def create_app(services: Services) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.queue.connect()
+        task = None
+        if services.worker is not None:
+            await services.worker.start()
+            task = asyncio.create_task(services.worker.run())
+        try:
+            yield
+        finally:
+            if task is not None and services.worker is not None:
+                services.worker.stop()
+                await task
+            await services.registry.aclose()
+            await services.queue.close()
+
+    app = FastAPI(title="genspool", version="0.1.0", lifespan=lifespan,
+                  summary="Buffered, batched generative-AI jobs behind an OpenAI-compatible API.")
+    app.state.services = services
+    app.add_middleware(BodyLimit, limit=services.max_body_bytes)
+    _add_error_handlers(app)
+    from genspool.api import routes_jobs, routes_openai, routes_push
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: answers 200 while the API runs")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_push.router)
+    app.include_router(routes_openai.router)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GenspoolError)
+    async def genspool_error(_: Request, exc: GenspoolError) -> JSONResponse:
+        return error_response(exc.status_code, exc.message, exc.code, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_request_error(exc.errors())
+        return error_response(400, message, "invalid_request_error", param)

@@ -1,0 +1,117 @@
+"""Jobs and dead letters: submit, read, list, cancel, replay."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
+from pydantic import BaseModel, ConfigDict, Field
+
+from genspool.api.app import Services
+from genspool.api.validation import validate_request
+from genspool.backends import JobFilter
+from genspool.core.job import Job, JobStatus
+from genspool.exceptions import InvalidRequest
+
+__all__ = ["JobCreate", "router", "services"]
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+def services(conn: HTTPConnection) -> Services:
+    svc: Services = conn.app.state.services
+    return svc
+
+
+class JobCreate(BaseModel):
+    """One OpenAI-style request (a line of the Batch API) plus queue options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="The OpenAI endpoint, e.g. /v1/chat/completions or /v1/embeddings.")
+    body: dict[str, Any] = Field(description="The request body, exactly as for that endpoint.")
+    custom_id: str | None = Field(None, description="Your id; kept in metadata.")
+    idempotency_key: str | None = Field(None, max_length=255, description="Same key, same job.")
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    expires_at: float | None = Field(None, description="Unix time; not started by then → expired.")
+    max_attempts: int | None = Field(None, ge=1, le=100, description="Default: the model's.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job:
+    cfg = validate_request(svc.registry, spec.url, spec.body)
+    if spec.expires_at is not None and spec.expires_at <= time.time():
+        raise InvalidRequest(f"expires_at: {spec.expires_at} is already in the past",
+                             param="expires_at")
+    metadata = dict(spec.metadata)
+    if spec.custom_id is not None:
+        metadata["custom_id"] = spec.custom_id
+    return Job(
+        url=spec.url, body=spec.body, model=cfg.name, tenant=tenant, priority=spec.priority,
+        max_attempts=spec.max_attempts or cfg.max_attempts, idempotency_key=spec.idempotency_key,
+        metadata=metadata, expires_at=spec.expires_at,
+    )
+
+
+@router.post("/jobs", status_code=202, summary="Submit a job; answers at once with its id")
+async def submit(request: Request, spec: JobCreate) -> JSONResponse:
+    svc = services(request)
+    job = build_job(svc, spec)
+    stored = await svc.queue.submit(job)
+    status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key
+    return JSONResponse(stored.public(), status_code=status)
+
+
+@router.get("/jobs/{job_id}", summary="A job, with its result once it has one")
+async def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    return (await services(request).queue.get(job_id)).public()
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
+async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    return (await services(request).queue.cancel(job_id)).public()
+
+
+@router.delete("/jobs/{job_id}", summary="Cancel a queued or running job")
+async def delete_job(request: Request, job_id: str) -> dict[str, Any]:
+    return await cancel_job(request, job_id)
+
+
+@router.get("/jobs", summary="Jobs, newest first; page with ?after=<last id>")
+async def list_jobs(
+    request: Request,
+    status: JobStatus | None = None,
+    model: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    return await _page(services(request), JobFilter(status=status, model=model, before=after,
+                                                    limit=limit))
+
+
+@router.get("/dlq", summary="Dead letters: jobs that failed for good, newest first")
+async def list_dead_letters(
+    request: Request,
+    model: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    flt = JobFilter(status=JobStatus.FAILED, model=model, before=after, limit=limit)
+    return await _page(services(request), flt)
+
+
+@router.post("/dlq/{job_id}/replay", summary="Queue a dead-lettered job again")
+async def replay(request: Request, job_id: str) -> dict[str, Any]:
+    return (await services(request).queue.replay(job_id)).public()
+
+
+async def _page(svc: Services, flt: JobFilter) -> dict[str, Any]:
+    jobs = await svc.queue.list(JobFilter(flt.status, flt.model, flt.tenant, flt.before,
+                                          flt.limit + 1))
+    more = len(jobs) > flt.limit
+    data = [j.public() for j in jobs[: flt.limit]]
+    return {"object": "list", "data": data, "has_more": more,
+            "next_cursor": data[-1]["id"] if more else None}

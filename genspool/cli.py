@@ -1,0 +1,260 @@
+"""The ``genspool`` command: run the server parts, and talk to a running server.
+
+``serve`` / ``api`` / ``worker`` run genspool; ``submit``, ``jobs`` and ``dlq`` are clients of
+the HTTP API (``--api``, default ``http://127.0.0.1:8000``). Errors print one line to stderr and
+exit non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from genspool.config import load_models
+from genspool.core.queue import Queue
+from genspool.core.retry import RetryPolicy
+from genspool.core.worker import Worker
+from genspool.exceptions import GenspoolError
+from genspool.providers.registry import ModelRegistry
+from genspool.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Buffer, fan out and batch generative-AI work.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+jobs_app = typer.Typer(help="Inspect and cancel jobs.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: list and replay.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(dlq_app, name="dlq")
+out = Console()
+err = Console(stderr=True)
+
+Host = Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")]
+Port = Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")]
+Db = Annotated[str | None, typer.Option("--db", help="Queue/store URL (GENSPOOL_DATABASE_URL).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Models YAML (GENSPOOL_CONFIG).")]
+Api = Annotated[str, typer.Option("--api", envvar="GENSPOOL_API_URL", help="genspool API URL.")]
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+def _settings(db: str | None, config: Path | None, **more: Any) -> Settings:
+    values = {"database_url": db, "config": config, **more}
+    return Settings(**{k: v for k, v in values.items() if v is not None})
+
+
+def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
+    """The queue and the models, checked before anything starts so that a wrong URL, a missing
+    extra or a bad models file is one clear line rather than a traceback from a server."""
+    retry = RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
+    queue = Queue.from_url(settings.database_url, retry=retry, lease_s=settings.lease_s,
+                           result_ttl_s=settings.result_ttl_s)
+    registry = ModelRegistry(load_models(settings.config), env=dict(os.environ))
+    for cfg in registry:
+        registry.provider(cfg.name)
+    asyncio.run(_check(queue))
+    return queue, registry
+
+
+async def _check(queue: Queue) -> None:
+    await queue.connect()
+    await queue.close()
+
+
+def _serve(settings: Settings, *, with_worker: bool) -> None:
+    import uvicorn
+
+    from genspool.api.app import Services, create_app
+
+    queue, registry = _parts(settings)
+    worker = Worker(queue, registry) if with_worker else None
+    services = Services(queue, registry, max_body_bytes=settings.max_body_bytes,
+                        wait_timeout_s=settings.wait_timeout_s, worker=worker)
+    config = uvicorn.Config(create_app(services), host=settings.host, port=settings.port,
+                            log_level=settings.log_level.lower(), access_log=False)
+    server = uvicorn.Server(config)
+    where = f"http://{settings.host}:{settings.port}"
+    role = "API and worker" if with_worker else "API"
+    out.print(f"genspool {role} on [bold]{where}[/] (OpenAPI at {where}/docs), "
+              f"store {settings.database_url}, models: {', '.join(registry.configs)}")
+    server.run()
+
+
+@app.command()
+def serve(host: Host = None, port: Port = None, db: Db = None, config: ConfigOpt = None) -> None:
+    """Run the API and a worker in one process (the embedded default)."""
+    _serve(_settings(db, config, host=host, port=port), with_worker=True)
+
+
+@app.command()
+def api(host: Host = None, port: Port = None, db: Db = None, config: ConfigOpt = None) -> None:
+    """Run the HTTP API only; workers run elsewhere on the same database."""
+    _serve(_settings(db, config, host=host, port=port), with_worker=False)
+
+
+@app.command()
+def worker(
+    db: Db = None,
+    config: ConfigOpt = None,
+    model: Annotated[list[str] | None, typer.Option(help="Serve only these models.")] = None,
+) -> None:
+    """Run a worker only (no HTTP): lease batches, call models, store results."""
+    settings = _settings(db, config)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    queue, registry = _parts(settings)
+    runner = Worker(queue, registry, models=model)
+    out.print(f"genspool worker on {settings.database_url}, models: "
+              f"{', '.join(c.name for c in runner.models)}")
+    asyncio.run(_run_worker(queue, runner))
+
+
+async def _run_worker(queue: Queue, runner: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.stop)
+    async with queue:
+        await runner.run()
+
+
+# -- client commands -------------------------------------------------------------------------
+
+
+def _call(api_url: str, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        response = httpx.request(method, api_url.rstrip("/") + path, timeout=60, **kwargs)
+    except httpx.HTTPError as exc:
+        raise GenspoolError(f"cannot reach genspool at {api_url} ({exc}); is it running?") from exc
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        raise GenspoolError(f"HTTP {response.status_code}: {message}")
+    return response.json()
+
+
+@app.command()
+def submit(
+    prompt: Annotated[str | None, typer.Argument(help="A prompt, or omit and use --json.")] = None,
+    model: Annotated[str, typer.Option(help="Model to use.")] = "smollm2-135m-instruct",
+    embed: Annotated[bool, typer.Option("--embed", help="An embeddings job.")] = False,
+    request: Annotated[str | None, typer.Option("--json", help="A job or request as JSON "
+                       "(or @file, or - for stdin).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Chat: most tokens to generate.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the answer.")] = False,
+    api_url: Api = DEFAULT_API,
+) -> None:
+    """Submit a job and print its id (or, with --wait, its answer)."""
+    job = _job_spec(prompt, model, embed, request, max_tokens)
+    created = _call(api_url, "POST", "/v1/jobs", json=job)
+    if not wait:
+        out.print(created["id"])
+        return
+    done = _wait(api_url, created["id"])
+    if done["status"] != "succeeded":
+        raise GenspoolError(f"job {done['id']} {done['status']}: {done.get('error')}")
+    body = done["result"]["body"]
+    if body.get("object") == "chat.completion":
+        out.print(body["choices"][0]["message"]["content"], markup=False)
+    else:
+        out.print_json(data=body)
+
+
+def _job_spec(prompt: str | None, model: str, embed: bool, request: str | None,
+              max_tokens: int | None) -> dict[str, Any]:
+    if request is not None:
+        text = sys.stdin.read() if request == "-" else (
+            Path(request[1:]).read_text() if request.startswith("@") else request)
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GenspoolError(f"--json is not valid JSON: {exc}") from exc
+        if not isinstance(spec, dict):
+            raise GenspoolError("--json must be a JSON object")
+        return spec if "url" in spec else {"url": "/v1/chat/completions", "body": spec}
+    if prompt is None:
+        raise GenspoolError("give a prompt or --json")
+    if embed:
+        return {"url": "/v1/embeddings", "body": {"model": model, "input": prompt}}
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return {"url": "/v1/chat/completions", "body": body}
+
+
+def _wait(api_url: str, job_id: str) -> dict[str, Any]:
+    url = f"{api_url.rstrip('/')}/v1/jobs/{job_id}/events"
+    try:
+        with httpx.stream("GET", url, timeout=None) as events:
+            for line in events.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event.get("status") in {"succeeded", "failed", "cancelled", "expired"}:
+                        break
+    except httpx.HTTPError as exc:
+        raise GenspoolError(f"lost the event stream of {job_id}: {exc}") from exc
+    job: dict[str, Any] = _call(api_url, "GET", f"/v1/jobs/{job_id}")
+    return job
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("id", "status", "model", "attempts", "error")
+    for j in rows:
+        table.add_row(j["id"], j["status"], j["model"], str(j["attempts"]),
+                      (j.get("error") or {}).get("message", "")[:60])
+    return table
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    api_url: Api = DEFAULT_API,
+) -> None:
+    """List jobs, newest first."""
+    params = {k: v for k, v in {"status": status, "model": model, "limit": limit}.items() if v}
+    out.print(_table(_call(api_url, "GET", "/v1/jobs", params=params)["data"]))
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: str, api_url: Api = DEFAULT_API) -> None:
+    """Show one job as JSON."""
+    out.print_json(data=_call(api_url, "GET", f"/v1/jobs/{job_id}"))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, api_url: Api = DEFAULT_API) -> None:
+    """Cancel a queued or running job."""
+    out.print(_call(api_url, "POST", f"/v1/jobs/{job_id}/cancel")["status"])
+
+
+@dlq_app.command("list")
+def dlq_list(limit: Annotated[int, typer.Option(help="How many.")] = 20,
+             api_url: Api = DEFAULT_API) -> None:
+    """List dead letters, newest first."""
+    out.print(_table(_call(api_url, "GET", "/v1/dlq", params={"limit": limit})["data"]))
+
+
+@dlq_app.command("replay")
+def dlq_replay(job_id: str, api_url: Api = DEFAULT_API) -> None:
+    """Queue a dead-lettered job again."""
+    out.print(_call(api_url, "POST", f"/v1/dlq/{job_id}/replay")["status"])
+
+
+def main() -> None:
+    try:
+        app()
+    except GenspoolError as exc:
+        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        sys.exit(1)
