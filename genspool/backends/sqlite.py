@@ -180,7 +180,9 @@ class SQLiteBackend(Backend):
                 "limit": limit}
 
         def lease(db: sqlite3.Connection) -> list[Job]:
-            return [row_to_job(r) for r in db.execute(Q["lease"], args).fetchall()]
+            jobs = [row_to_job(r) for r in db.execute(Q["lease"], args).fetchall()]
+            jobs.sort(key=lambda j: (-j.priority, j.available_at))  # RETURNING has no order
+            return jobs
 
         return await self._w.run(_write(lease))
 
