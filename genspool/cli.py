@@ -31,8 +31,11 @@ from genspool.settings import Settings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="Buffer, fan out and batch generative-AI work.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Buffer, fan out and batch generative-AI work.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 jobs_app = typer.Typer(help="Inspect and cancel jobs.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list and replay.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -57,8 +60,12 @@ def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
     """The queue and the models, checked before anything starts so that a wrong URL, a missing
     extra or a bad models file is one clear line rather than a traceback from a server."""
     retry = RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
-    queue = Queue.from_url(settings.database_url, retry=retry, lease_s=settings.lease_s,
-                           result_ttl_s=settings.result_ttl_s)
+    queue = Queue.from_url(
+        settings.database_url,
+        retry=retry,
+        lease_s=settings.lease_s,
+        result_ttl_s=settings.result_ttl_s,
+    )
     registry = ModelRegistry(load_models(settings.config), env=dict(os.environ))
     for cfg in registry:
         registry.provider(cfg.name)
@@ -78,15 +85,27 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
 
     queue, registry = _parts(settings)
     worker = Worker(queue, registry) if with_worker else None
-    services = Services(queue, registry, max_body_bytes=settings.max_body_bytes,
-                        wait_timeout_s=settings.wait_timeout_s, worker=worker)
-    config = uvicorn.Config(create_app(services), host=settings.host, port=settings.port,
-                            log_level=settings.log_level.lower(), access_log=False)
+    services = Services(
+        queue,
+        registry,
+        max_body_bytes=settings.max_body_bytes,
+        wait_timeout_s=settings.wait_timeout_s,
+        worker=worker,
+    )
+    config = uvicorn.Config(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     where = f"http://{settings.host}:{settings.port}"
     role = "API and worker" if with_worker else "API"
-    out.print(f"genspool {role} on [bold]{where}[/] (OpenAPI at {where}/docs), "
-              f"store {settings.database_url}, models: {', '.join(registry.configs)}")
+    out.print(
+        f"genspool {role} on [bold]{where}[/] (OpenAPI at {where}/docs), "
+        f"store {settings.database_url}, models: {', '.join(registry.configs)}"
+    )
     server.run()
 
 
@@ -113,8 +132,10 @@ def worker(
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     queue, registry = _parts(settings)
     runner = Worker(queue, registry, models=model)
-    out.print(f"genspool worker on {settings.database_url}, models: "
-              f"{', '.join(c.name for c in runner.models)}")
+    out.print(
+        f"genspool worker on {settings.database_url}, models: "
+        f"{', '.join(c.name for c in runner.models)}"
+    )
     asyncio.run(_run_worker(queue, runner))
 
 
@@ -148,8 +169,10 @@ def submit(
     prompt: Annotated[str | None, typer.Argument(help="A prompt, or omit and use --json.")] = None,
     model: Annotated[str, typer.Option(help="Model to use.")] = "smollm2-135m-instruct",
     embed: Annotated[bool, typer.Option("--embed", help="An embeddings job.")] = False,
-    request: Annotated[str | None, typer.Option("--json", help="A job or request as JSON "
-                       "(or @file, or - for stdin).")] = None,
+    request: Annotated[
+        str | None,
+        typer.Option("--json", help="A job or request as JSON (or @file, or - for stdin)."),
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Chat: most tokens to generate.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait and print the answer.")] = False,
     api_url: Api = DEFAULT_API,
@@ -170,11 +193,15 @@ def submit(
         out.print_json(data=body)
 
 
-def _job_spec(prompt: str | None, model: str, embed: bool, request: str | None,
-              max_tokens: int | None) -> dict[str, Any]:
+def _job_spec(
+    prompt: str | None, model: str, embed: bool, request: str | None, max_tokens: int | None
+) -> dict[str, Any]:
     if request is not None:
-        text = sys.stdin.read() if request == "-" else (
-            Path(request[1:]).read_text() if request.startswith("@") else request)
+        text = (
+            sys.stdin.read()
+            if request == "-"
+            else (Path(request[1:]).read_text() if request.startswith("@") else request)
+        )
         try:
             spec = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -210,8 +237,13 @@ def _wait(api_url: str, job_id: str) -> dict[str, Any]:
 def _table(rows: list[dict[str, Any]]) -> Table:
     table = Table("id", "status", "model", "attempts", "error")
     for j in rows:
-        table.add_row(j["id"], j["status"], j["model"], str(j["attempts"]),
-                      (j.get("error") or {}).get("message", "")[:60])
+        table.add_row(
+            j["id"],
+            j["status"],
+            j["model"],
+            str(j["attempts"]),
+            (j.get("error") or {}).get("message", "")[:60],
+        )
     return table
 
 
@@ -240,8 +272,9 @@ def jobs_cancel(job_id: str, api_url: Api = DEFAULT_API) -> None:
 
 
 @dlq_app.command("list")
-def dlq_list(limit: Annotated[int, typer.Option(help="How many.")] = 20,
-             api_url: Api = DEFAULT_API) -> None:
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="How many.")] = 20, api_url: Api = DEFAULT_API
+) -> None:
     """List dead letters, newest first."""
     out.print(_table(_call(api_url, "GET", "/v1/dlq", params={"limit": limit})["data"]))
 

@@ -47,12 +47,22 @@ class ModelConfig(BaseModel):
 
 DEFAULT_MODELS: tuple[ModelConfig, ...] = (
     ModelConfig(
-        name="smollm2-135m-instruct", provider="llama_cpp", context_window=2048,
-        max_batch_size=16, max_wait_ms=20, max_concurrency=1, timeout_s=300,
+        name="smollm2-135m-instruct",
+        provider="llama_cpp",
+        context_window=2048,
+        max_batch_size=16,
+        max_wait_ms=20,
+        max_concurrency=1,
+        timeout_s=300,
     ),
     ModelConfig(
-        name="all-minilm-l6-v2", provider="onnx_embedding", context_window=256,
-        max_batch_size=64, max_wait_ms=5, max_concurrency=1, timeout_s=120,
+        name="all-minilm-l6-v2",
+        provider="onnx_embedding",
+        context_window=256,
+        max_batch_size=64,
+        max_wait_ms=5,
+        max_concurrency=1,
+        timeout_s=120,
     ),
 )
 

@@ -91,7 +91,9 @@ class ModelError(GenspoolError):
     status_code = 502
     code = "model_error"
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after

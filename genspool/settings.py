@@ -20,10 +20,14 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="Models YAML file; none serves the bundled ones.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    lease_s: float = Field(30.0, gt=0, description="How long a worker holds a job between heartbeats.")
+    lease_s: float = Field(
+        30.0, gt=0, description="How long a worker holds a job between heartbeats."
+    )
     result_ttl_s: float = Field(86_400.0, gt=0, description="How long finished jobs are kept.")
     retry_base_s: float = Field(0.5, ge=0, description="First backoff step of a retry.")
     retry_cap_s: float = Field(60.0, ge=0, description="Longest backoff between two attempts.")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest accepted request body.")
-    wait_timeout_s: float = Field(600.0, gt=0, description="How long OpenAI-compatible routes wait.")
+    wait_timeout_s: float = Field(
+        600.0, gt=0, description="How long OpenAI-compatible routes wait."
+    )
     log_level: str = "INFO"

@@ -68,8 +68,10 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
     def _message(self, size: int) -> str:
-        return (f"request body is {size} bytes, above the {self.limit}-byte limit"
-                " (GENSPOOL_MAX_BODY_BYTES); send less per request")
+        return (
+            f"request body is {size} bytes, above the {self.limit}-byte limit"
+            " (GENSPOOL_MAX_BODY_BYTES); send less per request"
+        )
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         response = error_response(413, self._message(size), PayloadTooLarge.code)
@@ -93,8 +95,12 @@ def create_app(services: Services) -> FastAPI:
             await services.registry.aclose()
             await services.queue.close()
 
-    app = FastAPI(title="genspool", version="0.1.0", lifespan=lifespan,
-                  summary="Buffered, batched generative-AI jobs behind an OpenAI-compatible API.")
+    app = FastAPI(
+        title="genspool",
+        version="0.1.0",
+        lifespan=lifespan,
+        summary="Buffered, batched generative-AI jobs behind an OpenAI-compatible API.",
+    )
     app.state.services = services
     app.add_middleware(BodyLimit, limit=services.max_body_bytes)
     _add_error_handlers(app)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.requests import HTTPConnection
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import HTTPConnection
 
 from genspool.api.app import Services
 from genspool.api.validation import validate_request
@@ -31,7 +31,9 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="The OpenAI endpoint, e.g. /v1/chat/completions or /v1/embeddings.")
+    url: str = Field(
+        description="The OpenAI endpoint, e.g. /v1/chat/completions or /v1/embeddings."
+    )
     body: dict[str, Any] = Field(description="The request body, exactly as for that endpoint.")
     custom_id: str | None = Field(None, description="Your id; kept in metadata.")
     idempotency_key: str | None = Field(None, max_length=255, description="Same key, same job.")
@@ -44,15 +46,22 @@ class JobCreate(BaseModel):
 def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job:
     cfg = validate_request(svc.registry, spec.url, spec.body)
     if spec.expires_at is not None and spec.expires_at <= time.time():
-        raise InvalidRequest(f"expires_at: {spec.expires_at} is already in the past",
-                             param="expires_at")
+        raise InvalidRequest(
+            f"expires_at: {spec.expires_at} is already in the past", param="expires_at"
+        )
     metadata = dict(spec.metadata)
     if spec.custom_id is not None:
         metadata["custom_id"] = spec.custom_id
     return Job(
-        url=spec.url, body=spec.body, model=cfg.name, tenant=tenant, priority=spec.priority,
-        max_attempts=spec.max_attempts or cfg.max_attempts, idempotency_key=spec.idempotency_key,
-        metadata=metadata, expires_at=spec.expires_at,
+        url=spec.url,
+        body=spec.body,
+        model=cfg.name,
+        tenant=tenant,
+        priority=spec.priority,
+        max_attempts=spec.max_attempts or cfg.max_attempts,
+        idempotency_key=spec.idempotency_key,
+        metadata=metadata,
+        expires_at=spec.expires_at,
     )
 
 
@@ -88,8 +97,9 @@ async def list_jobs(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    return await _page(services(request), JobFilter(status=status, model=model, before=after,
-                                                    limit=limit))
+    return await _page(
+        services(request), JobFilter(status=status, model=model, before=after, limit=limit)
+    )
 
 
 @router.get("/dlq", summary="Dead letters: jobs that failed for good, newest first")
@@ -109,9 +119,14 @@ async def replay(request: Request, job_id: str) -> dict[str, Any]:
 
 
 async def _page(svc: Services, flt: JobFilter) -> dict[str, Any]:
-    jobs = await svc.queue.list(JobFilter(flt.status, flt.model, flt.tenant, flt.before,
-                                          flt.limit + 1))
+    jobs = await svc.queue.list_jobs(
+        JobFilter(flt.status, flt.model, flt.tenant, flt.before, flt.limit + 1)
+    )
     more = len(jobs) > flt.limit
     data = [j.public() for j in jobs[: flt.limit]]
-    return {"object": "list", "data": data, "has_more": more,
-            "next_cursor": data[-1]["id"] if more else None}
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": more,
+        "next_cursor": data[-1]["id"] if more else None,
+    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -35,10 +35,18 @@ INTERACTIVE_PRIORITY = 10
 @router.get("/models", summary="The served models")
 async def list_models(request: Request) -> dict[str, Any]:
     svc = services(request)
-    data = [{"id": cfg.name, "object": "model", "created": 0, "owned_by": "genspool",
-             "provider": cfg.provider, "context_window": cfg.context_window,
-             "endpoints": sorted(svc.registry.provider(cfg.name).endpoints)}
-            for cfg in svc.registry]
+    data = [
+        {
+            "id": cfg.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "genspool",
+            "provider": cfg.provider,
+            "context_window": cfg.context_window,
+            "endpoints": sorted(svc.registry.provider(cfg.name).endpoints),
+        }
+        for cfg in svc.registry
+    ]
     return {"object": "list", "data": data}
 
 
@@ -50,8 +58,9 @@ async def chat_completions(request: Request) -> Any:
     if body.get("stream"):
         events = svc.queue.subscribe([job.id])  # before submitting: no token may be missed
         await svc.queue.submit(job)
-        return StreamingResponse(_chunks(svc, job, body, events), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+        return StreamingResponse(
+            _chunks(svc, job, body, events), media_type="text/event-stream", headers=SSE_HEADERS
+        )
     return await _answer(svc, await svc.queue.submit(job))
 
 
@@ -93,15 +102,19 @@ def _job_error(job: Job) -> JSONResponse:
 
 
 async def _chunks(
-    svc: Services, job: Job, body: dict[str, Any], events: AsyncIterator[dict[str, Any]]
+    svc: Services, job: Job, body: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
 ) -> AsyncIterator[bytes]:
     chunk_id, created = f"chatcmpl-{job.id}", int(time.time())
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        data = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
-                "model": job.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        data = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": job.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
@@ -118,8 +131,9 @@ async def _chunks(
     yield b"data: [DONE]\n\n"
 
 
-async def _final(svc: Services, job: Job, sent: str, chunk: Any,
-                 include_usage: bool) -> AsyncIterator[bytes]:
+async def _final(
+    svc: Services, job: Job, sent: str, chunk: Any, include_usage: bool
+) -> AsyncIterator[bytes]:
     done = await svc.queue.get(job.id)
     if done.status is not JobStatus.SUCCEEDED or done.result is None:
         yield b"data: " + bytes(_job_error(done).body) + b"\n\n"
@@ -129,10 +143,15 @@ async def _final(svc: Services, job: Job, sent: str, chunk: Any,
     content = choice["message"].get("content") or ""
     if content.startswith(sent) and len(content) > len(sent):
         # Token events from a worker in another process do not reach this one; send the rest.
-        yield chunk({"content": content[len(sent):]})
+        yield chunk({"content": content[len(sent) :]})
     yield chunk({}, choice.get("finish_reason", "stop"))
     if include_usage:
-        usage = {"id": f"chatcmpl-{job.id}", "object": "chat.completion.chunk",
-                 "created": answer.get("created", 0), "model": job.model, "choices": [],
-                 "usage": answer.get("usage")}
+        usage = {
+            "id": f"chatcmpl-{job.id}",
+            "object": "chat.completion.chunk",
+            "created": answer.get("created", 0),
+            "model": job.model,
+            "choices": [],
+            "usage": answer.get("usage"),
+        }
         yield b"data: " + orjson.dumps(usage) + b"\n\n"

@@ -70,8 +70,14 @@ def _subscription(text: str, outbox: asyncio.Queue[dict[str, Any]]) -> list[str]
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise TypeError
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        outbox.put_nowait({"error": {"code": "invalid_message", "message":
-                          'send {"subscribe": ["<job id>", ...]} as a JSON text message'}})
+        outbox.put_nowait(
+            {
+                "error": {
+                    "code": "invalid_message",
+                    "message": 'send {"subscribe": ["<job id>", ...]} as a JSON text message',
+                }
+            }
+        )
         return []
     return ids
 

@@ -105,9 +105,11 @@ def _check_size(cfg: ModelConfig, provider: Provider, url: str, body: dict[str, 
         wanted = max_tokens_of(body) or 0
         if prompt + wanted > window:
             raise ContextWindowExceeded(
-                f"the prompt has {prompt} tokens and max_tokens asks for {wanted}: {prompt + wanted}"
-                f" tokens, above the {window}-token context window of {cfg.name}; shorten the"
-                " messages or lower max_tokens", param="messages")
+                f"the prompt has {prompt} tokens and max_tokens asks for {wanted}:"
+                f" {prompt + wanted} tokens, above the {window}-token context window of"
+                f" {cfg.name}; shorten the messages or lower max_tokens",
+                param="messages",
+            )
     elif url == EMBEDDINGS and prompt > window:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         for i, text in enumerate(texts):
@@ -115,7 +117,9 @@ def _check_size(cfg: ModelConfig, provider: Provider, url: str, body: dict[str, 
             if size > window:
                 raise ContextWindowExceeded(
                     f"input[{i}] has {size} tokens, above the {window}-token context window of"
-                    f" {cfg.name}; split the text into shorter pieces", param="input")
+                    f" {cfg.name}; split the text into shorter pieces",
+                    param="input",
+                )
 
 
 def describe_request_error(errors: Sequence[Any]) -> tuple[str, str | None]:

@@ -9,6 +9,7 @@ metrics live once, above it, in :class:`genspool.core.queue.Queue`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
@@ -60,8 +61,8 @@ class Backend(ABC):
         """Push out the lease of ``(job_id, lease_token)`` pairs still held; returns how many."""
 
     @abstractmethod
-    async def finish(self, outcomes: Sequence[Outcome], now: float) -> list[Job]:
-        """Apply outcomes whose lease is still held; returns the jobs that changed.
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> set[str]:
+        """Apply the outcomes whose lease is still held, atomically; returns their job ids.
         ``QUEUED`` releases a job without counting the attempt."""
 
     @abstractmethod
@@ -73,7 +74,7 @@ class Backend(ABC):
         """The jobs that exist among ``job_ids``."""
 
     @abstractmethod
-    async def list(self, flt: JobFilter) -> list[Job]:
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
         """Jobs matching ``flt``, newest first."""
 
     @abstractmethod
@@ -109,8 +110,6 @@ class Backend(ABC):
 
     async def wait_for_work(self, model: str, timeout: float) -> None:
         event = self._wakeups[model]
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(timeout, self.poll_interval_s))
-        except TimeoutError:
-            pass
         event.clear()

@@ -44,11 +44,25 @@ def _json(value: Any) -> bytes | None:
 
 def row_to_job(r: Sequence[Any]) -> Job:
     return Job(
-        id=r[0], tenant=r[1], url=r[2], model=r[3], body=_loads(r[4]), status=JobStatus(r[5]),
-        priority=r[6], attempts=r[7], max_attempts=r[8], idempotency_key=r[9],
-        metadata=_loads(r[10]) if r[10] else {}, expires_at=r[11], created_at=r[12],
-        available_at=r[13], started_at=r[14], retried_at=r[15], finished_at=r[16],
-        lease_token=r[17], lease_expires_at=r[18],
+        id=r[0],
+        tenant=r[1],
+        url=r[2],
+        model=r[3],
+        body=_loads(r[4]),
+        status=JobStatus(r[5]),
+        priority=r[6],
+        attempts=r[7],
+        max_attempts=r[8],
+        idempotency_key=r[9],
+        metadata=_loads(r[10]) if r[10] else {},
+        expires_at=r[11],
+        created_at=r[12],
+        available_at=r[13],
+        started_at=r[14],
+        retried_at=r[15],
+        finished_at=r[16],
+        lease_token=r[17],
+        lease_expires_at=r[18],
         result=_loads(r[19]) if r[19] is not None else None,
         error=_loads(r[20]) if r[20] is not None else None,
     )
@@ -110,10 +124,14 @@ def _write(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connectio
 
 
 class SQLiteBackend(Backend):
-    def __init__(self, path: str | os.PathLike[str] = "genspool.db", *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = "genspool.db", *, synchronous: str = "NORMAL"
+    ) -> None:
         super().__init__()
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise BackendError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+            raise BackendError(
+                f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
+            )
         self.path = str(path)
         self._w = _Conn(self.path, synchronous.upper(), "w")
         self._r = _Conn(self.path, synchronous.upper(), "r")
@@ -151,9 +169,20 @@ class SQLiteBackend(Backend):
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
         rows = [
-            (j.id, j.tenant, j.url, j.model, orjson.dumps(j.body), j.priority, j.max_attempts,
-             j.idempotency_key, _json(j.metadata) if j.metadata else None, j.expires_at,
-             j.created_at, j.available_at or j.created_at)
+            (
+                j.id,
+                j.tenant,
+                j.url,
+                j.model,
+                orjson.dumps(j.body),
+                j.priority,
+                j.max_attempts,
+                j.idempotency_key,
+                _json(j.metadata) if j.metadata else None,
+                j.expires_at,
+                j.created_at,
+                j.available_at or j.created_at,
+            )
             for j in jobs
         ]
 
@@ -176,8 +205,13 @@ class SQLiteBackend(Backend):
         return stored
 
     async def lease(self, model: str, limit: int, lease_s: float, now: float) -> list[Job]:
-        args = {"token": os.urandom(8).hex(), "until": now + lease_s, "now": now, "model": model,
-                "limit": limit}
+        args = {
+            "token": os.urandom(8).hex(),
+            "until": now + lease_s,
+            "now": now,
+            "model": model,
+            "limit": limit,
+        }
 
         def lease(db: sqlite3.Connection) -> list[Job]:
             jobs = [row_to_job(r) for r in db.execute(Q["lease"], args).fetchall()]
@@ -192,20 +226,27 @@ class SQLiteBackend(Backend):
 
         return await self._w.run(_write(extend))
 
-    async def finish(self, outcomes: Sequence[Outcome], now: float) -> list[Job]:
-        rows = [
-            {"status": o.status.value, "result": _json(o.result), "error": _json(o.error),
-             "available_at": o.available_at, "now": now, "id": o.job_id, "token": o.lease_token}
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> set[str]:
+        rows = {
+            o.job_id: {
+                "status": o.status.value,
+                "result": _json(o.result),
+                "error": _json(o.error),
+                "available_at": o.available_at,
+                "now": now,
+                "id": o.job_id,
+            }
             for o in outcomes
-        ]
+        }
+        tokens = {o.job_id: o.lease_token for o in outcomes}
+        held_sql = Q["held"].replace("{ids}", ",".join("?" * len(tokens)))
 
-        def finish(db: sqlite3.Connection) -> list[Job]:
-            changed = []
-            for row in rows:
-                found = db.execute(Q["finish"], row).fetchone()
-                if found is not None:
-                    changed.append(row_to_job(found))
-            return changed
+        def finish(db: sqlite3.Connection) -> set[str]:
+            # Fencing: only outcomes whose lease is still held are applied, checked and written
+            # in one transaction, so a worker that lost its lease changes nothing.
+            held = {i for i, t in db.execute(held_sql, tuple(tokens)) if tokens[i] == t}
+            db.executemany(Q["finish"], [rows[i] for i in held])
+            return held
 
         return await self._w.run(_write(finish))
 
@@ -216,9 +257,11 @@ class SQLiteBackend(Backend):
         if not job_ids:
             return []
         marks = ",".join("?" * len(job_ids))
-        return await self._select(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", tuple(job_ids))
+        return await self._select(
+            f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", tuple(job_ids)
+        )
 
-    async def list(self, flt: JobFilter) -> list[Job]:
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
         where, args = [], []
         for column, value in (("status", flt.status), ("model", flt.model), ("tenant", flt.tenant)):
             if value is not None:

@@ -70,6 +70,10 @@ class EventHub:
             self._subs[key].add(sub)
         return sub
 
+    def wants(self, job_id: str) -> bool:
+        """Whether anyone listens to this job now (cheap; safe to call from any thread)."""
+        return bool(self._subs) and (job_id in self._subs or _ALL in self._subs)
+
     def publish(self, event: Event) -> None:
         if not self._subs:
             return

@@ -32,7 +32,9 @@ class JobStatus(StrEnum):
     EXPIRED = "expired"
 
 
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
+TERMINAL = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 WAITING = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
 
 
@@ -109,7 +111,11 @@ class Job:
 
     def event(self) -> dict[str, Any]:
         """The push event for the job's current state; the terminal one carries the result."""
-        out: dict[str, Any] = {"id": self.id, "status": self.status.value, "attempts": self.attempts}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status.value,
+            "attempts": self.attempts,
+        }
         if self.result is not None:
             out["result"] = self.result
         if self.error is not None:

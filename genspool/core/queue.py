@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from genspool.backends import Backend, JobFilter, backend_from_url
@@ -18,6 +19,23 @@ from genspool.core.retry import RetryPolicy
 from genspool.exceptions import Conflict, ModelError, NotFound
 
 __all__ = ["Queue"]
+
+
+def _applied(job: Job, o: Outcome, t: float) -> Job:
+    """The job as the backend now holds it after ``o`` (mirrors the backend's finish)."""
+    waiting = o.status in (JobStatus.QUEUED, JobStatus.RETRYING)
+    return replace(
+        job,
+        status=o.status,
+        result=o.result,
+        error=o.error,
+        lease_token=None,
+        lease_expires_at=None,
+        attempts=job.attempts - (o.status is JobStatus.QUEUED),
+        available_at=o.available_at if o.available_at is not None else job.available_at,
+        retried_at=t if o.status is JobStatus.RETRYING else job.retried_at,
+        finished_at=None if waiting else t,
+    )
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -75,8 +93,8 @@ class Queue:
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    async def list(self, flt: JobFilter) -> list[Job]:
-        return await self.backend.list(flt)
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        return await self.backend.list_jobs(flt)
 
     async def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         job = await self.get(job_id, tenant)
@@ -113,41 +131,46 @@ class Queue:
     async def complete(self, done: Sequence[tuple[Job, dict[str, Any]]]) -> list[Job]:
         """Store results; a job whose lease was lost (or that was cancelled) keeps its state."""
         return await self._finish(
-            [Outcome(j.id, j.lease_token or "", JobStatus.SUCCEEDED, result=r) for j, r in done]
+            [
+                (j, Outcome(j.id, j.lease_token or "", JobStatus.SUCCEEDED, result=r))
+                for j, r in done
+            ]
         )
 
     async def fail(self, failed: Sequence[tuple[Job, BaseException]]) -> list[Job]:
         """Retry after a backoff, or dead-letter when attempts are used up or retrying is futile."""
-        t = now()
-        outcomes = []
-        for job, exc in failed:
-            retryable = exc.retryable if isinstance(exc, ModelError) else True
-            retry_after = exc.retry_after if isinstance(exc, ModelError) else None
-            delay = self.retry.next_delay(
-                job.attempts, job.max_attempts, retryable=retryable, retry_after=retry_after
-            )
-            err = error_body(exc)
-            if delay is None:
-                reason = "not retryable" if not retryable else f"{job.attempts} attempts used"
-                err["message"] = f"{err['message']} (dead-lettered: {reason})"
-                outcomes.append(Outcome(job.id, job.lease_token or "", JobStatus.FAILED, error=err))
-            else:
-                outcomes.append(
-                    Outcome(job.id, job.lease_token or "", JobStatus.RETRYING, error=err,
-                            available_at=t + delay)
-                )
-        return await self._finish(outcomes)
+        return await self._finish([(job, self._failure(job, exc, now())) for job, exc in failed])
+
+    def _failure(self, job: Job, exc: BaseException, t: float) -> Outcome:
+        retryable = exc.retryable if isinstance(exc, ModelError) else True
+        retry_after = exc.retry_after if isinstance(exc, ModelError) else None
+        delay = self.retry.next_delay(
+            job.attempts, job.max_attempts, retryable=retryable, retry_after=retry_after
+        )
+        err = error_body(exc)
+        token = job.lease_token or ""
+        if delay is None:
+            reason = "not retryable" if not retryable else f"{job.attempts} attempts used"
+            err["message"] = f"{err['message']} (dead-lettered: {reason})"
+            return Outcome(job.id, token, JobStatus.FAILED, error=err)
+        return Outcome(job.id, token, JobStatus.RETRYING, error=err, available_at=t + delay)
 
     async def release(self, jobs: Sequence[Job]) -> list[Job]:
         """Hand leased jobs back untouched (a draining worker); the attempt does not count."""
+        t = now()
         return await self._finish(
-            [Outcome(j.id, j.lease_token or "", JobStatus.QUEUED, available_at=now()) for j in jobs]
+            [
+                (j, Outcome(j.id, j.lease_token or "", JobStatus.QUEUED, available_at=t))
+                for j in jobs
+            ]
         )
 
-    async def _finish(self, outcomes: Sequence[Outcome]) -> list[Job]:
-        if not outcomes:
+    async def _finish(self, pairs: Sequence[tuple[Job, Outcome]]) -> list[Job]:
+        if not pairs:
             return []
-        changed = await self.backend.finish(outcomes, now())
+        t = now()
+        applied = await self.backend.finish([o for _, o in pairs], t)
+        changed = [_applied(job, o, t) for job, o in pairs if job.id in applied]
         self.events.publish_many(j.event() for j in changed)
         for model in {j.model for j in changed if j.status is not JobStatus.SUCCEEDED}:
             self.backend.notify(model)
@@ -168,7 +191,7 @@ class Queue:
 
     def subscribe(
         self, ids: Iterable[str] | None, *, tenant: str | None = None, poll_s: float = 0.25
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Events of the given jobs until each has ended; with ``None``, every job's events.
 
         Listening starts at the call, so a caller may subscribe before it submits. A job that
@@ -181,7 +204,7 @@ class Queue:
 
     async def _stream(
         self, sub: Subscription, watched: set[str] | None, tenant: str | None, poll_s: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         with sub:
             seen: dict[str, tuple[str, int]] = {}
             if watched is not None:
@@ -215,8 +238,13 @@ class Queue:
         for job_id in sorted(watched):
             job = jobs.get(job_id)
             if job is None or (tenant is not None and job.tenant != tenant):
-                events.append({"id": job_id, "status": "not_found", "error": {
-                    "code": "not_found", "message": f"no job {job_id!r}"}})
+                events.append(
+                    {
+                        "id": job_id,
+                        "status": "not_found",
+                        "error": {"code": "not_found", "message": f"no job {job_id!r}"},
+                    }
+                )
                 watched.discard(job_id)
             elif seen.get(job_id) != (job.status.value, job.attempts):
                 events.append(job.event())
@@ -225,7 +253,9 @@ class Queue:
                 watched.discard(event["id"])
         return events
 
-    async def wait(self, job_id: str, timeout: float | None = None, tenant: str | None = None) -> Job:
+    async def wait(
+        self, job_id: str, timeout: float | None = None, tenant: str | None = None
+    ) -> Job:
         """Block until the job ends and return it."""
         async with asyncio.timeout(timeout):
             events = self.subscribe([job_id], tenant=tenant)

@@ -65,8 +65,9 @@ class Worker:
     async def run(self) -> None:
         """Serve until ``stop()``; then drain."""
         await self.start()
-        loops = [asyncio.create_task(self._lane(cfg, self._providers[cfg.name]))
-                 for cfg in self.models]
+        loops = [
+            asyncio.create_task(self._lane(cfg, self._providers[cfg.name])) for cfg in self.models
+        ]
         loops += [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._maintain())]
         try:
             await self._stopping.wait()
@@ -106,7 +107,8 @@ class Worker:
                 continue
             task = asyncio.create_task(self._run_batch(cfg, provider, jobs))
             self._batches.add(task)
-            task.add_done_callback(lambda t: (self._batches.discard(t), slots.release()))
+            task.add_done_callback(self._batches.discard)
+            task.add_done_callback(lambda _: slots.release())
 
     async def _gather(self, cfg: ModelConfig) -> list[Job]:
         """Lease a batch: wait for a first job, then up to ``max_wait_ms`` to fill it."""
@@ -157,8 +159,11 @@ class Worker:
         await self._store(jobs, results)
 
     async def _store(self, jobs: list[Job], results: Sequence[dict[str, Any] | ModelError]) -> None:
-        done = [(j, {"status_code": 200, "body": r}) for j, r in zip(jobs, results, strict=True)
-                if not isinstance(r, ModelError)]
+        done = [
+            (j, {"status_code": 200, "body": r})
+            for j, r in zip(jobs, results, strict=True)
+            if not isinstance(r, ModelError)
+        ]
         failed = [(j, r) for j, r in zip(jobs, results, strict=True) if isinstance(r, ModelError)]
         stored = await self.queue.complete(done)
         self.completed += len(stored)
@@ -168,11 +173,13 @@ class Worker:
         if not job.body.get("messages"):
             return None
         loop = asyncio.get_running_loop()
-        publish = self.queue.events.publish
+        hub = self.queue.events
 
         def sink(text: str) -> None:
-            event = {"id": job.id, "status": "running", "delta": text}
-            loop.call_soon_threadsafe(publish, event)
+            if hub.wants(job.id):  # most jobs have no listener: skip the cross-thread hop
+                loop.call_soon_threadsafe(
+                    hub.publish, {"id": job.id, "status": "running", "delta": text}
+                )
 
         return sink
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from genspool.exceptions import ModelError
 
@@ -33,7 +33,8 @@ class Request:
 
 
 class Provider(ABC):
-    endpoints: ClassVar[frozenset[str]]
+    #: The endpoints this model serves (a class default; an instance may narrow it).
+    endpoints: frozenset[str] = frozenset()
 
     def __init__(self, model: str) -> None:
         self.model = model

@@ -49,18 +49,26 @@ class EchoProvider(Provider):
             for i, word in enumerate(words):
                 r.on_token(word if i == len(words) - 1 else word + " ")
         return chat_completion(
-            self.model, content, prompt_tokens=self.count_tokens(CHAT, r.body) or 0,
-            completion_tokens=_words(content), finish_reason="stop",
+            self.model,
+            content,
+            prompt_tokens=self.count_tokens(CHAT, r.body) or 0,
+            completion_tokens=_words(content),
+            finish_reason="stop",
         )
 
     def _embed(self, r: Request) -> Response:
         inputs = r.body.get("input", "")
         texts = inputs if isinstance(inputs, list) else [inputs]
         vectors = [
-            [b / 255 for b in hashlib.blake2b(str(t).encode(), digest_size=self.dimensions).digest()]
+            [
+                b / 255
+                for b in hashlib.blake2b(str(t).encode(), digest_size=self.dimensions).digest()
+            ]
             for t in texts
         ]
         return embedding_list(
-            self.model, vectors, prompt_tokens=self.count_tokens(EMBEDDINGS, r.body) or 0,
+            self.model,
+            vectors,
+            prompt_tokens=self.count_tokens(EMBEDDINGS, r.body) or 0,
             encoding_format=r.body.get("encoding_format", "float"),
         )

@@ -43,10 +43,12 @@ def embedding_texts(body: dict[str, Any]) -> list[str]:
     if isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs):
         return list(inputs)
     if isinstance(inputs, list) and inputs and all(isinstance(t, int | list) for t in inputs):
-        raise InvalidRequest("input: token-id arrays are not supported by this model; send text",
-                             param="input")
-    raise InvalidRequest("input: must be a non-empty string or a non-empty list of strings",
-                         param="input")
+        raise InvalidRequest(
+            "input: token-id arrays are not supported by this model; send text", param="input"
+        )
+    raise InvalidRequest(
+        "input: must be a non-empty string or a non-empty list of strings", param="input"
+    )
 
 
 class OnnxEmbeddingProvider(Provider):
@@ -54,7 +56,11 @@ class OnnxEmbeddingProvider(Provider):
     dimensions = 384
 
     def __init__(
-        self, model: str, *, model_path: str | None = None, sub_batch: int = 16,
+        self,
+        model: str,
+        *,
+        model_path: str | None = None,
+        sub_batch: int = 16,
         threads: int | None = None,
     ) -> None:
         super().__init__(model)
@@ -89,7 +95,9 @@ class OnnxEmbeddingProvider(Provider):
             if self.threads:
                 opts.intra_op_num_threads = self.threads
             path = self.model_path or bundled_onnx_path()
-            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(path), opts, providers=["CPUExecutionProvider"]
+            )
 
     def count_tokens(self, url: str, body: dict[str, Any]) -> int | None:
         texts = embedding_texts(body)
@@ -125,10 +133,14 @@ class OnnxEmbeddingProvider(Provider):
                 out.append(span)
                 continue
             lo, hi = span
-            out.append(embedding_list(
-                self.model, vectors[lo:hi], prompt_tokens=int(counts[lo:hi].sum()),
-                encoding_format=req.body.get("encoding_format") or "float",
-            ))
+            out.append(
+                embedding_list(
+                    self.model,
+                    vectors[lo:hi],
+                    prompt_tokens=int(counts[lo:hi].sum()),
+                    encoding_format=req.body.get("encoding_format") or "float",
+                )
+            )
         return out
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -43,9 +43,15 @@ class OpenAIProvider(Provider):
     endpoints = frozenset({CHAT, EMBEDDINGS})
 
     def __init__(
-        self, model: str, *, base_url: str, api_key: str | None = None,
-        remote_model: str | None = None, endpoints: Sequence[str] | None = None,
-        timeout_s: float = 120.0, transport: httpx.AsyncBaseTransport | None = None,
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        remote_model: str | None = None,
+        endpoints: Sequence[str] | None = None,
+        timeout_s: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(model)
         self.remote_model = remote_model or model
@@ -53,7 +59,10 @@ class OpenAIProvider(Provider):
             self.endpoints = frozenset(endpoints)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport,
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout_s,
+            transport=transport,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
 

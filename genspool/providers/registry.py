@@ -23,16 +23,27 @@ PROVIDERS: dict[str, tuple[str, str | None]] = {
 
 def _provider_kwargs(cfg: ModelConfig, env: dict[str, str]) -> dict[str, Any]:
     if cfg.provider == "llama_cpp":
-        return {"model_path": cfg.model_path, "context_window": cfg.context_window,
-                "max_batch_size": cfg.max_batch_size, "threads": cfg.threads}
+        return {
+            "model_path": cfg.model_path,
+            "context_window": cfg.context_window,
+            "max_batch_size": cfg.max_batch_size,
+            "threads": cfg.threads,
+        }
     if cfg.provider == "onnx_embedding":
         return {"model_path": cfg.model_path, "threads": cfg.threads}
     if cfg.provider == "openai":
         key = env.get(cfg.api_key_env) if cfg.api_key_env else None
         if cfg.api_key_env and key is None:
-            raise ConfigError(f"model {cfg.name!r}: environment variable {cfg.api_key_env} is not set")
-        return {"base_url": cfg.base_url, "api_key": key, "remote_model": cfg.remote_model,
-                "endpoints": cfg.endpoints, "timeout_s": cfg.timeout_s}
+            raise ConfigError(
+                f"model {cfg.name!r}: environment variable {cfg.api_key_env} is not set"
+            )
+        return {
+            "base_url": cfg.base_url,
+            "api_key": key,
+            "remote_model": cfg.remote_model,
+            "endpoints": cfg.endpoints,
+            "timeout_s": cfg.timeout_s,
+        }
     return {"latency_ms": cfg.latency_ms}
 
 

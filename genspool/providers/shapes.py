@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["chat_completion", "embedding_list"]
 
@@ -17,16 +18,18 @@ def chat_completion(
     model: str, content: str, *, prompt_tokens: int, completion_tokens: int, finish_reason: str
 ) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": f"chatcmpl-{os.urandom(12).hex()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": None},
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -36,15 +39,27 @@ def chat_completion(
 
 
 def embedding_list(
-    model: str, vectors: Sequence[Sequence[float]] | np.ndarray, *, prompt_tokens: int,
+    model: str,
+    vectors: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    prompt_tokens: int,
     encoding_format: str = "float",
 ) -> dict[str, Any]:
     """``encoding_format="base64"`` packs little-endian float32, as OpenAI (and its SDK) do."""
+    import numpy as np  # only embedding providers pay for the import
+
     data = []
     for i, vec in enumerate(vectors):
         arr = np.asarray(vec, dtype="<f4")
-        emb: Any = base64.b64encode(arr.tobytes()).decode() if encoding_format == "base64" \
+        emb: Any = (
+            base64.b64encode(arr.tobytes()).decode()
+            if encoding_format == "base64"
             else arr.tolist()
+        )
         data.append({"object": "embedding", "index": i, "embedding": emb})
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

@@ -113,7 +113,7 @@ async def test_failure_retries_after_backoff_then_dead_letters(queue: Queue) -> 
     assert second.attempts == 2
     (dead,) = await queue.fail([(second, ModelError("boom again"))])
     assert dead.status is JobStatus.FAILED and "2 attempts used" in dead.error["message"]
-    assert [j.id for j in await queue.list(JobFilter(status=JobStatus.FAILED))] == [stored.id]
+    assert [j.id for j in await queue.list_jobs(JobFilter(status=JobStatus.FAILED))] == [stored.id]
 
 
 async def test_retry_after_is_a_floor(queue: Queue) -> None:
@@ -151,7 +151,7 @@ async def test_idempotency_key_returns_the_same_job_per_tenant(queue: Queue) -> 
     assert b.id == a.id and b.body == a.body and c.id != a.id
     batch = await queue.submit_many([job(idempotency_key="k2"), job(idempotency_key="k2")])
     assert batch[0].id == batch[1].id
-    assert len(await queue.list(JobFilter(limit=100))) == 3
+    assert len(await queue.list_jobs(JobFilter(limit=100))) == 3
 
 
 async def test_cancel_queued_and_running(queue: Queue) -> None:
@@ -209,7 +209,7 @@ async def test_list_filters_and_cursor_pagination(queue: Queue) -> None:
     ids = [(await queue.submit(job(model="a" if i % 2 else "b"))).id for i in range(7)]
     pages, cursor = [], None
     while True:
-        page = await queue.list(JobFilter(model="a", before=cursor, limit=2))
+        page = await queue.list_jobs(JobFilter(model="a", before=cursor, limit=2))
         if not page:
             break
         pages.extend(j.id for j in page)

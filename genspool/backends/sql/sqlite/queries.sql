@@ -25,6 +25,9 @@ RETURNING {columns};
 UPDATE jobs SET lease_expires_at = ?
  WHERE id = ? AND lease_token = ? AND status = 'running';
 
+-- name: held
+SELECT id, lease_token FROM jobs WHERE status = 'running' AND id IN ({ids});
+
 -- name: finish
 UPDATE jobs
    SET status = :status, result = :result, error = :error,
@@ -33,8 +36,7 @@ UPDATE jobs
        retried_at = CASE WHEN :status = 'retrying' THEN :now ELSE retried_at END,
        finished_at = CASE WHEN :status IN ('queued', 'retrying') THEN NULL ELSE :now END,
        lease_token = NULL, lease_expires_at = NULL
- WHERE id = :id AND lease_token = :token AND status = 'running'
-RETURNING {columns};
+ WHERE id = :id;
 
 -- name: expired_leases
 SELECT {columns} FROM jobs
