@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -151,6 +150,8 @@ async def _run_worker(queue: Queue, runner: Worker) -> None:
 
 
 def _call(api_url: str, method: str, path: str, **kwargs: Any) -> Any:
+    import httpx  # client commands only; keeps worker start-up light
+
     try:
         response = httpx.request(method, api_url.rstrip("/") + path, timeout=60, **kwargs)
     except httpx.HTTPError as exc:
@@ -220,6 +221,8 @@ def _job_spec(
 
 
 def _wait(api_url: str, job_id: str) -> dict[str, Any]:
+    import httpx
+
     url = f"{api_url.rstrip('/')}/v1/jobs/{job_id}/events"
     try:
         with httpx.stream("GET", url, timeout=None) as events:

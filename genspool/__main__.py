@@ -1,0 +1,5 @@
+"""``python -m genspool`` runs the CLI."""
+
+from genspool.cli import main
+
+main()
