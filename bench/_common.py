@@ -29,9 +29,9 @@ def rss_mb() -> float:
 
 
 @asynccontextmanager
-async def running(models: Sequence[ModelConfig], synchronous: str = "NORMAL") -> AsyncIterator[
-    tuple[Queue, Worker]
-]:
+async def running(
+    models: Sequence[ModelConfig], synchronous: str = "NORMAL"
+) -> AsyncIterator[tuple[Queue, Worker]]:
     """A fresh SQLite store and a worker serving ``models``, both in this process."""
     with tempfile.TemporaryDirectory() as tmp:
         queue = Queue(SQLiteBackend(os.path.join(tmp, "bench.db"), synchronous=synchronous))

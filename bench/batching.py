@@ -19,12 +19,47 @@ from genspool.config import ModelConfig
 from genspool.core.job import Job
 from genspool.providers.onnx_embed import OnnxEmbeddingProvider
 
-WORDS = (
-    "the queue holds each request until a worker leases a batch and calls the model while "
-    "clients wait for results over a websocket or poll by id with retries and backoff"
-).split()
-MODEL = ModelConfig(name="all-minilm-l6-v2", provider="onnx_embedding", context_window=256,
-                    max_batch_size=64, max_wait_ms=5, max_concurrency=1)
+WORDS = [
+    "the",
+    "queue",
+    "holds",
+    "each",
+    "request",
+    "until",
+    "a",
+    "worker",
+    "leases",
+    "a",
+    "batch",
+    "and",
+    "calls",
+    "the",
+    "model",
+    "while",
+    "clients",
+    "wait",
+    "for",
+    "results",
+    "over",
+    "a",
+    "websocket",
+    "or",
+    "poll",
+    "by",
+    "id",
+    "with",
+    "retries",
+    "and",
+    "backoff",
+]
+MODEL = ModelConfig(
+    name="all-minilm-l6-v2",
+    provider="onnx_embedding",
+    context_window=256,
+    max_batch_size=64,
+    max_wait_ms=5,
+    max_concurrency=1,
+)
 
 
 def texts(n: int, seed: int = 7) -> list[str]:
@@ -44,8 +79,13 @@ async def queued(items: list[str]) -> float:
     async with running([MODEL]) as (queue, worker):
         start = time.perf_counter()
         for text in items:  # one job per text, as separate clients would send them
-            await queue.submit(Job(url="/v1/embeddings", model=MODEL.name,
-                                   body={"model": MODEL.name, "input": text}))
+            await queue.submit(
+                Job(
+                    url="/v1/embeddings",
+                    model=MODEL.name,
+                    body={"model": MODEL.name, "input": text},
+                )
+            )
         while worker.completed < len(items):
             await asyncio.sleep(0.005)
         return len(items) / (time.perf_counter() - start)
@@ -72,7 +112,9 @@ def main() -> None:
         print(f"direct, batch {b:2}: {median(direct_rates[b]):8.1f} texts/s")
     d, q = median(direct_rates[best]), median(queued_rates)
     print(f"direct, best batch {best}: {d:8.1f} texts/s")
-    print(f"genspool, {args.texts} jobs: {q:8.1f} texts/s  (runs: {[round(r) for r in queued_rates]})")
+    print(
+        f"genspool, {args.texts} jobs: {q:8.1f} texts/s  (runs: {[round(r) for r in queued_rates]})"
+    )
     print(f"ratio queued/direct: {q / d:.2f}  (target >= 0.85)")
 
 

@@ -27,16 +27,21 @@ from genspool.core.queue import Queue
 from genspool.core.worker import Worker
 from genspool.providers.registry import ModelRegistry
 
-ECHO = ModelConfig(name="echo", provider="echo", max_batch_size=256, max_wait_ms=0,
-                   max_concurrency=2)
+ECHO = ModelConfig(
+    name="echo", provider="echo", max_batch_size=256, max_wait_ms=0, max_concurrency=2
+)
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello there, worker"}]}
 
 
 async def enqueue(db: str, n: int) -> None:
     async with Queue(SQLiteBackend(db)) as queue:
         for i in range(0, n, 1000):
-            await queue.submit_many([Job(url="/v1/chat/completions", body=BODY, model="echo")
-                                     for _ in range(min(1000, n - i))])
+            await queue.submit_many(
+                [
+                    Job(url="/v1/chat/completions", body=BODY, model="echo")
+                    for _ in range(min(1000, n - i))
+                ]
+            )
 
 
 async def work(db: str, n: int, early: int) -> dict[str, float]:
@@ -67,9 +72,22 @@ def main() -> None:
         return
     db = str(Path(tempfile.mkdtemp(prefix="genspool-mem-")) / "g.db")
     asyncio.run(enqueue(db, args.jobs))
-    out = subprocess.run([sys.executable, __file__, "--child", db, "--jobs", str(args.jobs),
-                          "--early", str(args.early)], capture_output=True, text=True,
-                         timeout=900, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            db,
+            "--jobs",
+            str(args.jobs),
+            "--early",
+            str(args.early),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
     marks = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"worker RSS after {args.early:,} jobs: {marks['early']:.1f} MB")
     print(f"worker RSS after {int(marks['done']):,} jobs: {marks['late']:.1f} MB")
