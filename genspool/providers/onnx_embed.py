@@ -51,6 +51,12 @@ def embedding_texts(body: dict[str, Any]) -> list[str]:
     )
 
 
+def _wordpiece() -> Any:
+    from tokenizers import BertWordPieceTokenizer
+
+    return BertWordPieceTokenizer(str(VOCAB), lowercase=True)
+
+
 class OnnxEmbeddingProvider(Provider):
     endpoints = frozenset({EMBEDDINGS})
     dimensions = 384
@@ -69,18 +75,25 @@ class OnnxEmbeddingProvider(Provider):
         self.threads = threads
         self._session: Any = None
         self._tokenizer: Any = None
+        self._counter: Any = None
         self._lock = threading.Lock()
 
     @property
     def tokenizer(self) -> Any:
+        """The tokenizer the model runs with: truncates to 256 tokens, pads a sub-batch."""
         if self._tokenizer is None:
-            from tokenizers import BertWordPieceTokenizer
-
-            tok = BertWordPieceTokenizer(str(VOCAB), lowercase=True)
+            tok = _wordpiece()
             tok.enable_truncation(MAX_TOKENS)
             tok.enable_padding(pad_id=0, pad_token="[PAD]")
             self._tokenizer = tok
         return self._tokenizer
+
+    @property
+    def counter(self) -> Any:
+        """The same vocabulary without truncation, to measure what a client sent."""
+        if self._counter is None:
+            self._counter = _wordpiece()
+        return self._counter
 
     async def load(self) -> None:
         await asyncio.to_thread(self._load)
@@ -100,16 +113,7 @@ class OnnxEmbeddingProvider(Provider):
             )
 
     def count_tokens(self, url: str, body: dict[str, Any]) -> int | None:
-        texts = embedding_texts(body)
-        return sum(len(e.ids) for e in self._encode_unpadded(texts))
-
-    def _encode_unpadded(self, texts: Sequence[str]) -> list[Any]:
-        tok = self.tokenizer
-        tok.no_padding()
-        try:
-            return list(tok.encode_batch(list(texts)))
-        finally:
-            tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        return sum(len(e.ids) for e in self.counter.encode_batch(embedding_texts(body)))
 
     async def handle(self, batch: Sequence[Request]) -> list[Response | ModelError]:
         return await asyncio.to_thread(self._handle, batch)
