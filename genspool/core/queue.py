@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from genspool.backends import Backend, JobFilter, backend_from_url
@@ -21,21 +20,18 @@ from genspool.exceptions import Conflict, ModelError, NotFound
 __all__ = ["Queue"]
 
 
-def _applied(job: Job, o: Outcome, t: float) -> Job:
-    """The job as the backend now holds it after ``o`` (mirrors the backend's finish)."""
-    waiting = o.status in (JobStatus.QUEUED, JobStatus.RETRYING)
-    return replace(
-        job,
-        status=o.status,
-        result=o.result,
-        error=o.error,
-        lease_token=None,
-        lease_expires_at=None,
-        attempts=job.attempts - (o.status is JobStatus.QUEUED),
-        available_at=o.available_at if o.available_at is not None else job.available_at,
-        retried_at=t if o.status is JobStatus.RETRYING else job.retried_at,
-        finished_at=None if waiting else t,
-    )
+def _apply(job: Job, o: Outcome, t: float) -> Job:
+    """Bring the worker's copy of ``job`` to what the backend now holds after ``o``; in place,
+    since this runs once per job on the hot path and the copy is the caller's to give up."""
+    job.attempts -= o.status is JobStatus.QUEUED
+    if o.status is JobStatus.RETRYING:
+        job.retried_at = t
+    if o.available_at is not None:
+        job.available_at = o.available_at
+    job.status, job.result, job.error = o.status, o.result, o.error
+    job.lease_token = job.lease_expires_at = None
+    job.finished_at = None if o.status in (JobStatus.QUEUED, JobStatus.RETRYING) else t
+    return job
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -170,7 +166,7 @@ class Queue:
             return []
         t = now()
         applied = await self.backend.finish([o for _, o in pairs], t)
-        changed = [_applied(job, o, t) for job, o in pairs if job.id in applied]
+        changed = [_apply(job, o, t) for job, o in pairs if job.id in applied]
         self.events.publish_many(j.event() for j in changed)
         for model in {j.model for j in changed if j.status is not JobStatus.SUCCEEDED}:
             self.backend.notify(model)
