@@ -53,4 +53,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run under the import name, so that task names ("huey_app.noop") match the consumer's.
+    import huey_app
+
+    huey_app.main()
