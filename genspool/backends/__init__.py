@@ -17,6 +17,10 @@ __all__ = ["SCHEMES", "Backend", "JobFilter", "backend_from_url"]
 #: scheme -> ("module:Class", extra that installs its driver)
 SCHEMES: dict[str, tuple[str, str | None]] = {
     "sqlite": ("genspool.backends.sqlite:SQLiteBackend", None),
+    "postgresql": ("genspool.backends.postgres:PostgresBackend", "postgres"),
+    "postgres": ("genspool.backends.postgres:PostgresBackend", "postgres"),
+    "redis": ("genspool.backends.redis:RedisBackend", "redis"),
+    "nats": ("genspool.backends.nats:NatsBackend", "nats"),
 }
 
 

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from genspool.core.job import Job, JobStatus, Outcome
 
-__all__ = ["Backend", "JobFilter"]
+__all__ = ["Backend", "JobFilter", "gcra"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,12 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    @abstractmethod
+    async def destroy(self) -> None:
+        """Delete everything this backend stored under its URL (its namespace: a SQLite file,
+        a PostgreSQL schema, a Redis key prefix, NATS streams and buckets). For tests and
+        ``genspool reset``; the backend stays connected and empty."""
 
     @abstractmethod
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
@@ -97,6 +103,51 @@ class Backend(ABC):
     async def depth(self) -> dict[str, dict[str, int]]:
         """Count of jobs per model and status, for ``queued``, ``retrying`` and ``running``."""
 
+    # -- coordination across processes ------------------------------------------------------
+
+    @abstractmethod
+    async def acquire_slot(
+        self, name: str, holder: str, limit: int, ttl_s: float, now: float
+    ) -> bool:
+        """Take one of ``limit`` slots of ``name`` for ``holder`` until ``now + ttl_s``; a holder
+        that already has one renews it. Slots whose time ran out are free again (a dead
+        worker's slots come back by themselves). Returns whether ``holder`` now holds a slot."""
+
+    @abstractmethod
+    async def release_slot(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of ``name``; nothing when it holds none."""
+
+    @abstractmethod
+    async def reserve(self, key: str, cost: float, rate_per_s: float, burst: float, now: float) -> float:
+        """Rate limit shared by every process: take ``cost`` units from the bucket ``key`` that
+        refills at ``rate_per_s`` up to ``burst`` and return 0.0, or take nothing and return
+        how many seconds until it would succeed. Atomic; the arithmetic is :func:`gcra`."""
+
+    @abstractmethod
+    async def kv_put(self, namespace: str, key: str, value: bytes) -> None:
+        """Store a small value (API keys, breaker states) under ``(namespace, key)``."""
+
+    @abstractmethod
+    async def kv_get(self, namespace: str, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def kv_list(self, namespace: str) -> dict[str, bytes]: ...
+
+    @abstractmethod
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        """Remove a value; returns whether it existed."""
+
+    # Events across processes. Backends that set ``cross_process_events`` carry opaque payloads
+    # (encoded by the queue facade) from ``broadcast`` in one process to ``listen`` in every
+    # other process, their own included; the facade drops its own by an origin tag.
+
+    async def broadcast(self, payload: bytes) -> None:  # noqa: B027 - optional hook
+        """Send ``payload`` to every process's listener (best effort; subscribers also poll)."""
+
+    async def listen(self, deliver: Callable[[bytes], None]) -> None:
+        """Call ``deliver`` with every broadcast payload until cancelled; reconnect by itself."""
+        await asyncio.Event().wait()
+
     async def get(self, job_id: str) -> Job | None:
         found = await self.get_many([job_id])
         return found[0] if found else None
@@ -113,3 +164,17 @@ class Backend(ABC):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(timeout, self.poll_interval_s))
         event.clear()
+
+
+def gcra(tat: float | None, now: float, cost: float, rate_per_s: float, burst: float) -> tuple[float, float]:
+    """The generic cell rate algorithm: ``(new_tat, wait_s)`` from the stored theoretical
+    arrival time ``tat``. ``wait_s == 0`` means allowed (store ``new_tat``); otherwise keep
+    ``tat`` and retry after ``wait_s``. A cost above ``burst`` is let through once the bucket
+    is full, so an oversize request is slowed, never refused forever."""
+    interval = 1.0 / rate_per_s
+    base = max(tat or now, now)
+    new_tat = base + min(cost, burst) * interval
+    allow_at = new_tat - burst * interval
+    if allow_at > now:
+        return (tat or now), allow_at - now
+    return base + cost * interval, 0.0

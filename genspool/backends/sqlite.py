@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from genspool.backends._sql import load_queries, migrations
-from genspool.backends.base import Backend, JobFilter
+from genspool.backends.base import Backend, JobFilter, gcra
 from genspool.core.job import Job, JobStatus, Outcome
 from genspool.exceptions import BackendError
 
@@ -300,6 +300,61 @@ class SQLiteBackend(Backend):
             return out
 
         return await self._r.run(depth)
+
+    async def destroy(self) -> None:
+        def drop(db: sqlite3.Connection) -> None:
+            for table in ("jobs", "slots", "limits", "kv"):
+                db.execute(f"DELETE FROM {table}")
+
+        await self._w.run(_write(drop))
+
+    # -- coordination ------------------------------------------------------------------------
+
+    async def acquire_slot(
+        self, name: str, holder: str, limit: int, ttl_s: float, now: float
+    ) -> bool:
+        def take(db: sqlite3.Connection) -> bool:
+            db.execute(Q["slot_prune"], (name, now))
+            if db.execute(Q["slot_renew"], (now + ttl_s, name, holder)).rowcount:
+                return True
+            if db.execute(Q["slot_count"], (name,)).fetchone()[0] >= limit:
+                return False
+            db.execute(Q["slot_take"], (name, holder, now + ttl_s))
+            return True
+
+        return await self._w.run(_write(take))
+
+    async def release_slot(self, name: str, holder: str) -> None:
+        await self._w.run(_write(lambda db: db.execute(Q["slot_release"], (name, holder))))
+
+    async def reserve(
+        self, key: str, cost: float, rate_per_s: float, burst: float, now: float
+    ) -> float:
+        def take(db: sqlite3.Connection) -> float:
+            row = db.execute(Q["limit_get"], (key,)).fetchone()
+            tat, wait = gcra(row[0] if row else None, now, cost, rate_per_s, burst)
+            if wait == 0.0:
+                db.execute(Q["limit_set"], (key, tat))
+            return wait
+
+        return await self._w.run(_write(take))
+
+    async def kv_put(self, namespace: str, key: str, value: bytes) -> None:
+        await self._w.run(_write(lambda db: db.execute(Q["kv_put"], (namespace, key, value))))
+
+    async def kv_get(self, namespace: str, key: str) -> bytes | None:
+        row = await self._r.run(lambda db: db.execute(Q["kv_get"], (namespace, key)).fetchone())
+        return None if row is None else bytes(row[0])
+
+    async def kv_list(self, namespace: str) -> dict[str, bytes]:
+        rows = await self._r.run(lambda db: db.execute(Q["kv_list"], (namespace,)).fetchall())
+        return {k: bytes(v) for k, v in rows}
+
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            return db.execute(Q["kv_delete"], (namespace, key)).rowcount > 0
+
+        return await self._w.run(_write(delete))
 
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Job]:
         return await self._r.run(lambda db: [row_to_job(r) for r in db.execute(sql, args)])

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any
+
+import orjson
 
 from genspool.backends import Backend, JobFilter, backend_from_url
 from genspool.core.events import EventHub, Subscription
@@ -18,6 +22,9 @@ from genspool.core.retry import RetryPolicy
 from genspool.exceptions import Conflict, ModelError, NotFound
 
 __all__ = ["Queue"]
+
+log = logging.getLogger("genspool.queue")
+Event = dict[str, Any]
 
 
 def _apply(job: Job, o: Outcome, t: float) -> Job:
@@ -40,6 +47,9 @@ def error_body(exc: BaseException) -> dict[str, Any]:
 
 
 class Queue:
+    #: With cross-process events, how often a subscriber still checks the store.
+    SAFETY_POLL_S = 2.0
+
     def __init__(
         self,
         backend: Backend,
@@ -54,6 +64,9 @@ class Queue:
         self.retry = retry or RetryPolicy()
         self.lease_s = lease_s
         self.result_ttl_s = result_ttl_s
+        self.origin = os.urandom(6).hex()
+        self._outbox: asyncio.Queue[list[Event]] | None = None
+        self._relays: list[asyncio.Task[None]] = []
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Queue:
@@ -61,9 +74,62 @@ class Queue:
 
     async def connect(self) -> None:
         await self.backend.connect()
+        if self.backend.cross_process_events and not self._relays:
+            self._outbox = asyncio.Queue()
+            self._relays = [
+                asyncio.create_task(self._send_events(self._outbox)),
+                asyncio.create_task(self.backend.listen(self._receive_events)),
+            ]
 
     async def close(self) -> None:
+        if self._outbox is not None:
+            with contextlib.suppress(TimeoutError):  # let queued events go out first
+                await asyncio.wait_for(self._outbox.join(), 2.0)
+        for task in self._relays:
+            task.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        self._relays, self._outbox = [], None
         await self.backend.close()
+
+    # -- events ------------------------------------------------------------------------------
+
+    @property
+    def broadcasts(self) -> bool:
+        """Whether events go to other processes too (so there may be listeners we cannot see)."""
+        return self._outbox is not None
+
+    def publish(self, event: Event) -> None:
+        self.publish_many([event])
+
+    def publish_many(self, events: Iterable[Event]) -> None:
+        """Deliver events to this process's subscribers and, when the backend carries them,
+        to every other process; never waits (the outbox is drained by a background task)."""
+        if self._outbox is not None:
+            batch = list(events)
+            self.events.publish_many(batch)
+            if batch:
+                self._outbox.put_nowait(batch)
+        else:
+            self.events.publish_many(events)
+
+    async def _send_events(self, outbox: asyncio.Queue[list[Event]]) -> None:
+        while True:
+            batch = await outbox.get()
+            taken = 1
+            while not outbox.empty() and len(batch) < 500:
+                batch += outbox.get_nowait()
+                taken += 1
+            try:
+                await self.backend.broadcast(orjson.dumps({"o": self.origin, "e": batch}))
+            except Exception as exc:  # subscribers fall back to polling the store
+                log.warning("could not broadcast %d events: %s", len(batch), exc)
+            for _ in range(taken):
+                outbox.task_done()
+
+    def _receive_events(self, payload: bytes) -> None:
+        message = orjson.loads(payload)
+        if message["o"] != self.origin:
+            self.events.publish_many(message["e"])
 
     async def __aenter__(self) -> Queue:
         await self.connect()
@@ -79,7 +145,7 @@ class Queue:
 
     async def submit_many(self, jobs: Sequence[Job]) -> list[Job]:
         stored = await self.backend.enqueue(jobs)
-        self.events.publish_many(j.event() for j, s in zip(jobs, stored, strict=True) if j is s)
+        self.publish_many(j.event() for j, s in zip(jobs, stored, strict=True) if j is s)
         return stored
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
@@ -99,7 +165,7 @@ class Queue:
         cancelled = await self.backend.cancel(job_id, now())
         if cancelled is None:  # it ended between the read and the write
             return await self.get(job_id, tenant)
-        self.events.publish(cancelled.event())
+        self.publish(cancelled.event())
         return cancelled
 
     async def replay(self, job_id: str, tenant: str | None = None) -> Job:
@@ -110,14 +176,14 @@ class Queue:
         if replayed is None:
             raise Conflict(f"job {job_id} was replayed by someone else")
         self.backend.notify(replayed.model)
-        self.events.publish(replayed.event())
+        self.publish(replayed.event())
         return replayed
 
     # -- workers -----------------------------------------------------------------------------
 
     async def lease(self, model: str, limit: int) -> list[Job]:
         jobs = await self.backend.lease(model, limit, self.lease_s, now())
-        self.events.publish_many(j.event() for j in jobs)
+        self.publish_many(j.event() for j in jobs)
         return jobs
 
     async def heartbeat(self, jobs: Iterable[Job]) -> int:
@@ -167,7 +233,7 @@ class Queue:
         t = now()
         applied = await self.backend.finish([o for _, o in pairs], t)
         changed = [_apply(job, o, t) for job, o in pairs if job.id in applied]
-        self.events.publish_many(j.event() for j in changed)
+        self.publish_many(j.event() for j in changed)
         for model in {j.model for j in changed if j.status is not JobStatus.SUCCEEDED}:
             self.backend.notify(model)
         return changed
@@ -176,7 +242,7 @@ class Queue:
         """Expire overdue jobs, take back leases of dead workers, drop results past their TTL."""
         t = now()
         expired = await self.backend.expire(t)
-        self.events.publish_many(j.event() for j in expired)
+        self.publish_many(j.event() for j in expired)
         orphans = await self.backend.expired_leases(t, 1000)
         lost = TimeoutError("lease expired: the worker holding the job stopped responding")
         reclaimed = await self.fail([(j, lost) for j in orphans])
@@ -201,6 +267,8 @@ class Queue:
     async def _stream(
         self, sub: Subscription, watched: set[str] | None, tenant: str | None, poll_s: float
     ) -> AsyncGenerator[dict[str, Any], None]:
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + self.SAFETY_POLL_S
         with sub:
             seen: dict[str, tuple[str, int]] = {}
             if watched is not None:
@@ -210,8 +278,11 @@ class Queue:
                 try:
                     batch = [await asyncio.wait_for(sub.queue.get(), poll_s)]
                 except TimeoutError:
-                    if watched is None or self.backend.cross_process_events:
+                    # With events carried across processes the poll is only a safety net for
+                    # a message lost while a connection was down, so it runs less often.
+                    if watched is None or (self.broadcasts and loop.time() < next_poll):
                         continue
+                    next_poll = loop.time() + self.SAFETY_POLL_S
                     batch = await self._poll(watched, seen, tenant)
                 for event in batch:
                     if watched is not None and event["id"] not in watched:

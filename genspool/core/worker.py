@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 from genspool.config import ModelConfig
-from genspool.core.job import Job
+from genspool.core.job import Job, now
 from genspool.core.queue import Queue
 from genspool.exceptions import ModelError, ModelTimeout
 from genspool.providers.base import Provider, Request, TokenSink
@@ -48,6 +51,9 @@ class Worker:
         self.ready = asyncio.Event()
         self.completed = 0
         self._providers: dict[str, Provider] = {}
+        self._slots: dict[str, tuple[str, int]] = {}  # held slot -> (name, limit)
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.slot_poll_s = 0.05
 
     def stop(self) -> None:
         """Begin draining; ``run()`` returns once in-flight work is finished or handed back."""
@@ -92,23 +98,47 @@ class Worker:
     # -- leasing -----------------------------------------------------------------------------
 
     async def _lane(self, cfg: ModelConfig, provider: Provider) -> None:
-        slots = asyncio.Semaphore(cfg.max_concurrency)
-        while not self._stopping.is_set():
-            await slots.acquire()
+        """Lease and start batches of one model. ``max_concurrency`` holds across every worker
+        process: a batch runs only under one of the model's slots, which the backend shares."""
+        local = asyncio.Semaphore(cfg.max_concurrency)
+        for n in itertools.count():
+            if self._stopping.is_set():
+                return
+            await local.acquire()
+            slot = f"{self.id}/{n}"
             try:
-                jobs = await self._gather(cfg)
-            except Exception:
-                slots.release()
-                log.exception("leasing for %s failed; retrying in 1 s", cfg.name)
+                jobs = await self._gather_under_slot(cfg, slot)
+            except Exception as exc:
+                local.release()
+                log.error("leasing for %s failed (%s); retrying in 1 s", cfg.name, exc)
                 await asyncio.sleep(1.0)
                 continue
             if not jobs:
-                slots.release()
+                local.release()
                 continue
-            task = asyncio.create_task(self._run_batch(cfg, provider, jobs))
+            task = asyncio.create_task(self._run_batch(cfg, provider, jobs, slot))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
-            task.add_done_callback(lambda _: slots.release())
+            task.add_done_callback(lambda _: local.release())
+
+    async def _gather_under_slot(self, cfg: ModelConfig, slot: str) -> list[Job]:
+        backend, name = self.queue.backend, f"model:{cfg.name}"
+        if not await backend.acquire_slot(name, slot, cfg.max_concurrency, self.queue.lease_s, now()):
+            await asyncio.sleep(self.slot_poll_s)  # all slots are busy in other processes
+            return []
+        self._slots[slot] = (name, cfg.max_concurrency)
+        jobs: list[Job] = []
+        try:
+            jobs = await self._gather(cfg)
+        finally:
+            if not jobs:
+                await self._release_slot(slot)
+        return jobs
+
+    async def _release_slot(self, slot: str) -> None:
+        held = self._slots.pop(slot, None)
+        if held is not None:
+            await self.queue.backend.release_slot(held[0], slot)
 
     async def _gather(self, cfg: ModelConfig) -> list[Job]:
         """Lease a batch: wait for a first job, then up to ``max_wait_ms`` to fill it."""
@@ -132,7 +162,9 @@ class Worker:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _run_batch(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
+    async def _run_batch(
+        self, cfg: ModelConfig, provider: Provider, jobs: list[Job], slot: str
+    ) -> None:
         try:
             served = [j for j in jobs if j.url in provider.endpoints]
             wrong = [j for j in jobs if j.url not in provider.endpoints]
@@ -142,6 +174,7 @@ class Worker:
         finally:
             for job in jobs:
                 self.held.pop(job.id, None)
+            await self._release_slot(slot)
 
     async def _call(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
         requests = [Request(j.url, j.body, self._token_sink(j)) for j in jobs]
@@ -173,12 +206,14 @@ class Worker:
         if not job.body.get("messages"):
             return None
         loop = asyncio.get_running_loop()
-        hub = self.queue.events
+        queue = self.queue
 
         def sink(text: str) -> None:
-            if hub.wants(job.id):  # most jobs have no listener: skip the cross-thread hop
+            # Most jobs have no listener in this process: skip the cross-thread hop, unless
+            # events also go to other processes, whose listeners we cannot see.
+            if queue.broadcasts or queue.events.wants(job.id):
                 loop.call_soon_threadsafe(
-                    hub.publish, {"id": job.id, "status": "running", "delta": text}
+                    queue.publish, {"id": job.id, "status": "running", "delta": text}
                 )
 
         return sink
@@ -186,10 +221,15 @@ class Worker:
     # -- upkeep ------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        backend, ttl = self.queue.backend, self.queue.lease_s
         while True:
-            await asyncio.sleep(self.queue.lease_s / 3)
-            with contextlib.suppress(Exception):
+            await asyncio.sleep(ttl / 3)
+            try:
                 await self.queue.heartbeat(list(self.held.values()))
+                for slot, (name, limit) in list(self._slots.items()):
+                    await backend.acquire_slot(name, slot, limit, ttl, now())
+            except Exception as exc:  # the backend is down: leases run out, others take over
+                log.warning("heartbeat failed: %s", exc)
 
     async def _maintain(self) -> None:
         while True:

@@ -68,3 +68,37 @@ DELETE FROM jobs WHERE status IN ('succeeded', 'cancelled', 'expired') AND finis
 -- name: depth
 SELECT model, status, count(*) FROM jobs
  WHERE status IN ('queued', 'retrying', 'running') GROUP BY model, status;
+
+-- name: slot_prune
+DELETE FROM slots WHERE name = ? AND expires_at <= ?;
+
+-- name: slot_renew
+UPDATE slots SET expires_at = ? WHERE name = ? AND holder = ?;
+
+-- name: slot_count
+SELECT count(*) FROM slots WHERE name = ?;
+
+-- name: slot_take
+INSERT INTO slots (name, holder, expires_at) VALUES (?, ?, ?);
+
+-- name: slot_release
+DELETE FROM slots WHERE name = ? AND holder = ?;
+
+-- name: limit_get
+SELECT tat FROM limits WHERE key = ?;
+
+-- name: limit_set
+INSERT INTO limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat;
+
+-- name: kv_put
+INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?)
+ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value;
+
+-- name: kv_get
+SELECT value FROM kv WHERE namespace = ? AND key = ?;
+
+-- name: kv_list
+SELECT key, value FROM kv WHERE namespace = ? ORDER BY key;
+
+-- name: kv_delete
+DELETE FROM kv WHERE namespace = ? AND key = ?;
