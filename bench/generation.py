@@ -50,8 +50,10 @@ async def run_provider(
     provider: LlamaChatProvider, prompts: list[str], max_tokens: int
 ) -> tuple[int, float]:
     """All prompts as one batch through the provider: (completion tokens, seconds)."""
-    batch = [Request(CHAT, {"messages": messages(p), "max_tokens": max_tokens, "temperature": 0})
-             for p in prompts]
+    batch = [
+        Request(CHAT, {"messages": messages(p), "max_tokens": max_tokens, "temperature": 0})
+        for p in prompts
+    ]
     start = time.perf_counter()
     results = await provider.handle(batch)
     seconds = time.perf_counter() - start
@@ -85,8 +87,14 @@ def rss_mb() -> float:
 def direct_model(path: Path, threads: int) -> llama_cpp.Llama:
     # Single-sequence defaults, with the provider's thread count and attention kernel so the
     # ratio measures batching and nothing else.
-    return llama_cpp.Llama(str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                           flash_attn=True, verbose=False)
+    return llama_cpp.Llama(
+        str(path),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=threads,
+        flash_attn=True,
+        verbose=False,
+    )
 
 
 async def main() -> None:
@@ -96,13 +104,16 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    prompts = (PROMPTS * (args.requests // len(PROMPTS) + 1))[:args.requests]
+    prompts = (PROMPTS * (args.requests // len(PROMPTS) + 1))[: args.requests]
 
-    provider = LlamaChatProvider("smollm2-135m-instruct", max_batch_size=args.requests,
-                                 threads=args.threads)
+    provider = LlamaChatProvider(
+        "smollm2-135m-instruct", max_batch_size=args.requests, threads=args.threads
+    )
     await provider.load()
-    print(f"provider loaded: {provider.weights_path.name if provider.weights_path else '?'}, "
-          f"{provider.threads} threads, RSS {rss_mb():.0f} MB")
+    print(
+        f"provider loaded: {provider.weights_path.name if provider.weights_path else '?'}, "
+        f"{provider.threads} threads, RSS {rss_mb():.0f} MB"
+    )
     assert provider.weights_path is not None
     llm = direct_model(provider.weights_path, provider.threads)
     await run_provider(provider, prompts[:2], 4)  # warm-up: first-call allocations
@@ -114,8 +125,10 @@ async def main() -> None:
         batched.append(tokens / seconds)
         d_tokens, d_seconds = run_direct(llm, prompts, args.max_tokens)
         direct.append(d_tokens / d_seconds)
-        print(f"run {i + 1}: provider {tokens} tok in {seconds:.2f} s = {batched[-1]:.1f} tok/s; "
-              f"direct {d_tokens} tok in {d_seconds:.2f} s = {direct[-1]:.1f} tok/s")
+        print(
+            f"run {i + 1}: provider {tokens} tok in {seconds:.2f} s = {batched[-1]:.1f} tok/s; "
+            f"direct {d_tokens} tok in {d_seconds:.2f} s = {direct[-1]:.1f} tok/s"
+        )
     await provider.aclose()
 
     b, d = statistics.median(batched), statistics.median(direct)

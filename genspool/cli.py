@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from genspool.config import load_models
@@ -39,8 +40,16 @@ jobs_app = typer.Typer(help="Inspect and cancel jobs.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list and replay.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
-out = Console()
-err = Console(stderr=True)
+
+
+def _console(stderr: bool) -> Console:
+    # Piped output is for programs and logs: never wrap a line or cut a table column there.
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else 10_000)
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 Host = Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")]
 Port = Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")]
@@ -292,5 +301,5 @@ def main() -> None:
     try:
         app()
     except GenspoolError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         sys.exit(1)

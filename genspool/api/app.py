@@ -58,14 +58,26 @@ class BodyLimit:
         seen = 0
 
         async def counted() -> Message:
+            # Past the limit the app sees a disconnect, whatever it makes of that is dropped,
+            # and the client gets the 413 below.
             nonlocal seen
+            if seen > self.limit:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise PayloadTooLarge(self._message(seen))
-            return message
+            return {"type": "http.disconnect"} if seen > self.limit else message
 
-        await self.app(scope, counted, send)
+        async def guarded(message: Message) -> None:
+            if seen <= self.limit:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if seen <= self.limit:
+                raise
+        if seen > self.limit:
+            await self._refuse(scope, receive, send, seen)
 
     def _message(self, size: int) -> str:
         return (

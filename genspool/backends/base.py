@@ -118,7 +118,9 @@ class Backend(ABC):
         """Give back ``holder``'s slot of ``name``; nothing when it holds none."""
 
     @abstractmethod
-    async def reserve(self, key: str, cost: float, rate_per_s: float, burst: float, now: float) -> float:
+    async def reserve(
+        self, key: str, cost: float, rate_per_s: float, burst: float, now: float
+    ) -> float:
         """Rate limit shared by every process: take ``cost`` units from the bucket ``key`` that
         refills at ``rate_per_s`` up to ``burst`` and return 0.0, or take nothing and return
         how many seconds until it would succeed. Atomic; the arithmetic is :func:`gcra`."""
@@ -166,7 +168,9 @@ class Backend(ABC):
         event.clear()
 
 
-def gcra(tat: float | None, now: float, cost: float, rate_per_s: float, burst: float) -> tuple[float, float]:
+def gcra(
+    tat: float | None, now: float, cost: float, rate_per_s: float, burst: float
+) -> tuple[float, float]:
     """The generic cell rate algorithm: ``(new_tat, wait_s)`` from the stored theoretical
     arrival time ``tat``. ``wait_s == 0`` means allowed (store ``new_tat``); otherwise keep
     ``tat`` and retry after ``wait_s``. A cost above ``burst`` is let through once the bucket
@@ -175,6 +179,6 @@ def gcra(tat: float | None, now: float, cost: float, rate_per_s: float, burst: f
     base = max(tat or now, now)
     new_tat = base + min(cost, burst) * interval
     allow_at = new_tat - burst * interval
-    if allow_at > now:
+    if allow_at - now > 1e-9:  # not a rounding error of the float sums above
         return (tat or now), allow_at - now
     return base + cost * interval, 0.0

@@ -46,6 +46,11 @@ def error_body(exc: BaseException) -> dict[str, Any]:
     return {"code": code, "message": str(exc) or type(exc).__name__}
 
 
+def _ends(event: Event) -> bool:
+    """Whether a job event is the last one of its job (a token delta never is)."""
+    return "delta" not in event and (event["status"] in TERMINAL or event["status"] == "not_found")
+
+
 class Queue:
     #: With cross-process events, how often a subscriber still checks the store.
     SAFETY_POLL_S = 2.0
@@ -269,55 +274,48 @@ class Queue:
     ) -> AsyncGenerator[dict[str, Any], None]:
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + self.SAFETY_POLL_S
+        seen: dict[str, tuple[str, int]] = {}
         with sub:
-            seen: dict[str, tuple[str, int]] = {}
-            if watched is not None:
-                for event in await self._poll(watched, seen, tenant):
-                    yield event
-            while watched is None or watched:
-                try:
-                    batch = [await asyncio.wait_for(sub.queue.get(), poll_s)]
-                except TimeoutError:
-                    # With events carried across processes the poll is only a safety net for
-                    # a message lost while a connection was down, so it runs less often.
-                    if watched is None or (self.broadcasts and loop.time() < next_poll):
-                        continue
-                    next_poll = loop.time() + self.SAFETY_POLL_S
-                    batch = await self._poll(watched, seen, tenant)
+            batch = [] if watched is None else await self._poll(watched, seen, tenant)
+            while True:
                 for event in batch:
                     if watched is not None and event["id"] not in watched:
                         continue
                     if "delta" not in event:
                         state = (event["status"], event.get("attempts", 0))
                         if seen.get(event["id"]) == state:
-                            continue  # already yielded by a poll
+                            continue  # already yielded, by a poll or by the hub
                         seen[event["id"]] = state
                     yield event
-                    if event.get("status") in TERMINAL and "delta" not in event and watched:
+                    if watched is not None and _ends(event):
                         watched.discard(event["id"])
                         sub.discard(event["id"])
+                if watched is not None and not watched:
+                    return
+                try:
+                    batch = [await asyncio.wait_for(sub.queue.get(), poll_s)]
+                except TimeoutError:
+                    # With events carried across processes the poll is only a safety net for
+                    # a message lost while a connection was down, so it runs less often.
+                    if watched is None or (self.broadcasts and loop.time() < next_poll):
+                        batch = []
+                        continue
+                    next_poll = loop.time() + self.SAFETY_POLL_S
+                    batch = await self._poll(watched, seen, tenant)
 
     async def _poll(
         self, watched: set[str], seen: dict[str, tuple[str, int]], tenant: str | None
     ) -> list[dict[str, Any]]:
+        """The current state of each watched job that differs from what was last yielded."""
         jobs = {j.id: j for j in await self.backend.get_many(sorted(watched))}
         events = []
         for job_id in sorted(watched):
             job = jobs.get(job_id)
             if job is None or (tenant is not None and job.tenant != tenant):
-                events.append(
-                    {
-                        "id": job_id,
-                        "status": "not_found",
-                        "error": {"code": "not_found", "message": f"no job {job_id!r}"},
-                    }
-                )
-                watched.discard(job_id)
+                error = {"code": "not_found", "message": f"no job {job_id!r}"}
+                events.append({"id": job_id, "status": "not_found", "error": error})
             elif seen.get(job_id) != (job.status.value, job.attempts):
                 events.append(job.event())
-        for event in events:
-            if event["status"] == "not_found" or event["status"] in TERMINAL:
-                watched.discard(event["id"])
         return events
 
     async def wait(

@@ -10,7 +10,6 @@ leases, in-flight batches get ``drain_timeout_s`` to finish, what is left is han
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -105,7 +104,7 @@ class Worker:
             if self._stopping.is_set():
                 return
             await local.acquire()
-            slot = f"{self.id}/{n}"
+            slot = f"{self.id}/{cfg.name}/{n}"
             try:
                 jobs = await self._gather_under_slot(cfg, slot)
             except Exception as exc:
@@ -123,7 +122,9 @@ class Worker:
 
     async def _gather_under_slot(self, cfg: ModelConfig, slot: str) -> list[Job]:
         backend, name = self.queue.backend, f"model:{cfg.name}"
-        if not await backend.acquire_slot(name, slot, cfg.max_concurrency, self.queue.lease_s, now()):
+        if not await backend.acquire_slot(
+            name, slot, cfg.max_concurrency, self.queue.lease_s, now()
+        ):
             await asyncio.sleep(self.slot_poll_s)  # all slots are busy in other processes
             return []
         self._slots[slot] = (name, cfg.max_concurrency)
@@ -165,15 +166,22 @@ class Worker:
     async def _run_batch(
         self, cfg: ModelConfig, provider: Provider, jobs: list[Job], slot: str
     ) -> None:
+        cut_off = False
         try:
             served = [j for j in jobs if j.url in provider.endpoints]
             wrong = [j for j in jobs if j.url not in provider.endpoints]
             await self.queue.fail([(j, _unserved(j, cfg)) for j in wrong])
             for url in sorted({j.url for j in served}):
                 await self._call(cfg, provider, [j for j in served if j.url == url])
+        except asyncio.CancelledError:
+            # Cut off by the drain timeout: the jobs stay in ``held`` for the drain to hand
+            # back at once (the lease fence ignores any that got a result meanwhile).
+            cut_off = True
+            raise
         finally:
-            for job in jobs:
-                self.held.pop(job.id, None)
+            if not cut_off:
+                for job in jobs:
+                    self.held.pop(job.id, None)
             await self._release_slot(slot)
 
     async def _call(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:

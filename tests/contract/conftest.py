@@ -20,7 +20,9 @@ from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 
 SERVERS = {
-    "postgres": os.environ.get("GENSPOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    "postgres": os.environ.get(
+        "GENSPOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
     "redis": os.environ.get("GENSPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     "nats": os.environ.get("GENSPOOL_TEST_NATS_URL", "nats://127.0.0.1:4222"),
 }

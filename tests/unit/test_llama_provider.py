@@ -51,8 +51,12 @@ def content(response: dict[str, Any]) -> str:
 
 
 async def test_a_batch_returns_one_openai_body_per_request(provider: LlamaChatProvider) -> None:
-    bodies = [greedy("What is the capital of France?", 8), greedy("Name a colour.", 8),
-              greedy("Say hello in German.", 8), greedy("What is 2 + 2?", 8)]
+    bodies = [
+        greedy("What is the capital of France?", 8),
+        greedy("Name a colour.", 8),
+        greedy("Say hello in German.", 8),
+        greedy("What is 2 + 2?", 8),
+    ]
     results = await provider.handle([Request(CHAT, b) for b in bodies])
 
     assert len(results) == 4
@@ -106,21 +110,25 @@ async def test_a_stop_string_ends_the_text_before_it(provider: LlamaChatProvider
     stop = " " + words[3]
     deltas: list[str] = []
 
-    [r] = await provider.handle([Request(CHAT, greedy(prompt, 24, stop=[stop, "@@"]),
-                                         on_token=deltas.append)])
+    [r] = await provider.handle(
+        [Request(CHAT, greedy(prompt, 24, stop=[stop, "@@"]), on_token=deltas.append)]
+    )
 
     assert isinstance(r, dict)
-    assert content(r) == full[:full.index(stop)]
+    assert content(r) == full[: full.index(stop)]
     assert r["choices"][0]["finish_reason"] == "stop"
     assert "".join(deltas) == content(r)
 
 
 async def test_on_token_deltas_add_up_to_the_content(provider: LlamaChatProvider) -> None:
     streams: list[list[str]] = [[], []]
-    bodies = [chat("Write a short poem about winter in French.", max_tokens=30, seed=1),
-              greedy("Say 'café' and 'naïve' and add a smiley emoji.", 30)]
+    bodies = [
+        chat("Write a short poem about winter in French.", max_tokens=30, seed=1),
+        greedy("Say 'café' and 'naïve' and add a smiley emoji.", 30),
+    ]
     results = await provider.handle(
-        [Request(CHAT, b, on_token=s.append) for b, s in zip(bodies, streams, strict=True)])
+        [Request(CHAT, b, on_token=s.append) for b, s in zip(bodies, streams, strict=True)]
+    )
 
     for r, deltas in zip(results, streams, strict=True):
         assert isinstance(r, dict)
@@ -149,8 +157,10 @@ async def test_cancelling_returns_at_once_and_the_next_call_works(
     provider: LlamaChatProvider,
 ) -> None:
     reference = content(await one(provider, greedy("What is the capital of Italy?", 12)))
-    long = [Request(CHAT, greedy(f"Write a very long essay about topic {i}.", 400))
-            for i in range(BATCH)]
+    long = [
+        Request(CHAT, greedy(f"Write a very long essay about topic {i}.", 400))
+        for i in range(BATCH)
+    ]
     task = asyncio.create_task(provider.handle(long))
     await asyncio.sleep(1.0)
 
@@ -173,9 +183,15 @@ async def test_a_failing_request_does_not_fail_the_others(provider: LlamaChatPro
     too_long = chat("word " * 600)
     bad = {"messages": "not a list"}
     too_many = greedy("hi", 10_000)
-    results = await provider.handle([
-        Request(CHAT, too_long), Request(CHAT, greedy("hi", 4)), Request(CHAT, bad),
-        Request(CHAT, too_many), Request(CHAT, greedy("Tell me a joke.", 8), broken_sink)])
+    results = await provider.handle(
+        [
+            Request(CHAT, too_long),
+            Request(CHAT, greedy("hi", 4)),
+            Request(CHAT, bad),
+            Request(CHAT, too_many),
+            Request(CHAT, greedy("Tell me a joke.", 8), broken_sink),
+        ]
+    )
 
     assert isinstance(results[1], dict)
     errors = [r for i, r in enumerate(results) if i != 1]
