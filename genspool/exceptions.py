@@ -10,27 +10,35 @@ translated at the boundary with ``raise ... from exc``.
     ├── BackendError           the queue/store could not be reached or used
     ├── InvalidRequest (400)   a field is missing or wrong
     │   └── ContextWindowExceeded (400)
+    ├── Unauthorized (401)     no API key, or an unknown or revoked one
+    ├── Forbidden (403)        the API key lacks the scope the route needs
     ├── NotFound (404)         unknown job, or one the caller may not see
     ├── UnknownModel (404)     the model is not served here
     ├── Conflict (409)         e.g. replaying a job that is not dead-lettered
     ├── PayloadTooLarge (413)
+    ├── RateLimited (429)      over a rate limit; ``retry_after`` says when to try again
     └── ModelError             a model call failed; ``retryable`` says whether to try again
         └── ModelTimeout
 """
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "BackendError",
     "ConfigError",
     "Conflict",
     "ContextWindowExceeded",
+    "Forbidden",
     "GenspoolError",
     "InvalidRequest",
     "ModelError",
     "ModelTimeout",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
     "UnknownModel",
 ]
 
@@ -45,6 +53,11 @@ class GenspoolError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the API sends with this error (e.g. ``Retry-After``)."""
+        return {}
 
 
 class ConfigError(GenspoolError):
@@ -65,6 +78,20 @@ class ContextWindowExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class Unauthorized(GenspoolError):
+    status_code = 401
+    code = "invalid_api_key"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(GenspoolError):
+    status_code = 403
+    code = "insufficient_scope"
+
+
 class NotFound(GenspoolError):
     status_code = 404
     code = "not_found"
@@ -83,6 +110,21 @@ class Conflict(GenspoolError):
 class PayloadTooLarge(GenspoolError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RateLimited(GenspoolError):
+    """Over a rate limit; nothing was done, the same request may succeed after ``retry_after``."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class ModelError(GenspoolError):
