@@ -18,7 +18,9 @@ translated at the boundary with ``raise ... from exc``.
     ├── PayloadTooLarge (413)
     ├── RateLimited (429)      over a rate limit; ``retry_after`` says when to try again
     └── ModelError             a model call failed; ``retryable`` says whether to try again
-        └── ModelTimeout
+        ├── ModelTimeout
+        ├── CircuitOpen        refused: the model's circuit breaker is open (not tried)
+        └── ModelRateLimited   refused: the model's own rpm/tpm budget is spent (not tried)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import math
 
 __all__ = [
     "BackendError",
+    "CircuitOpen",
     "ConfigError",
     "Conflict",
     "ContextWindowExceeded",
@@ -34,6 +37,7 @@ __all__ = [
     "GenspoolError",
     "InvalidRequest",
     "ModelError",
+    "ModelRateLimited",
     "ModelTimeout",
     "NotFound",
     "PayloadTooLarge",
@@ -144,3 +148,19 @@ class ModelError(GenspoolError):
 class ModelTimeout(ModelError):
     status_code = 504
     code = "model_timeout"
+
+
+class CircuitOpen(ModelError):
+    """The model's circuit breaker is open: the call was not made. Retryable after
+    ``retry_after`` (the rest of the cool-down)."""
+
+    status_code = 503
+    code = "circuit_open"
+
+
+class ModelRateLimited(ModelError):
+    """The model's own request/token budget (``rpm``/``tpm``) would not allow the call before
+    the job's deadline: the call was not made. Retryable after ``retry_after``."""
+
+    status_code = 429
+    code = "model_rate_limited"
