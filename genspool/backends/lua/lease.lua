@@ -1,0 +1,61 @@
+-- lease: ARGV = P, model, limit, now, until, token. Returns the leased jobs in the order they
+-- were taken: highest priority first, then lowest rank, then oldest available_at.
+local model, limit, now, untl, token = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local nnow = tonumber(now)
+local prios, delayed = P .. ':prios:' .. model, P .. ':delayed:' .. model
+
+-- Jobs whose available_at has come join the ready sets first. At most this many per call, so
+-- a huge backlog that fell due at once is moved over several calls.
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000 + limit)
+for _, id in ipairs(due) do
+  local h = redis.call('HMGET', job_key(id), 'status', 'priority', 'rank', 'available_at')
+  if WAITING[h[1]] then
+    redis.call('ZADD', ready_key(model, h[2]), h[3], ready_member(id, h[4]))
+    redis.call('ZADD', prios, h[2], h[2])
+  end
+end
+call_in_slices('ZREM', delayed, due)
+
+local out = {}
+for _, prio in ipairs(redis.call('ZREVRANGE', prios, 0, -1)) do
+  local ready = ready_key(model, prio)
+  while #out < limit do
+    local members = redis.call('ZRANGE', ready, 0, math.min(limit - #out, 1000) - 1)
+    if #members == 0 then
+      break
+    end
+    redis.call('ZREM', ready, unpack(members))
+    for _, member in ipairs(members) do
+      local id = string.sub(member, 17)
+      local key = job_key(id)
+      local h = redis.call('HMGET', key, 'status', 'expires_at', 'available_at')
+      if not WAITING[h[1]] then
+        -- a stale entry: nothing to do
+      elseif h[2] and tonumber(h[2]) <= nnow then
+        -- Past expires_at: it leaves the ready set but stays waiting, for expire() to end
+        -- (and report), found through the expiring index.
+      elseif tonumber(h[3]) > nnow then
+        zadd(delayed, h[3], id) -- made ready by a caller whose clock is ahead of ours
+      else
+        redis.call('HSET', key, 'status', 'running', 'lease_token', token,
+          'lease_expires_at', untl, 'started_at', now)
+        redis.call('HINCRBY', key, 'attempts', 1)
+        zadd(P .. ':leased', untl, id)
+        if h[2] then
+          zrem(P .. ':expiring', id)
+        end
+        restatus(id, model, h[1], 'running')
+        out[#out + 1] = id
+      end
+    end
+  end
+  drop_empty_prio(model, prio)
+  if #out >= limit then
+    break
+  end
+end
+flush()
+for k, id in ipairs(out) do
+  out[k] = read(id)
+end
+return out

@@ -1,0 +1,182 @@
+"""A Queue on Redis comes back by itself when the Redis server restarts.
+
+The test server keeps nothing on disk (``--save "" --appendonly no``), so the jobs stored before
+the restart are gone after it: durability across a Redis restart needs the server's own AOF or
+RDB persistence. What this checks is the process side. While the server is down, calls raise
+BackendError with one line; once it is back, the same Queue object works again within a few
+seconds without being rebuilt, ``listen`` has resubscribed so a broadcast sent after the
+restart arrives, and the work channel wakes an idle worker again.
+
+It restarts the server at 127.0.0.1:6379 with the command CI uses, so it runs only against that
+server. Like the contract suite, it skips outside CI when the server is not there and fails in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+
+from genspool.backends import backend_from_url
+from genspool.core.job import Job, JobStatus
+from genspool.core.queue import Queue
+from genspool.exceptions import BackendError
+
+T = TypeVar("T")
+
+URL = os.environ.get("GENSPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+START = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+    "--logfile", "/var/log/redis/ci.log",
+]  # fmt: skip
+IN_CI = os.environ.get("CI") == "true"
+
+
+def job(model: str = "m") -> Job:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return Job(url="/v1/chat/completions", body=body, model=model)
+
+
+@pytest.fixture
+def backend_url() -> str:
+    """Only Redis here (the contract conftest's fixture runs every backend)."""
+    parts = urlsplit(URL)
+    if (parts.hostname, parts.port or 6379) != ("127.0.0.1", 6379):
+        pytest.skip(f"restarts only the local server at 127.0.0.1:6379, not {URL}")
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        if IN_CI:
+            pytest.fail("redis-server and redis-cli are needed to restart the server")
+        pytest.skip("redis-server or redis-cli is not installed")
+    return f"{URL}?prefix=gs_{uuid.uuid4().hex[:10]}"
+
+
+async def _run(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return out.decode()
+
+
+async def _up() -> bool:
+    return (await _run("redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping")).strip() == "PONG"
+
+
+async def _wait_until(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def _stop_server() -> None:
+    await _run("redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave")
+
+    async def down() -> bool:
+        return not await _up()
+
+    await _wait_until(down, "the Redis server should stop")
+
+
+async def _start_server() -> None:
+    await _run(*START)
+    await _wait_until(_up, "the Redis server should start")
+
+
+@pytest.fixture
+async def server_back() -> AsyncIterator[None]:
+    """Whatever happens in the test, leave the server running for everyone else."""
+    yield
+    if not await _up():
+        await _start_server()
+
+
+async def _eventually(call: Callable[[], Awaitable[T]], timeout: float = 5.0) -> T:
+    """Retry ``call`` on BackendError, as a worker or API caller would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except BackendError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def _broadcast_arrives(q: Queue, got: list[bytes], tag: str) -> None:
+    """Broadcast until one arrives: Pub/Sub drops what is sent before the resubscription. The
+    payloads are empty event batches, which the Queue's own listener accepts and ignores."""
+    deadline = time.monotonic() + 10.0
+    while not any(orjson.loads(p)["o"] == tag for p in got):
+        assert time.monotonic() < deadline, f"no {tag!r} broadcast arrived in 10 s"
+        with contextlib.suppress(BackendError):
+            await q.backend.broadcast(orjson.dumps({"o": tag, "e": []}))
+        await asyncio.sleep(0.1)
+
+
+async def _work_wakes(q: Queue, other: Queue) -> float:
+    """Seconds from the end of an enqueue by another connection until it has woken ``q``'s
+    idle lane (polling is turned off, so only the work channel can)."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        waiter = asyncio.create_task(q.backend.wait_for_work("w", 5.0))
+        await asyncio.sleep(0.05)
+        await _eventually(lambda: other.submit(job("w")))
+        enqueued = time.monotonic()
+        try:
+            await asyncio.wait_for(waiter, 0.5)
+            return time.monotonic() - enqueued
+        except TimeoutError:
+            continue  # not resubscribed yet
+    raise AssertionError("the work channel woke no waiting lane within 10 s")
+
+
+async def test_queue_recovers_after_a_redis_restart(
+    queue: Queue, backend_url: str, server_back: None
+) -> None:
+    other = Queue(backend_from_url(backend_url))
+    await other.connect()
+    got: list[bytes] = []
+    listener = asyncio.create_task(queue.backend.listen(got.append))
+    queue.backend.poll_interval_s = 30.0
+    try:
+        await queue.submit_many([job() for _ in range(5)])
+        assert len(await queue.lease("m", 2)) == 2
+        await _broadcast_arrives(queue, got, "before")
+        assert await _work_wakes(queue, other) < 0.1
+
+        await _stop_server()
+        down_at = time.monotonic()
+        try:
+            await queue.submit(job())
+            raise AssertionError("a call while the server is down must raise BackendError")
+        except BackendError as exc:
+            message = str(exc)
+        assert "\n" not in message and "127.0.0.1:6379" in message, message
+        assert time.monotonic() - down_at < 5.0, "a call to a stopped server must fail fast"
+
+        await _start_server()
+        back_at = time.monotonic()
+        stored = await _eventually(lambda: queue.submit(job()))
+        (leased,) = await _eventually(lambda: queue.lease("m", 10))  # the rest died with it
+        assert leased.id == stored.id and leased.status is JobStatus.RUNNING
+        assert len(await queue.complete([(leased, {"status_code": 200, "body": {}})])) == 1
+        assert time.monotonic() - back_at < 5.0, "the same Queue should work within seconds"
+
+        await _broadcast_arrives(queue, got, "after")
+        assert await _work_wakes(queue, other) < 0.1
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await other.close()
