@@ -32,7 +32,7 @@ T = TypeVar("T")
 COLUMNS = (
     "id, tenant, url, model, body, status, priority, attempts, max_attempts, idempotency_key, "
     "metadata, expires_at, created_at, available_at, started_at, retried_at, finished_at, "
-    "lease_token, lease_expires_at, result, error"
+    "lease_token, lease_expires_at, result, error, rank"
 )
 Q = load_queries("sqlite", columns=COLUMNS)
 _loads = orjson.loads
@@ -65,6 +65,7 @@ def row_to_job(r: Sequence[Any]) -> Job:
         lease_expires_at=r[18],
         result=_loads(r[19]) if r[19] is not None else None,
         error=_loads(r[20]) if r[20] is not None else None,
+        rank=r[21],
     )
 
 
@@ -182,6 +183,7 @@ class SQLiteBackend(Backend):
                 j.expires_at,
                 j.created_at,
                 j.available_at or j.created_at,
+                j.rank,
             )
             for j in jobs
         ]
@@ -215,7 +217,7 @@ class SQLiteBackend(Backend):
 
         def lease(db: sqlite3.Connection) -> list[Job]:
             jobs = [row_to_job(r) for r in db.execute(Q["lease"], args).fetchall()]
-            jobs.sort(key=lambda j: (-j.priority, j.available_at))  # RETURNING has no order
+            jobs.sort(key=lambda j: (-j.priority, j.rank, j.available_at))  # RETURNING: no order
             return jobs
 
         return await self._w.run(_write(lease))

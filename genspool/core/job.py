@@ -63,6 +63,9 @@ class Job:
     expires_at: float | None = None
     created_at: float = field(default_factory=now)
     available_at: float = 0.0
+    #: Order among waiting jobs of equal priority, lower first; the queue facade sets it to give
+    #: tenants a fair share (genspool.core.fairness). Equal ranks fall back to available_at.
+    rank: float = 0.0
     started_at: float | None = None
     retried_at: float | None = None
     finished_at: float | None = None

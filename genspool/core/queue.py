@@ -17,6 +17,7 @@ import orjson
 
 from genspool.backends import Backend, JobFilter, backend_from_url
 from genspool.core.events import EventHub, Subscription
+from genspool.core.fairness import FairShare
 from genspool.core.job import TERMINAL, Job, JobStatus, Outcome, now
 from genspool.core.retry import RetryPolicy
 from genspool.exceptions import Conflict, ModelError, NotFound
@@ -70,6 +71,7 @@ class Queue:
         self.lease_s = lease_s
         self.result_ttl_s = result_ttl_s
         self.origin = os.urandom(6).hex()
+        self.fair = FairShare(backend)
         self._outbox: asyncio.Queue[list[Event]] | None = None
         self._relays: list[asyncio.Task[None]] = []
 
@@ -149,6 +151,7 @@ class Queue:
         return (await self.submit_many([job]))[0]
 
     async def submit_many(self, jobs: Sequence[Job]) -> list[Job]:
+        await self.fair.assign(jobs)
         stored = await self.backend.enqueue(jobs)
         self.publish_many(j.event() for j, s in zip(jobs, stored, strict=True) if j is s)
         return stored
@@ -188,6 +191,7 @@ class Queue:
 
     async def lease(self, model: str, limit: int) -> list[Job]:
         jobs = await self.backend.lease(model, limit, self.lease_s, now())
+        await self.fair.leased(model, jobs)
         self.publish_many(j.event() for j in jobs)
         return jobs
 

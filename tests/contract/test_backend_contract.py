@@ -318,3 +318,17 @@ async def test_events_reach_a_subscriber_on_another_connection(
         await asyncio.wait_for(listener, 5)
         assert [e["status"] for e in seen] == ["queued", "running", "succeeded"]
         assert seen[-1]["result"] == RESULT
+
+
+async def test_tenants_get_a_fair_share_of_equal_priority_work(queue: Queue) -> None:
+    """A tenant that submits after another's backlog is served alongside it, not after it."""
+    bulk = await queue.submit_many([job(tenant="bulk", text=f"b{i}") for i in range(6)])
+    late = await queue.submit_many([job(tenant="late", text=f"l{i}") for i in range(2)])
+    first = [j.id for j in await queue.lease("m", 4)]
+    assert first == [bulk[0].id, late[0].id, bulk[1].id, late[1].id]
+    rest = [j.id for j in await queue.lease("m", 10)]
+    assert rest == [j.id for j in bulk[2:]]
+    # and the vtime moved on: a newcomer now starts after what was already served
+    newcomer = await queue.submit(job(tenant="new"))
+    more = await queue.submit(job(tenant="bulk"))
+    assert [j.id for j in await queue.lease("m", 10)] == [newcomer.id, more.id]

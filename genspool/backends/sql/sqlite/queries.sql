@@ -2,8 +2,8 @@
 
 -- name: insert
 INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
-                  idempotency_key, metadata, expires_at, created_at, available_at)
-VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)
+                  idempotency_key, metadata, expires_at, created_at, available_at, rank)
+VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
 
 -- name: by_idempotency_key
@@ -17,7 +17,7 @@ UPDATE jobs
                 WHERE model = :model AND status IN ('queued', 'retrying')
                   AND available_at <= :now
                   AND (expires_at IS NULL OR expires_at > :now)
-                ORDER BY priority DESC, available_at
+                ORDER BY priority DESC, rank, available_at
                 LIMIT :limit)
 RETURNING {columns};
 
