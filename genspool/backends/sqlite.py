@@ -69,6 +69,17 @@ def row_to_job(r: Sequence[Any]) -> Job:
     )
 
 
+def _finish_row(o: Outcome, now: float) -> dict[str, Any]:
+    return {
+        "status": o.status.value,
+        "result": _json(o.result),
+        "error": _json(o.error),
+        "available_at": o.available_at,
+        "now": now,
+        "id": o.job_id,
+    }
+
+
 class _Conn:
     """One sqlite3 connection used only from its own thread."""
 
@@ -229,17 +240,6 @@ class SQLiteBackend(Backend):
         return await self._w.run(_write(extend))
 
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> set[str]:
-        rows = {
-            o.job_id: {
-                "status": o.status.value,
-                "result": _json(o.result),
-                "error": _json(o.error),
-                "available_at": o.available_at,
-                "now": now,
-                "id": o.job_id,
-            }
-            for o in outcomes
-        }
         tokens = {o.job_id: o.lease_token for o in outcomes}
         held_sql = Q["held"].replace("{ids}", ",".join("?" * len(tokens)))
 
@@ -247,7 +247,13 @@ class SQLiteBackend(Backend):
             # Fencing: only outcomes whose lease is still held are applied, checked and written
             # in one transaction, so a worker that lost its lease changes nothing.
             held = {i for i, t in db.execute(held_sql, tuple(tokens)) if tokens[i] == t}
-            db.executemany(Q["finish"], [rows[i] for i in held])
+            applied = [o for o in outcomes if o.job_id in held]
+            # Successes, the bulk of the traffic, take a plain statement with positional
+            # parameters: about half the cost per row of the general one.
+            ok = [o for o in applied if o.status is JobStatus.SUCCEEDED]
+            db.executemany(Q["succeed"], [(orjson.dumps(o.result), now, o.job_id) for o in ok])
+            rest = [_finish_row(o, now) for o in applied if o.status is not JobStatus.SUCCEEDED]
+            db.executemany(Q["finish"], rest)
             return held
 
         return await self._w.run(_write(finish))

@@ -10,7 +10,6 @@ leases, in-flight batches get ``drain_timeout_s`` to finish, what is left is han
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import socket
@@ -93,41 +92,45 @@ class Worker:
             released = await self.queue.release(list(self.held.values()))
             log.info("drained: handed back %d unfinished jobs", len(released))
             self.held.clear()
+        for slot in list(self._slots):
+            await self._release_slot(slot)
 
     # -- leasing -----------------------------------------------------------------------------
 
     async def _lane(self, cfg: ModelConfig, provider: Provider) -> None:
         """Lease and start batches of one model. ``max_concurrency`` holds across every worker
-        process: a batch runs only under one of the model's slots, which the backend shares."""
-        local = asyncio.Semaphore(cfg.max_concurrency)
-        for n in itertools.count():
-            if self._stopping.is_set():
-                return
-            await local.acquire()
-            slot = f"{self.id}/{cfg.name}/{n}"
+        process: a batch runs only under one of the model's slots, which the backend shares.
+        A lane keeps its slot while it finds work and gives it back when it finds none."""
+        free: asyncio.Queue[str] = asyncio.Queue()
+        for i in range(cfg.max_concurrency):
+            free.put_nowait(f"{self.id}/{cfg.name}/{i}")
+        while not self._stopping.is_set():
+            slot = await free.get()
             try:
                 jobs = await self._gather_under_slot(cfg, slot)
             except Exception as exc:
-                local.release()
+                free.put_nowait(slot)
                 log.error("leasing for %s failed (%s); retrying in 1 s", cfg.name, exc)
                 await asyncio.sleep(1.0)
                 continue
             if not jobs:
-                local.release()
+                free.put_nowait(slot)
                 continue
-            task = asyncio.create_task(self._run_batch(cfg, provider, jobs, slot))
+            task = asyncio.create_task(self._run_batch(cfg, provider, jobs))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
-            task.add_done_callback(lambda _: local.release())
+            task.add_done_callback(lambda _, slot=slot: free.put_nowait(slot))  # type: ignore[misc]
 
     async def _gather_under_slot(self, cfg: ModelConfig, slot: str) -> list[Job]:
-        backend, name = self.queue.backend, f"model:{cfg.name}"
-        if not await backend.acquire_slot(
-            name, slot, cfg.max_concurrency, self.queue.lease_s, now()
-        ):
-            await asyncio.sleep(self.slot_poll_s)  # all slots are busy in other processes
-            return []
-        self._slots[slot] = (name, cfg.max_concurrency)
+        if slot not in self._slots:
+            name = f"model:{cfg.name}"
+            ok = await self.queue.backend.acquire_slot(
+                name, slot, cfg.max_concurrency, self.queue.lease_s, now()
+            )
+            if not ok:
+                await asyncio.sleep(self.slot_poll_s)  # all slots are busy in other processes
+                return []
+            self._slots[slot] = (name, cfg.max_concurrency)
         jobs: list[Job] = []
         try:
             jobs = await self._gather(cfg)
@@ -163,9 +166,7 @@ class Worker:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _run_batch(
-        self, cfg: ModelConfig, provider: Provider, jobs: list[Job], slot: str
-    ) -> None:
+    async def _run_batch(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
         cut_off = False
         try:
             served = [j for j in jobs if j.url in provider.endpoints]
@@ -182,7 +183,6 @@ class Worker:
             if not cut_off:
                 for job in jobs:
                     self.held.pop(job.id, None)
-            await self._release_slot(slot)
 
     async def _call(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
         requests = [Request(j.url, j.body, self._token_sink(j)) for j in jobs]

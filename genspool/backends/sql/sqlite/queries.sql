@@ -28,6 +28,12 @@ UPDATE jobs SET lease_expires_at = ?
 -- name: held
 SELECT id, lease_token FROM jobs WHERE status = 'running' AND id IN ({ids});
 
+-- name: succeed
+UPDATE jobs
+   SET status = 'succeeded', result = ?, finished_at = ?, lease_token = NULL,
+       lease_expires_at = NULL
+ WHERE id = ?;
+
 -- name: finish
 UPDATE jobs
    SET status = :status, result = :result, error = :error,
