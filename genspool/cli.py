@@ -1,31 +1,37 @@
 """The ``genspool`` command: run the server parts, and talk to a running server.
 
 ``serve`` / ``api`` / ``worker`` run genspool; ``submit``, ``jobs`` and ``dlq`` are clients of
-the HTTP API (``--api``, default ``http://127.0.0.1:8000``). Errors print one line to stderr and
-exit non-zero.
+the HTTP API (``--api``, default ``http://127.0.0.1:8000``; ``--api-key``); ``keys`` manages API
+keys straight on the database, so the first one exists before any server runs. Errors print
+one line to stderr and exit non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from genspool.backends import backend_from_url
 from genspool.config import load_models
+from genspool.core.keys import KeyStore, SecretsFilter, parse_scopes
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.core.worker import Worker
-from genspool.exceptions import GenspoolError
+from genspool.exceptions import ConfigError, GenspoolError
 from genspool.providers.registry import ModelRegistry
 from genspool.settings import Settings
 
@@ -38,8 +44,14 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Inspect and cancel jobs.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list and replay.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys: create, list, revoke (on the database, no server needed).",
+    no_args_is_help=True,
+)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(keys_app, name="keys")
+T = TypeVar("T")
 
 
 def _console(stderr: bool) -> Console:
@@ -56,6 +68,10 @@ Port = Annotated[int | None, typer.Option(help="Port to listen on (default 8000)
 Db = Annotated[str | None, typer.Option("--db", help="Queue/store URL (GENSPOOL_DATABASE_URL).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Models YAML (GENSPOOL_CONFIG).")]
 Api = Annotated[str, typer.Option("--api", envvar="GENSPOOL_API_URL", help="genspool API URL.")]
+Key = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="GENSPOOL_API_KEY", help="API key (GENSPOOL_API_KEY)."),
+]
 DEFAULT_API = "http://127.0.0.1:8000"
 
 
@@ -92,6 +108,8 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
     from genspool.api.app import Services, create_app
 
     queue, registry = _parts(settings)
+    keys = KeyStore(queue.backend, ttl_s=settings.key_cache_s)
+    auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, keys)))
     worker = Worker(queue, registry) if with_worker else None
     services = Services(
         queue,
@@ -99,6 +117,7 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         max_body_bytes=settings.max_body_bytes,
         wait_timeout_s=settings.wait_timeout_s,
         worker=worker,
+        keys=keys,
     )
     config = uvicorn.Config(
         create_app(services),
@@ -107,6 +126,7 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+    _redact_logs()
     server = uvicorn.Server(config)
     where = f"http://{settings.host}:{settings.port}"
     role = "API and worker" if with_worker else "API"
@@ -114,7 +134,51 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         f"genspool {role} on [bold]{where}[/] (OpenAPI at {where}/docs), "
         f"store {settings.database_url}, models: {', '.join(registry.configs)}"
     )
+    out.print(auth, markup=False, highlight=False)
     server.run()
+
+
+async def _key_counts(queue: Queue, keys: KeyStore) -> tuple[int, int]:
+    """How many API keys exist (revoked ones included), and how many are live."""
+    await queue.connect()
+    try:
+        records = await keys.list_keys()
+    finally:
+        await queue.close()
+    return len(records), sum(not k.revoked for k in records)
+
+
+def _auth_line(host: str, existing: int, live: int) -> str:
+    """What the server prints about auth; refuses a non-loopback host while the API is open."""
+    if existing:
+        return f"auth: on, {live} live API key(s); every route but /healthz needs one"
+    if not _loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host}: no API key exists, so anyone who can reach it could"
+            " use the API; create one first (genspool keys create --tenant <name> --scopes admin)"
+            " or listen on 127.0.0.1"
+        )
+    return "auth: off (no API keys yet), so listening on loopback only; see genspool keys create"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redact_logs() -> None:
+    """Keep API keys out of every log line, whatever logs it: uvicorn logs a WebSocket's path
+    with its query string (``?token=``) even with the access log off."""
+    secrets_filter = SecretsFilter()
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(secrets_filter)
+    if logging.lastResort is not None:
+        logging.lastResort.addFilter(secrets_filter)
 
 
 @app.command()
@@ -138,6 +202,7 @@ def worker(
     """Run a worker only (no HTTP): lease batches, call models, store results."""
     settings = _settings(db, config)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    _redact_logs()
     queue, registry = _parts(settings)
     runner = Worker(queue, registry, models=model)
     out.print(
@@ -158,11 +223,16 @@ async def _run_worker(queue: Queue, runner: Worker) -> None:
 # -- client commands -------------------------------------------------------------------------
 
 
-def _call(api_url: str, method: str, path: str, **kwargs: Any) -> Any:
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _call(api_url: str, method: str, path: str, api_key: str | None, **kwargs: Any) -> Any:
     import httpx  # client commands only; keeps worker start-up light
 
+    url = api_url.rstrip("/") + path
     try:
-        response = httpx.request(method, api_url.rstrip("/") + path, timeout=60, **kwargs)
+        response = httpx.request(method, url, timeout=60, headers=_auth(api_key), **kwargs)
     except httpx.HTTPError as exc:
         raise GenspoolError(f"cannot reach genspool at {api_url} ({exc}); is it running?") from exc
     if response.status_code >= 400:
@@ -186,14 +256,15 @@ def submit(
     max_tokens: Annotated[int | None, typer.Option(help="Chat: most tokens to generate.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait and print the answer.")] = False,
     api_url: Api = DEFAULT_API,
+    api_key: Key = None,
 ) -> None:
     """Submit a job and print its id (or, with --wait, its answer)."""
     job = _job_spec(prompt, model, embed, request, max_tokens)
-    created = _call(api_url, "POST", "/v1/jobs", json=job)
+    created = _call(api_url, "POST", "/v1/jobs", api_key, json=job)
     if not wait:
         out.print(created["id"])
         return
-    done = _wait(api_url, created["id"])
+    done = _wait(api_url, created["id"], api_key)
     if done["status"] != "succeeded":
         raise GenspoolError(f"job {done['id']} {done['status']}: {done.get('error')}")
     body = done["result"]["body"]
@@ -229,12 +300,12 @@ def _job_spec(
     return {"url": "/v1/chat/completions", "body": body}
 
 
-def _wait(api_url: str, job_id: str) -> dict[str, Any]:
+def _wait(api_url: str, job_id: str, api_key: str | None) -> dict[str, Any]:
     import httpx
 
     url = f"{api_url.rstrip('/')}/v1/jobs/{job_id}/events"
     try:
-        with httpx.stream("GET", url, timeout=None) as events:
+        with httpx.stream("GET", url, timeout=None, headers=_auth(api_key)) as events:
             for line in events.iter_lines():
                 if line.startswith("data: "):
                     event = json.loads(line[6:])
@@ -242,7 +313,7 @@ def _wait(api_url: str, job_id: str) -> dict[str, Any]:
                         break
     except httpx.HTTPError as exc:
         raise GenspoolError(f"lost the event stream of {job_id}: {exc}") from exc
-    job: dict[str, Any] = _call(api_url, "GET", f"/v1/jobs/{job_id}")
+    job: dict[str, Any] = _call(api_url, "GET", f"/v1/jobs/{job_id}", api_key)
     return job
 
 
@@ -265,36 +336,105 @@ def jobs_list(
     model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
     limit: Annotated[int, typer.Option(help="How many.")] = 20,
     api_url: Api = DEFAULT_API,
+    api_key: Key = None,
 ) -> None:
     """List jobs, newest first."""
     params = {k: v for k, v in {"status": status, "model": model, "limit": limit}.items() if v}
-    out.print(_table(_call(api_url, "GET", "/v1/jobs", params=params)["data"]))
+    out.print(_table(_call(api_url, "GET", "/v1/jobs", api_key, params=params)["data"]))
 
 
 @jobs_app.command("get")
-def jobs_get(job_id: str, api_url: Api = DEFAULT_API) -> None:
+def jobs_get(job_id: str, api_url: Api = DEFAULT_API, api_key: Key = None) -> None:
     """Show one job as JSON."""
-    out.print_json(data=_call(api_url, "GET", f"/v1/jobs/{job_id}"))
+    out.print_json(data=_call(api_url, "GET", f"/v1/jobs/{job_id}", api_key))
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: str, api_url: Api = DEFAULT_API) -> None:
+def jobs_cancel(job_id: str, api_url: Api = DEFAULT_API, api_key: Key = None) -> None:
     """Cancel a queued or running job."""
-    out.print(_call(api_url, "POST", f"/v1/jobs/{job_id}/cancel")["status"])
+    out.print(_call(api_url, "POST", f"/v1/jobs/{job_id}/cancel", api_key)["status"])
 
 
 @dlq_app.command("list")
 def dlq_list(
-    limit: Annotated[int, typer.Option(help="How many.")] = 20, api_url: Api = DEFAULT_API
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    api_url: Api = DEFAULT_API,
+    api_key: Key = None,
 ) -> None:
     """List dead letters, newest first."""
-    out.print(_table(_call(api_url, "GET", "/v1/dlq", params={"limit": limit})["data"]))
+    page = _call(api_url, "GET", "/v1/dlq", api_key, params={"limit": limit})
+    out.print(_table(page["data"]))
 
 
 @dlq_app.command("replay")
-def dlq_replay(job_id: str, api_url: Api = DEFAULT_API) -> None:
+def dlq_replay(job_id: str, api_url: Api = DEFAULT_API, api_key: Key = None) -> None:
     """Queue a dead-lettered job again."""
-    out.print(_call(api_url, "POST", f"/v1/dlq/{job_id}/replay")["status"])
+    out.print(_call(api_url, "POST", f"/v1/dlq/{job_id}/replay", api_key)["status"])
+
+
+# -- API keys (on the database) --------------------------------------------------------------
+
+
+def _on_keys(db: str | None, action: Callable[[KeyStore], Awaitable[T]]) -> T:
+    backend = backend_from_url(_settings(db, None).database_url)
+
+    async def run() -> T:
+        await backend.connect()
+        try:
+            return await action(KeyStore(backend))
+        finally:
+            await backend.close()
+
+    return asyncio.run(run())
+
+
+def _when(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant whose jobs the key submits and sees.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: submit, read, admin.")],
+    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Most submissions per minute.")] = None,
+    db: Db = None,
+) -> None:
+    """Create an API key and print it, as the last line, once."""
+    wanted = parse_scopes(scopes)
+    key, token = _on_keys(db, lambda s: s.create(tenant, wanted, name=name, rpm=rpm))
+    out.print(
+        f"created API key {key.id}: tenant {key.tenant}, scopes {','.join(sorted(key.scopes))}"
+        + (f", {key.rpm} submissions/min" if key.rpm else ""),
+        markup=False,
+        highlight=False,
+    )
+    out.print("Keep it now; it cannot be shown again:", markup=False, highlight=False)
+    out.print(token, markup=False, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(db: Db = None) -> None:
+    """List API keys (never their secrets), oldest first."""
+    table = Table("id", "tenant", "scopes", "name", "rpm", "created", "revoked")
+    for k in _on_keys(db, lambda s: s.list_keys()):
+        table.add_row(
+            k.id,
+            k.tenant,
+            ",".join(sorted(k.scopes)),
+            escape(k.name or ""),
+            str(k.rpm or ""),
+            _when(k.created_at),
+            _when(k.revoked_at) or "no",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, db: Db = None) -> None:
+    """Revoke an API key for good; servers stop taking it within GENSPOOL_KEY_CACHE_S."""
+    key = _on_keys(db, lambda s: s.revoke(key_id))
+    out.print(f"revoked {key.id} (tenant {key.tenant})", markup=False, highlight=False)
 
 
 def main() -> None:

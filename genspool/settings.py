@@ -31,3 +31,6 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How long OpenAI-compatible routes wait."
     )
     log_level: str = "INFO"
+    key_cache_s: float = Field(
+        5.0, gt=0, description="How long an API process trusts a cached API key record."
+    )

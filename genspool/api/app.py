@@ -12,12 +12,15 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketState
 
 from genspool.api.validation import describe_request_error
+from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
 from genspool.core.worker import Worker
 from genspool.exceptions import GenspoolError, PayloadTooLarge
@@ -35,12 +38,19 @@ class Services:
     max_body_bytes: int = 4 * 1024 * 1024
     wait_timeout_s: float = 600.0
     worker: Worker | None = None
+    keys: KeyStore | None = None  # None: a KeyStore on the queue's backend
 
 
-def error_response(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    code: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class BodyLimit:
@@ -107,31 +117,52 @@ def create_app(services: Services) -> FastAPI:
             await services.registry.aclose()
             await services.queue.close()
 
+    from genspool.api.auth import authorize, document_scopes, requires
+
+    if services.keys is None:
+        services.keys = KeyStore(services.queue.backend)
     app = FastAPI(
         title="genspool",
         version="0.1.0",
         lifespan=lifespan,
         summary="Buffered, batched generative-AI jobs behind an OpenAI-compatible API.",
+        # Every route, of every router included below or later, is authorized here.
+        dependencies=[Depends(authorize)],
     )
     app.state.services = services
     app.add_middleware(BodyLimit, limit=services.max_body_bytes)
     _add_error_handlers(app)
-    from genspool.api import routes_jobs, routes_openai, routes_push
+    from genspool.api import routes_jobs, routes_keys, routes_openai, routes_push
 
     @app.get("/healthz", tags=["health"], summary="Liveness: answers 200 while the API runs")
+    @requires("public")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     app.include_router(routes_jobs.router)
     app.include_router(routes_push.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_keys.router)
+    document_scopes(app)
     return app
+
+
+def _can_deny(ws: WebSocket) -> bool:
+    return ws.application_state is WebSocketState.CONNECTING and (
+        "websocket.http.response" in ws.scope.get("extensions", {})
+    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GenspoolError)
-    async def genspool_error(_: Request, exc: GenspoolError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, exc.code, exc.param)
+    async def genspool_error(conn: HTTPConnection, exc: GenspoolError) -> JSONResponse | None:
+        response = error_response(exc.status_code, exc.message, exc.code, exc.param, exc.headers)
+        if isinstance(conn, WebSocket) and not _can_deny(conn):
+            # Accepted already (or no denial extension): all that is left is a close frame.
+            reason = exc.message.encode()[:120].decode(errors="ignore")
+            await conn.close(1008 if exc.status_code < 500 else 1011, reason)
+            return None
+        return response  # on a WebSocket handshake: an HTTP denial response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,9 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 
 from genspool.api.app import Services
+from genspool.api.auth import Principal, requires
 from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
 from genspool.core.job import Job, JobStatus
+from genspool.core.keys import Scope
 from genspool.exceptions import InvalidRequest
 
 __all__ = ["JobCreate", "router", "services"]
@@ -66,56 +68,70 @@ def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job
 
 
 @router.post("/jobs", status_code=202, summary="Submit a job; answers at once with its id")
-async def submit(request: Request, spec: JobCreate) -> JSONResponse:
+@requires(Scope.SUBMIT, submits=True)
+async def submit(request: Request, caller: Principal, spec: JobCreate) -> JSONResponse:
     svc = services(request)
-    job = build_job(svc, spec)
+    job = build_job(svc, spec, tenant=caller.tenant)
     stored = await svc.queue.submit(job)
     status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key
     return JSONResponse(stored.public(), status_code=status)
 
 
 @router.get("/jobs/{job_id}", summary="A job, with its result once it has one")
-async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return (await services(request).queue.get(job_id)).public()
+@requires(Scope.READ)
+async def get_job(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
+    return (await services(request).queue.get(job_id, caller.sees)).public()
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
-async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
-    return (await services(request).queue.cancel(job_id)).public()
+@requires(Scope.SUBMIT)
+async def cancel_job(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
+    return (await services(request).queue.cancel(job_id, caller.sees)).public()
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a queued or running job")
-async def delete_job(request: Request, job_id: str) -> dict[str, Any]:
-    return await cancel_job(request, job_id)
+@requires(Scope.SUBMIT)
+async def delete_job(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
+    return await cancel_job(request, caller, job_id)
+
+
+#: ``?tenant=``: admin only; a key without ``admin`` always sees its own tenant.
+TenantQuery = Annotated[str | None, Query(description="Admin: only this tenant's jobs.")]
 
 
 @router.get("/jobs", summary="Jobs, newest first; page with ?after=<last id>")
+@requires(Scope.READ)
 async def list_jobs(
     request: Request,
+    caller: Principal,
     status: JobStatus | None = None,
     model: str | None = None,
+    tenant: TenantQuery = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    return await _page(
-        services(request), JobFilter(status=status, model=model, before=after, limit=limit)
-    )
+    flt = JobFilter(status, model, caller.listing(tenant), before=after, limit=limit)
+    return await _page(services(request), flt)
 
 
 @router.get("/dlq", summary="Dead letters: jobs that failed for good, newest first")
+@requires(Scope.READ)
 async def list_dead_letters(
     request: Request,
+    caller: Principal,
     model: str | None = None,
+    tenant: TenantQuery = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    flt = JobFilter(status=JobStatus.FAILED, model=model, before=after, limit=limit)
+    flt = JobFilter(JobStatus.FAILED, model, caller.listing(tenant), before=after, limit=limit)
     return await _page(services(request), flt)
 
 
 @router.post("/dlq/{job_id}/replay", summary="Queue a dead-lettered job again")
-async def replay(request: Request, job_id: str) -> dict[str, Any]:
-    return (await services(request).queue.replay(job_id)).public()
+@requires(Scope.SUBMIT)
+async def replay(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
+    return (await services(request).queue.replay(job_id, caller.sees)).public()
 
 
 async def _page(svc: Services, flt: JobFilter) -> dict[str, Any]:

@@ -18,9 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from genspool.api.app import Services, error_response
+from genspool.api.auth import Principal, requires
 from genspool.api.routes_jobs import JobCreate, build_job, services
 from genspool.api.routes_push import SSE_HEADERS
 from genspool.core.job import TERMINAL, Job, JobStatus
+from genspool.core.keys import Scope
 from genspool.exceptions import InvalidRequest
 from genspool.providers.base import CHAT, EMBEDDINGS
 
@@ -33,6 +35,7 @@ INTERACTIVE_PRIORITY = 10
 
 
 @router.get("/models", summary="The served models")
+@requires(Scope.READ)
 async def list_models(request: Request) -> dict[str, Any]:
     svc = services(request)
     data = [
@@ -51,10 +54,11 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions, through the queue")
-async def chat_completions(request: Request) -> Any:
+@requires(Scope.SUBMIT, submits=True)
+async def chat_completions(request: Request, caller: Principal) -> Any:
     body = await _json_body(request)
     svc = services(request)
-    job = _build(svc, CHAT, body)
+    job = _build(svc, CHAT, body, caller.tenant)
     if body.get("stream"):
         events = svc.queue.subscribe([job.id])  # before submitting: no token may be missed
         await svc.queue.submit(job)
@@ -65,9 +69,10 @@ async def chat_completions(request: Request) -> Any:
 
 
 @router.post("/embeddings", summary="OpenAI embeddings, through the queue")
-async def embeddings(request: Request) -> Any:
+@requires(Scope.SUBMIT, submits=True)
+async def embeddings(request: Request, caller: Principal) -> Any:
     svc = services(request)
-    job = _build(svc, EMBEDDINGS, await _json_body(request))
+    job = _build(svc, EMBEDDINGS, await _json_body(request), caller.tenant)
     return await _answer(svc, await svc.queue.submit(job))
 
 
@@ -79,11 +84,12 @@ async def _json_body(request: Request) -> Any:
         raise InvalidRequest(f"malformed JSON in the request body: {exc}") from exc
 
 
-def _build(svc: Services, url: str, body: Any) -> Job:
+def _build(svc: Services, url: str, body: Any, tenant: str) -> Job:
     if not isinstance(body, dict):
         raise InvalidRequest("body: must be a JSON object")
     body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    return build_job(svc, JobCreate(url=url, body=body, priority=INTERACTIVE_PRIORITY))
+    spec = JobCreate(url=url, body=body, priority=INTERACTIVE_PRIORITY)
+    return build_job(svc, spec, tenant=tenant)
 
 
 async def _answer(svc: Services, job: Job) -> JSONResponse:

@@ -16,7 +16,9 @@ import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
+from genspool.api.auth import Principal, requires
 from genspool.api.routes_jobs import services
+from genspool.core.keys import Scope
 from genspool.core.queue import Queue
 
 __all__ = ["router"]
@@ -27,12 +29,13 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.get("/jobs/{job_id}/events", summary="Server-Sent Events of one job until it ends")
-async def job_events(request: Request, job_id: str) -> StreamingResponse:
+@requires(Scope.READ)
+async def job_events(request: Request, caller: Principal, job_id: str) -> StreamingResponse:
     queue = services(request).queue
-    await queue.get(job_id)  # 404 before the stream starts
+    await queue.get(job_id, caller.sees)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[bytes]:
-        events = queue.subscribe([job_id])
+        events = queue.subscribe([job_id], tenant=caller.sees)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield b"data: " + orjson.dumps(event) + b"\n\n"
@@ -41,8 +44,11 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
 
 
 @router.websocket("/ws")
-async def websocket(ws: WebSocket) -> None:
-    """Send ``{"subscribe": ["<id>", ...]}`` (as often as you like); events arrive as JSON."""
+@requires(Scope.READ)
+async def websocket(ws: WebSocket, caller: Principal) -> None:
+    """Send ``{"subscribe": ["<id>", ...]}`` (as often as you like); events arrive as JSON.
+    Another tenant's job answers ``not_found``, like an unknown one. The API key goes in the
+    ``Authorization`` header or, from a browser, in ``?token=``."""
     await ws.accept()
     queue = services(ws).queue
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -52,7 +58,7 @@ async def websocket(ws: WebSocket) -> None:
         while True:
             ids = _subscription(await ws.receive_text(), outbox)
             if ids:
-                task = asyncio.create_task(_feed(queue, ids, outbox))
+                task = asyncio.create_task(_feed(queue, ids, outbox, caller.sees))
                 feeds.add(task)
                 task.add_done_callback(feeds.discard)
     except WebSocketDisconnect:
@@ -82,8 +88,10 @@ def _subscription(text: str, outbox: asyncio.Queue[dict[str, Any]]) -> list[str]
     return ids
 
 
-async def _feed(queue: Queue, ids: list[str], outbox: asyncio.Queue[dict[str, Any]]) -> None:
-    events = queue.subscribe(ids)
+async def _feed(
+    queue: Queue, ids: list[str], outbox: asyncio.Queue[dict[str, Any]], tenant: str | None
+) -> None:
+    events = queue.subscribe(ids, tenant=tenant)
     async with contextlib.aclosing(events):
         async for event in events:
             outbox.put_nowait(event)
