@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,31 @@ CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
 
 _LIVE: list[Proc] = []  # processes whose logs go into the report of a failing test
+
+
+#: The servers this machine kind runs on loopback; change them with these variables.
+SERVERS = {
+    "postgres": os.environ.get(
+        "GENSPOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
+    "redis": os.environ.get("GENSPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "nats": os.environ.get("GENSPOOL_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+}
+NAMESPACE_PARAM = {"postgres": "schema", "redis": "prefix", "nats": "prefix"}
+
+
+@pytest.fixture
+def namespaced_url(tmp_path: Path) -> Callable[[str], str]:
+    """``kind -> URL``: a backend URL whose data no other test sees (a SQLite file in the test's
+    directory, a PostgreSQL schema, a Redis key prefix, NATS streams and buckets)."""
+
+    def make(kind: str) -> str:
+        if kind == "sqlite":
+            return f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
+        name = f"gs_{uuid.uuid4().hex[:10]}"
+        return f"{SERVERS[kind]}?{NAMESPACE_PARAM[kind]}={name}"
+
+    return make
 
 
 def free_port() -> int:
@@ -161,9 +187,11 @@ class Proc:
 class Server:
     """A running genspool HTTP process (``serve`` or ``api``) and the file it stores into."""
 
-    def __init__(self, proc: Proc, url: str, db: Path, config: Path | None) -> None:
+    def __init__(
+        self, proc: Proc, url: str, db: Path | None, config: Path | None, db_url: str
+    ) -> None:
         self.proc, self.url, self.db, self.config = proc, url, db, config
-        self.db_url = sqlite_url(db)
+        self.db_url = db_url
         self.client = httpx.Client(base_url=url, timeout=30)
 
     @property
@@ -275,37 +303,43 @@ class Spawner:
         *,
         command: str = "serve",
         db: Path | None = None,
+        db_url: str | None = None,
         env: dict[str, str] | None = None,
         startup_s: float = 30.0,
     ) -> Server:
         """Start ``genspool serve`` (or ``api``) on a free port and wait for ``/healthz``.
-        ``models=None`` serves the bundled models (no --config)."""
+        ``models=None`` serves the bundled models (no --config). ``db_url`` (any backend URL)
+        replaces the SQLite file ``db``."""
         config = (
             self.models(models, f"models-{next(self._n)}.yaml")
             if isinstance(models, list)
             else models
         )
-        db = db or self.root / "g.db"
+        if db_url is None:
+            db = db or self.root / "g.db"
+            db_url = sqlite_url(db)
         port = free_port()
-        args = [command, "--host", "127.0.0.1", "--port", str(port), "--db", sqlite_url(db)]
+        args = [command, "--host", "127.0.0.1", "--port", str(port), "--db", db_url]
         if config is not None:
             args += ["--config", str(config)]
         proc = self.start(*args, env=env, name=command)
         url = f"http://127.0.0.1:{port}"
         self._wait_healthy(proc, url, startup_s)
-        server = Server(proc, url, db, config)
+        server = Server(proc, url, db, config, db_url)
         self.servers.append(server)
         return server
 
     def worker(
         self,
-        db: Path,
+        db: Path | str,
         config: Path,
         *,
         env: dict[str, str] | None = None,
         models: Iterable[str] = (),
     ) -> Proc:
-        args = ["worker", "--db", sqlite_url(db), "--config", str(config)]
+        """Start ``genspool worker`` on a SQLite file, or on any backend URL given as a str."""
+        url = db if isinstance(db, str) else sqlite_url(db)
+        args = ["worker", "--db", url, "--config", str(config)]
         for m in models:
             args += ["--model", m]
         return self.start(*args, env=env, name="worker")

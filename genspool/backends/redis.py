@@ -439,6 +439,8 @@ class RedisBackend(Backend):
                     # health check PINGs a server that went away without closing the socket.
                     message = await pubsub.get_message(timeout=5.0)
                     if message is None:
+                        if _cancelling():  # redis-py can turn a cancellation into a timeout
+                            raise asyncio.CancelledError
                         continue
                     if message["type"] == "subscribe":
                         delay = self.RECONNECT_MIN_S
@@ -462,3 +464,8 @@ class RedisBackend(Backend):
             deliver(data)
         except Exception:  # a malformed message must not end the subscription
             log.exception("dropping a message the subscriber could not handle")
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

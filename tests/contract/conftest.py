@@ -1,15 +1,13 @@
 """The backends the contract suite runs on. Each is a real server or file; a server that is not
 running skips its tests outside CI (saying which URL it tried) and fails them in CI.
 
-Every test gets a namespace of its own on the shared servers (a PostgreSQL schema, a Redis key
-prefix, NATS stream and bucket names), dropped when it ends. The server URLs can be changed
-with ``GENSPOOL_TEST_POSTGRES_URL``, ``GENSPOOL_TEST_REDIS_URL`` and ``GENSPOOL_TEST_NATS_URL``.
+Every test gets a namespace of its own on the shared servers (the ``namespaced_url`` fixture of
+``tests/conftest.py``), dropped when it ends.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,28 +17,12 @@ from genspool.backends import backend_from_url
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 
-SERVERS = {
-    "postgres": os.environ.get(
-        "GENSPOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-    ),
-    "redis": os.environ.get("GENSPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "nats": os.environ.get("GENSPOOL_TEST_NATS_URL", "nats://127.0.0.1:4222"),
-}
-NAMESPACE_PARAM = {"postgres": "schema", "redis": "prefix", "nats": "prefix"}
-BACKENDS = ["sqlite", *SERVERS]
-
-
-def namespaced_url(kind: str, tmp: Path) -> str:
-    """A URL of backend ``kind`` whose data no other test sees."""
-    if kind == "sqlite":
-        return f"sqlite:///{tmp}/contract.db"
-    name = f"gs_{uuid.uuid4().hex[:10]}"
-    return f"{SERVERS[kind]}?{NAMESPACE_PARAM[kind]}={name}"
+BACKENDS = ["sqlite", "postgres", "redis", "nats"]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return namespaced_url(request.param, tmp_path)
+def backend_url(request: pytest.FixtureRequest, namespaced_url: Callable[[str], str]) -> str:
+    return namespaced_url(request.param)
 
 
 @pytest.fixture
