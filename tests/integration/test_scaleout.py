@@ -11,6 +11,7 @@ that a wrong URL is one clear line.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -130,7 +131,7 @@ def test_max_concurrency_holds_across_worker_processes(spawner: Spawner, url: st
     jobs = api.wait_all(ids, timeout=40)
     assert {j["status"] for j in jobs} == {"succeeded"}
     runs = sorted((j["timestamps"]["running"], j["timestamps"]["succeeded"]) for j in jobs)
-    overlaps = [(a, b) for a, b in zip(runs, runs[1:], strict=False) if b[0] < a[1] - 0.01]
+    overlaps = [(a, b) for a, b in itertools.pairwise(runs) if b[0] < a[1] - 0.01]
     assert not overlaps, overlaps
 
 
