@@ -164,6 +164,9 @@ def _load_model(path: Path, *, vocab_only: bool = False) -> Any:
     _init_backend()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = vocab_only
+    # No extra buffer types: the AMX one, chosen on CPUs that advertise AMX, segfaults in the
+    # first multi-token llama_decode on the (Firecracker) VMs of this project's machine kind.
+    params.use_extra_bufts = False
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise ConfigError(f"llama.cpp could not load the model file {path}")
