@@ -1,0 +1,185 @@
+-- Named queries of the PostgreSQL backend. Each starts with "-- name: <name>".
+-- Placeholders are psycopg's %(name)s. Batches travel as arrays taken apart by unnest(), so a
+-- batch of any size is one statement and one round trip.
+
+-- name: insert
+INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
+                  idempotency_key, metadata, expires_at, created_at, available_at, rank)
+SELECT id, tenant, url, model, body, 'queued', priority, 0, max_attempts,
+       idempotency_key, metadata, expires_at, created_at, available_at, rank
+  FROM unnest(%(id)s::text[], %(tenant)s::text[], %(url)s::text[], %(model)s::text[],
+              %(body)s::bytea[], %(priority)s::integer[], %(max_attempts)s::integer[],
+              %(idempotency_key)s::text[], %(metadata)s::bytea[],
+              %(expires_at)s::float8[], %(created_at)s::float8[], %(available_at)s::float8[],
+              %(rank)s::float8[])
+       AS i (id, tenant, url, model, body, priority, max_attempts, idempotency_key,
+             metadata, expires_at, created_at, available_at, rank);
+
+-- name: insert_keyed
+-- One row per input job, in input order: whether it was inserted, else the stored job that
+-- holds its key. A statement does not see its own inserts, so a key taken by an earlier job of
+-- the same batch comes back as all NULLs and the caller resolves it within the batch.
+WITH input AS (
+    SELECT *
+      FROM unnest(%(id)s::text[], %(tenant)s::text[], %(url)s::text[], %(model)s::text[],
+                  %(body)s::bytea[], %(priority)s::integer[], %(max_attempts)s::integer[],
+                  %(idempotency_key)s::text[], %(metadata)s::bytea[],
+                  %(expires_at)s::float8[], %(created_at)s::float8[],
+                  %(available_at)s::float8[], %(rank)s::float8[])
+           WITH ORDINALITY
+           AS i (id, tenant, url, model, body, priority, max_attempts, idempotency_key,
+                 metadata, expires_at, created_at, available_at, rank, ord)
+), ins AS (
+    INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
+                      idempotency_key, metadata, expires_at, created_at, available_at, rank)
+    SELECT id, tenant, url, model, body, 'queued', priority, 0, max_attempts,
+           idempotency_key, metadata, expires_at, created_at, available_at, rank
+      FROM input
+     ORDER BY ord
+    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+)
+SELECT ins.id IS NOT NULL, {jcolumns}
+  FROM input
+  LEFT JOIN ins ON ins.id = input.id
+  LEFT JOIN jobs j ON ins.id IS NULL AND j.tenant = input.tenant
+                  AND j.idempotency_key = input.idempotency_key
+ ORDER BY input.ord;
+
+-- name: by_idempotency_key
+SELECT {columns} FROM jobs WHERE tenant = %(tenant)s AND idempotency_key = %(key)s;
+
+-- name: lease
+-- SKIP LOCKED: concurrent leasers pass over each other's rows instead of queueing on them.
+UPDATE jobs
+   SET status = 'running', lease_token = %(token)s, lease_expires_at = %(until)s,
+       attempts = attempts + 1, started_at = %(now)s
+ WHERE id IN (SELECT id FROM jobs
+               WHERE model = %(model)s AND status IN ('queued', 'retrying')
+                 AND available_at <= %(now)s
+                 AND (expires_at IS NULL OR expires_at > %(now)s)
+               ORDER BY priority DESC, rank, available_at
+               LIMIT %(limit)s
+                 FOR UPDATE SKIP LOCKED)
+RETURNING {columns};
+
+-- name: extend
+UPDATE jobs SET lease_expires_at = %(until)s
+  FROM unnest(%(id)s::text[], %(token)s::text[]) AS held (id, token)
+ WHERE jobs.id = held.id AND jobs.lease_token = held.token AND jobs.status = 'running';
+
+-- name: finish
+-- Fencing: an outcome applies only while its job is running under the same lease token; the
+-- check and the write are one statement, so a worker that lost its lease changes nothing.
+UPDATE jobs
+   SET status = o.status, result = o.result, error = o.error,
+       attempts = jobs.attempts - (o.status = 'queued')::integer,
+       available_at = coalesce(o.available_at, jobs.available_at),
+       retried_at = CASE WHEN o.status = 'retrying' THEN %(now)s ELSE jobs.retried_at END,
+       finished_at = CASE WHEN o.status IN ('queued', 'retrying') THEN NULL ELSE %(now)s END,
+       lease_token = NULL, lease_expires_at = NULL
+  FROM unnest(%(id)s::text[], %(token)s::text[], %(status)s::text[], %(result)s::bytea[],
+              %(error)s::bytea[], %(available_at)s::float8[])
+       AS o (id, token, status, result, error, available_at)
+ WHERE jobs.id = o.id AND jobs.lease_token = o.token AND jobs.status = 'running'
+RETURNING jobs.id, jobs.model, jobs.status, jobs.available_at;
+
+-- name: expired_leases
+SELECT {columns} FROM jobs
+ WHERE status = 'running' AND lease_expires_at < %(now)s
+ ORDER BY lease_expires_at LIMIT %(limit)s;
+
+-- name: get_many
+SELECT {columns} FROM jobs WHERE id = ANY(%(ids)s::text[]);
+
+-- name: cancel
+UPDATE jobs
+   SET status = 'cancelled', finished_at = %(now)s, lease_token = NULL, lease_expires_at = NULL
+ WHERE id = %(id)s AND status IN ('queued', 'retrying', 'running')
+RETURNING {columns};
+
+-- name: replay
+UPDATE jobs
+   SET status = 'queued', attempts = 0, result = NULL, error = NULL,
+       available_at = %(now)s, finished_at = NULL, retried_at = NULL
+ WHERE id = %(id)s AND status = 'failed'
+RETURNING {columns};
+
+-- name: expire
+UPDATE jobs SET status = 'expired', finished_at = %(now)s, error = %(error)s
+ WHERE status IN ('queued', 'retrying') AND expires_at IS NOT NULL AND expires_at <= %(now)s
+RETURNING {columns};
+
+-- name: purge
+-- Stored broadcasts go too: by then every listener has long read them.
+WITH old_events AS (DELETE FROM events WHERE created_at < %(events_before)s)
+DELETE FROM jobs
+ WHERE status IN ('succeeded', 'cancelled', 'expired') AND finished_at < %(before)s;
+
+-- name: depth
+SELECT model, status, count(*) FROM jobs
+ WHERE status IN ('queued', 'retrying', 'running') GROUP BY model, status;
+
+-- name: slot_acquire
+SELECT acquire_slot(%(name)s, %(holder)s, %(limit)s, %(until)s, %(now)s);
+
+-- name: slot_release
+DELETE FROM slots WHERE name = %(name)s AND holder = %(holder)s;
+
+-- name: limit_get
+SELECT tat FROM limits WHERE key = %(key)s;
+
+-- name: limit_insert
+INSERT INTO limits (key, tat) VALUES (%(key)s, %(tat)s) ON CONFLICT (key) DO NOTHING;
+
+-- name: limit_swap
+-- Compare and set: applies only if no other process moved the bucket since it was read.
+UPDATE limits SET tat = %(tat)s WHERE key = %(key)s AND tat = %(old)s;
+
+-- name: kv_put
+INSERT INTO kv (namespace, key, value) VALUES (%(namespace)s, %(key)s, %(value)s)
+ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value;
+
+-- name: kv_get
+SELECT value FROM kv WHERE namespace = %(namespace)s AND key = %(key)s;
+
+-- name: kv_list
+SELECT key, value FROM kv WHERE namespace = %(namespace)s ORDER BY key;
+
+-- name: kv_delete
+DELETE FROM kv WHERE namespace = %(namespace)s AND key = %(key)s;
+
+-- name: wake
+-- Wake-ups go out after the write committed, in a transaction of their own: a NOTIFY takes a
+-- database-wide lock at commit, and in the writing transaction it would hold that lock across
+-- the WAL flush, serialising every enqueue. Alone it writes no WAL, so its commit is instant.
+SELECT count(pg_notify(%(work)s, payload)) FROM unnest(%(payloads)s::text[]) AS payload;
+
+-- name: notify
+SELECT pg_notify(%(channel)s, %(payload)s);
+
+-- name: event_store
+WITH stored AS (
+    INSERT INTO events (payload, created_at) VALUES (%(payload)s, %(now)s) RETURNING id
+)
+SELECT pg_notify(%(channel)s, '#' || id) FROM stored;
+
+-- name: event_get
+SELECT payload FROM events WHERE id = %(id)s;
+
+-- name: schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer PRIMARY KEY,
+    applied_at double precision NOT NULL
+);
+
+-- name: current_version
+SELECT coalesce(max(version), 0) FROM schema_version;
+
+-- name: record_version
+INSERT INTO schema_version (version, applied_at) VALUES (%(version)s, %(now)s);
+
+-- name: migration_lock
+-- Held until the migrating transaction ends: a second process starting at the same moment
+-- waits here, then finds the schema already at the latest version.
+SELECT pg_advisory_xact_lock(hashtextextended('genspool.migrate:' || %(schema)s, 0));
