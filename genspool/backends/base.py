@@ -103,6 +103,11 @@ class Backend(ABC):
     async def depth(self) -> dict[str, dict[str, int]]:
         """Count of jobs per model and status, for ``queued``, ``retrying`` and ``running``."""
 
+    async def drop(self) -> None:
+        """Remove this backend's namespace altogether (tests); by default the same as
+        :meth:`destroy`, for backends whose namespace leaves nothing behind when empty."""
+        await self.destroy()
+
     # -- coordination across processes ------------------------------------------------------
 
     @abstractmethod

@@ -404,6 +404,12 @@ class PostgresBackend(Backend):
         async with self._conn() as conn, conn.transaction():
             await self._migrate(conn, drop=True)
 
+    async def drop(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(self.schema)
+            ))  # fmt: skip
+
     # -- queue -------------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:

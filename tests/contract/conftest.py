@@ -58,5 +58,7 @@ async def _drop_namespace(backend_url: str) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await probe.backend.destroy()
-        await probe.close()
+        try:
+            await probe.backend.drop()
+        finally:
+            await probe.close()

@@ -70,7 +70,7 @@ async def _on_backend(url: str, *, destroy: bool) -> None:
     await backend.connect()
     try:
         if destroy:
-            await backend.destroy()
+            await backend.drop()
     finally:
         await backend.close()
 
