@@ -6,6 +6,7 @@ file, the two bundled local models are served.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from genspool.exceptions import ConfigError
 
-__all__ = ["DEFAULT_MODELS", "ModelConfig", "load_models"]
+__all__ = ["DEFAULT_MODELS", "ModelConfig", "check_fallbacks", "load_models"]
 
 ProviderName = Literal["llama_cpp", "onnx_embedding", "openai", "echo"]
 
@@ -37,11 +38,55 @@ class ModelConfig(BaseModel):
     max_attempts: int = Field(3, gt=0)
     threads: int | None = Field(None, gt=0, description="CPU threads for local models.")
     latency_ms: float = Field(0.0, ge=0, description="echo only: simulated time per batch.")
+    # Resilience around each model call (genspool.resilience; the layers are composed there).
+    rpm: int | None = Field(None, gt=0, description="Requests per minute, across processes.")
+    tpm: int | None = Field(
+        None, gt=0, description="Tokens per minute (prompt + max_tokens), across processes."
+    )
+    call_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Longest one model call may take, in-call retries included; default "
+        "timeout_s. timeout_s bounds the whole attempt (rate-limit wait, fallbacks, calls).",
+    )
+    call_retries: int = Field(
+        2, ge=0, le=10, description="openai only: retries inside one call (job retries aside)."
+    )
+    breaker: bool | None = Field(
+        None, description="Circuit breaker; default on for remote endpoints (openai), else off."
+    )
+    breaker_failures: int = Field(5, gt=0, description="Consecutive failures that open it.")
+    breaker_failure_ratio: float | None = Field(
+        0.5, gt=0, le=1, description="Failure share in breaker_window_s that opens it; null: off."
+    )
+    breaker_min_calls: int = Field(20, gt=0, description="Calls in the window before the ratio.")
+    breaker_window_s: float = Field(60.0, gt=0, description="Window of the failure ratio.")
+    breaker_cooldown_s: float = Field(30.0, gt=0, description="Open this long, then half-open.")
+    breaker_probes: int = Field(1, gt=0, description="Calls let through while half-open.")
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Models tried in order when this one's breaker is open or a call fails "
+        "retryably (the first whose breaker is closed).",
+    )
+    # Admission (load shedding) when jobs are submitted.
+    max_queue_depth: int | None = Field(
+        None, gt=0, description="Shed load: refuse new jobs while this many wait for the model."
+    )
+    max_queue_age_s: float | None = Field(
+        None, gt=0, description="Shed load: refuse new jobs while the oldest waiting is this old."
+    )
 
     @model_validator(mode="after")
     def _remote_needs_url(self) -> ModelConfig:
         if self.provider == "openai" and not self.base_url:
             raise ValueError(f"model {self.name!r}: provider openai needs base_url")
+        if self.call_timeout_s is not None and self.call_timeout_s > self.timeout_s:
+            raise ValueError(
+                f"model {self.name!r}: call_timeout_s ({self.call_timeout_s}) is above "
+                f"timeout_s ({self.timeout_s}), which bounds every attempt"
+            )
+        if self.name in self.fallbacks:
+            raise ValueError(f"model {self.name!r}: a model cannot be its own fallback")
         return self
 
 
@@ -89,4 +134,23 @@ def load_models(path: str | Path | None) -> list[ModelConfig]:
     names = [m.name for m in models]
     if dupes := {n for n in names if names.count(n) > 1}:
         raise ConfigError(f"models file {path} declares {sorted(dupes)} more than once")
+    check_fallbacks(models, where=f"models file {path}: ")
     return models
+
+
+def check_fallbacks(models: Iterable[ModelConfig], *, where: str = "") -> None:
+    """Every fallback names a served model and no chain of fallbacks comes back to its start."""
+    by_name = {m.name: m for m in models}
+    for m in by_name.values():
+        if unknown := [f for f in m.fallbacks if f not in by_name]:
+            raise ConfigError(f"{where}model {m.name!r} falls back to unknown {unknown}")
+    for start in by_name:
+        _walk(by_name, [start], where)
+
+
+def _walk(by_name: dict[str, ModelConfig], path: list[str], where: str) -> None:
+    for nxt in by_name[path[-1]].fallbacks:
+        if nxt in path:
+            loop = " -> ".join([*path[path.index(nxt) :], nxt])
+            raise ConfigError(f"{where}fallbacks loop: {loop}")
+        _walk(by_name, [*path, nxt], where)

@@ -132,7 +132,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.add_middleware(BodyLimit, limit=services.max_body_bytes)
     _add_error_handlers(app)
-    from genspool.api import routes_jobs, routes_keys, routes_openai, routes_push
+    from genspool.api import routes_jobs, routes_keys, routes_openai, routes_ops, routes_push
 
     @app.get("/healthz", tags=["health"], summary="Liveness: answers 200 while the API runs")
     @requires("public")
@@ -142,6 +142,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_push.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_ops.router)
     app.include_router(routes_keys.router)
     document_scopes(app)
     return app

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from genspool.api.app import Services, error_response
 from genspool.api.auth import Principal, requires
 from genspool.api.routes_jobs import JobCreate, build_job, services
+from genspool.api.routes_ops import breaker_states
 from genspool.api.routes_push import SSE_HEADERS
 from genspool.core.job import TERMINAL, Job, JobStatus
 from genspool.core.keys import Scope
@@ -38,6 +39,7 @@ INTERACTIVE_PRIORITY = 10
 @requires(Scope.READ)
 async def list_models(request: Request) -> dict[str, Any]:
     svc = services(request)
+    breakers = await breaker_states(svc)
     data = [
         {
             "id": cfg.name,
@@ -47,6 +49,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             "provider": cfg.provider,
             "context_window": cfg.context_window,
             "endpoints": sorted(svc.registry.provider(cfg.name).endpoints),
+            "breaker": breakers[cfg.name],
         }
         for cfg in svc.registry
     ]

@@ -1,14 +1,21 @@
-"""Routing by model name: which provider serves a model, built lazily from its config."""
+"""Routing by model name: which provider serves a model, built lazily from its config.
+
+Every provider is served inside its resilience layers (:mod:`genspool.resilience`): what
+``ModelRegistry.provider`` returns is the model's whole stack.
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from genspool.config import ModelConfig
+from genspool.config import ModelConfig, check_fallbacks
 from genspool.exceptions import ConfigError, UnknownModel
 from genspool.providers.base import Provider
+from genspool.resilience.compose import build_stack
+from genspool.resilience.shared import LocalShared, Shared
 
 __all__ = ["ModelRegistry", "build_provider"]
 
@@ -42,7 +49,7 @@ def _provider_kwargs(cfg: ModelConfig, env: dict[str, str]) -> dict[str, Any]:
             "api_key": key,
             "remote_model": cfg.remote_model,
             "endpoints": cfg.endpoints,
-            "timeout_s": cfg.timeout_s,
+            "timeout_s": cfg.call_timeout_s or cfg.timeout_s,
         }
     return {"latency_ms": cfg.latency_ms}
 
@@ -60,16 +67,28 @@ def build_provider(cfg: ModelConfig, env: dict[str, str] | None = None) -> Provi
 
 
 class ModelRegistry:
-    """The served models; a provider is built on first use.
+    """The served models; a provider (inside its resilience layers) is built on first use.
 
     ``env`` maps the names in ``api_key_env`` to keys; the caller passes it (the CLI passes the
-    process environment), so the library never reads ``os.environ`` itself.
+    process environment), so the library never reads ``os.environ`` itself. ``backend`` (any
+    :class:`~genspool.resilience.shared.Shared`, e.g. the queue's backend) holds the rate limits
+    and breaker states shared by every process; without it they live in this process only.
     """
 
-    def __init__(self, configs: Iterable[ModelConfig], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        configs: Iterable[ModelConfig],
+        env: dict[str, str] | None = None,
+        *,
+        backend: Shared | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.configs = {c.name: c for c in configs}
+        check_fallbacks(self.configs.values())
         self._env = dict(env or {})
         self._providers: dict[str, Provider] = {}
+        self.shared: Shared = backend if backend is not None else LocalShared()
+        self.clock = clock
 
     def __iter__(self) -> Iterator[ModelConfig]:
         return iter(self.configs.values())
@@ -83,7 +102,14 @@ class ModelRegistry:
 
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
-            self._providers[name] = build_provider(self.config(name), self._env)
+            cfg = self.config(name)
+            self._providers[name] = build_stack(
+                cfg,
+                build_provider(cfg, self._env),
+                shared=self.shared,
+                clock=self.clock,
+                resolve=self.provider,
+            )
         return self._providers[name]
 
     async def aclose(self) -> None:

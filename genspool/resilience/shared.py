@@ -1,0 +1,52 @@
+"""What the layers need from the backend, and a process-local stand-in for when there is none.
+
+The rate limiter needs :meth:`~genspool.backends.base.Backend.reserve` (a GCRA bucket shared by
+every process); the breaker writes its state with ``kv_put`` so any API process can show it.
+Every :class:`~genspool.backends.base.Backend` is a :class:`Shared`. Without one (a registry
+used on its own, a unit test), :class:`LocalShared` keeps both in this process only.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from genspool.backends.base import gcra
+
+__all__ = ["LocalShared", "Shared"]
+
+
+class Shared(Protocol):
+    async def reserve(
+        self, key: str, cost: float, rate_per_s: float, burst: float, now: float
+    ) -> float: ...
+
+    async def kv_put(self, namespace: str, key: str, value: bytes) -> None: ...
+
+    async def kv_get(self, namespace: str, key: str) -> bytes | None: ...
+
+    async def kv_list(self, namespace: str) -> dict[str, bytes]: ...
+
+
+class LocalShared:
+    """Rate-limit buckets and a small key-value store in this process's memory."""
+
+    def __init__(self) -> None:
+        self._tats: dict[str, float] = {}
+        self._kv: dict[tuple[str, str], bytes] = {}
+
+    async def reserve(
+        self, key: str, cost: float, rate_per_s: float, burst: float, now: float
+    ) -> float:
+        tat, wait = gcra(self._tats.get(key), now, cost, rate_per_s, burst)
+        if wait == 0.0:
+            self._tats[key] = tat
+        return wait
+
+    async def kv_put(self, namespace: str, key: str, value: bytes) -> None:
+        self._kv[namespace, key] = value
+
+    async def kv_get(self, namespace: str, key: str) -> bytes | None:
+        return self._kv.get((namespace, key))
+
+    async def kv_list(self, namespace: str) -> dict[str, bytes]:
+        return {k: v for (ns, k), v in self._kv.items() if ns == namespace}

@@ -1,0 +1,1 @@
+"""Test helpers shipped with genspool; nothing here is used by the service itself."""

@@ -1,0 +1,480 @@
+"""A **fault-injecting** OpenAI-compatible model server, for tests only: it misbehaves on
+purpose, and computes nothing.
+
+It serves ``/v1/chat/completions`` (the last message comes back as the answer),
+``/v1/embeddings`` (a hash of each input as an 8-float vector) and ``/v1/models``, with valid
+OpenAI bodies and usage — except when a fault is drawn. Each model request draws one outcome
+from a seeded RNG (reproducible for a given order of arrivals): a 429 with ``Retry-After``, a
+5xx (500/502/503), a connection reset (the socket is closed without an answer), a hang of
+``hang_s`` (past the client's timeout), a 200 with a malformed JSON body, or a good answer; a
+base latency (plus jitter) comes first. It binds to 127.0.0.1 only.
+
+Control, also while it runs: ``GET``/``POST /_faults`` reads/changes the faults (JSON, any
+subset of :class:`Faults`' fields), ``GET /_faults/stats`` counts outcomes and, per request,
+its arrival times and outcomes (a request is known by its ``user`` field, else by its last
+message or its input, so a test can tell how often each job was tried),
+``POST /_faults/reset`` clears the counts.
+
+In a test: ``with FaultServer(error_rate=0.3) as url: ...`` (a thread in this process; the
+OpenAI base URL is ``url + "/v1"``). As a process:
+``python -m genspool.testing.faults --port 0 --error-rate 0.3`` prints its URL, then serves
+until SIGTERM/SIGINT.
+
+It is a small HTTP/1.1 server on asyncio streams rather than an ASGI app: an ASGI server cannot
+drop a connection without answering, which is one of the faults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import http
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["FaultServer", "Faults", "main"]
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost"})
+MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings"})
+MALFORMED = b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind'
+
+
+@dataclass
+class Faults:
+    """What share of model requests gets each fault (the shares add up to at most 1)."""
+
+    latency_s: float = 0.0
+    jitter_s: float = 0.0
+    rate_429: float = 0.0
+    retry_after_s: float = 1.0
+    error_rate: float = 0.0
+    error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503])
+    reset_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_s: float = 30.0
+    malformed_rate: float = 0.0
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        rates = [self.rate_429, self.error_rate, self.reset_rate, self.hang_rate]
+        rates.append(self.malformed_rate)
+        if any(r < 0 for r in rates) or sum(rates) > 1 + 1e-9:
+            raise ValueError("fault rates must be >= 0 and add up to at most 1")
+        if not self.error_statuses or any(not 500 <= s < 600 for s in self.error_statuses):
+            raise ValueError("error_statuses must be 5xx codes")
+
+    def draw(self, rng: random.Random) -> str:
+        """One outcome: ``429``, a 5xx status, ``reset``, ``hang``, ``malformed`` or ``ok``."""
+        u = rng.random()
+        for outcome, rate in (
+            ("429", self.rate_429),
+            ("5xx", self.error_rate),
+            ("reset", self.reset_rate),
+            ("hang", self.hang_rate),
+            ("malformed", self.malformed_rate),
+        ):
+            if u < rate:
+                return str(rng.choice(self.error_statuses)) if outcome == "5xx" else outcome
+            u -= rate
+        return "ok"
+
+
+class _State:
+    """Faults, RNG and counters, shared by the server's loop and the test's thread."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.lock = threading.Lock()
+        self.faults = faults
+        self.rng = random.Random(faults.seed)
+        self.outcomes: dict[str, int] = {}
+        self.requests: dict[str, dict[str, list[Any]]] = {}
+
+    def configure(self, changes: dict[str, Any]) -> Faults:
+        with self.lock:
+            unknown = set(changes) - {f.name for f in dataclasses.fields(Faults)}
+            if unknown:
+                raise ValueError(f"unknown fault settings: {sorted(unknown)}")
+            self.faults = dataclasses.replace(self.faults, **changes)
+            if "seed" in changes:
+                self.rng = random.Random(self.faults.seed)
+            return self.faults
+
+    def decide(self, key: str) -> tuple[str, float, Faults]:
+        """Draw the outcome and delay of one arriving request, and count it."""
+        with self.lock:
+            f = self.faults
+            outcome = f.draw(self.rng)
+            delay = f.latency_s + (self.rng.uniform(0, f.jitter_s) if f.jitter_s else 0.0)
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            seen = self.requests.setdefault(key, {"arrivals": [], "outcomes": []})
+            seen["arrivals"].append(time.time())
+            seen["outcomes"].append(outcome)
+            return outcome, delay, f
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            requests = {
+                k: {"count": len(v["arrivals"]), **{n: list(x) for n, x in v.items()}}
+                for k, v in self.requests.items()
+            }
+            total = sum(self.outcomes.values())
+            return {"total": total, "outcomes": dict(self.outcomes), "requests": requests}
+
+    def reset(self) -> None:
+        with self.lock:
+            self.outcomes.clear()
+            self.requests.clear()
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+def _words(value: Any) -> int:
+    return max(1, len(str(value).split()))
+
+
+def request_key(body: dict[str, Any]) -> str:
+    """How a request is known in the stats: ``user``, else its last message, else its input."""
+    if body.get("user"):
+        return str(body["user"])
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return str(messages[-1].get("content", ""))
+    return str(body.get("input", ""))[:200]
+
+
+def _chat(body: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages") or [{}]
+    content = str(messages[-1].get("content", ""))
+    prompt = sum(_words(m.get("content", "")) for m in messages)
+    return {
+        "id": f"chatcmpl-fault-{hashlib.blake2b(content.encode(), digest_size=6).hexdigest()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": str(body.get("model", "fault-model")),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": _words(content),
+            "total_tokens": prompt + _words(content),
+        },
+    }
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    inputs = body.get("input", "")
+    texts = inputs if isinstance(inputs, list) else [inputs]
+    digests = [hashlib.blake2b(str(t).encode(), digest_size=8).digest() for t in texts]
+    data = [
+        {"object": "embedding", "index": i, "embedding": [b / 255 for b in d]}
+        for i, d in enumerate(digests)
+    ]
+    tokens = sum(_words(t) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": str(body.get("model", "fault-model")),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _models() -> dict[str, Any]:
+    model = {"id": "fault-model", "object": "model", "created": 0, "owned_by": "genspool-faults"}
+    return {"object": "list", "data": [model]}
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+class _Reply:
+    def __init__(
+        self, status: int, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        self.status, self.headers = status, headers or {}
+        self.body = body if isinstance(body, bytes) else orjson.dumps(body)
+
+    def encode(self) -> bytes:
+        head = [f"HTTP/1.1 {self.status} {http.HTTPStatus(self.status).phrase}"]
+        head += ["Content-Type: application/json", f"Content-Length: {len(self.body)}"]
+        head += [f"{k}: {v}" for k, v in self.headers.items()]
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> _Reply:
+    body = {"error": {"message": message, "type": "fault_injected", "code": str(status)}}
+    return _Reply(status, body, headers)
+
+
+class _Connections:
+    """The HTTP side: parse requests, route them, act out the drawn fault."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            pass  # shutting down; ending quietly keeps asyncio's stream callback from logging it
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; whether the connection stays open."""
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        method, target = head[0].split(" ")[:2]
+        headers = {
+            k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in head[1:] if ":" in h)
+        }
+        if "chunked" in headers.get("transfer-encoding", ""):
+            await self._send(writer, _error(411, "send a Content-Length"))
+            return False
+        raw = await reader.readexactly(int(headers.get("content-length", "0")))
+        reply = await self._route(method, target.split("?")[0], raw)
+        if reply is None:  # a connection reset
+            _reset(writer)
+            return False
+        await self._send(writer, reply)
+        return headers.get("connection", "").lower() != "close"
+
+    async def _route(self, method: str, path: str, raw: bytes) -> _Reply | None:
+        if path in MODEL_PATHS and method == "POST":
+            return await self._model(path, raw)
+        if path == "/v1/models" and method == "GET":
+            return _Reply(200, _models())
+        if path.startswith("/_faults"):
+            return self._control(method, path, raw)
+        return _error(404, f"no route {method} {path}")
+
+    def _control(self, method: str, path: str, raw: bytes) -> _Reply:
+        if (method, path) == ("GET", "/_faults/stats"):
+            return _Reply(200, self.state.stats())
+        if (method, path) == ("POST", "/_faults/reset"):
+            self.state.reset()
+            return _Reply(200, {"reset": True})
+        if path != "/_faults" or method not in ("GET", "POST"):
+            return _error(404, f"no route {method} {path}")
+        if method == "POST":
+            try:
+                self.state.configure(orjson.loads(raw or b"{}"))
+            except (ValueError, TypeError) as exc:
+                return _error(400, str(exc))
+        return _Reply(200, dataclasses.asdict(self.state.faults))
+
+    async def _model(self, path: str, raw: bytes) -> _Reply | None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        outcome, delay, faults = self.state.decide(request_key(body))
+        if delay:
+            await asyncio.sleep(delay)
+        if outcome == "hang":
+            await asyncio.sleep(faults.hang_s)
+        elif outcome == "reset":
+            return None
+        elif outcome == "429":
+            after = {"Retry-After": f"{faults.retry_after_s:g}"}
+            return _error(429, "rate limited (fault injected)", after)
+        elif outcome.isdigit():
+            return _error(int(outcome), f"server error {outcome} (fault injected)")
+        elif outcome == "malformed":
+            return _Reply(200, MALFORMED)
+        answer = _chat(body) if path == "/v1/chat/completions" else _embeddings(body)
+        return _Reply(200, answer)
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, reply: _Reply) -> None:
+        writer.write(reply.encode())
+        await writer.drain()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST rather than a FIN: the client sees the connection reset."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def _check_host(host: str) -> str:
+    if host not in LOOPBACK:
+        raise ValueError(f"the fault server binds to 127.0.0.1 only, not {host!r}")
+    return "127.0.0.1"
+
+
+async def _start(state: _State, port: int) -> tuple[asyncio.Server, _Connections]:
+    conns = _Connections(state)
+    server = await asyncio.start_server(conns.serve, "127.0.0.1", port)
+    return server, conns
+
+
+async def _shutdown(server: asyncio.Server, conns: _Connections) -> None:
+    server.close()
+    for task in list(conns.tasks):
+        task.cancel()
+    await asyncio.gather(*conns.tasks, return_exceptions=True)
+    await server.wait_closed()
+
+
+class FaultServer:
+    """The fault server on a thread of this process. ``with FaultServer(...) as url`` gives its
+    root URL (``http://127.0.0.1:<port>``); ``configure``, ``stats`` and ``reset`` act on it
+    directly (or use the ``/_faults`` routes)."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **faults: Any) -> None:
+        _check_host(host)
+        self.port = port
+        self._state = _State(Faults(**faults))
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def configure(self, **changes: Any) -> Faults:
+        return self._state.configure(changes)
+
+    def stats(self) -> dict[str, Any]:
+        return self._state.stats()
+
+    def reset(self) -> None:
+        self._state.reset()
+
+    def start(self) -> str:
+        self._thread = threading.Thread(target=self._run, name="fault-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise RuntimeError(f"the fault server did not start: {self._error}")
+        return self.url
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server, conns = await _start(self._state, self.port)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        await _shutdown(server, conns)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- as a process ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m genspool.testing.faults",
+        description="A fault-injecting OpenAI-compatible model server, for tests only.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="127.0.0.1 only; anything else is refused")
+    p.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--rate-429", type=float, default=0.0, help="share of 429 answers")
+    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429, s")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of 5xx answers")
+    p.add_argument("--error-statuses", default="500,502,503", help="5xx codes to draw from")
+    p.add_argument("--reset-rate", type=float, default=0.0, help="share of connection resets")
+    p.add_argument("--hang-rate", type=float, default=0.0, help="share of hangs")
+    p.add_argument("--hang-s", type=float, default=30.0, help="how long a hang lasts")
+    p.add_argument("--malformed-rate", type=float, default=0.0, help="share of broken JSON")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _faults(args: argparse.Namespace) -> Faults:
+    return Faults(
+        latency_s=args.latency_ms / 1000,
+        jitter_s=args.jitter_ms / 1000,
+        rate_429=args.rate_429,
+        retry_after_s=args.retry_after,
+        error_rate=args.error_rate,
+        error_statuses=[int(s) for s in args.error_statuses.split(",")],
+        reset_rate=args.reset_rate,
+        hang_rate=args.hang_rate,
+        hang_s=args.hang_s,
+        malformed_rate=args.malformed_rate,
+        seed=args.seed,
+    )
+
+
+async def _serve(state: _State, port: int) -> None:
+    server, conns = await _start(state, port)
+    print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await _shutdown(server, conns)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        _check_host(args.host)
+        faults = _faults(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    asyncio.run(_serve(_State(faults), args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
