@@ -90,7 +90,9 @@ def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
         lease_s=settings.lease_s,
         result_ttl_s=settings.result_ttl_s,
     )
-    registry = ModelRegistry(load_models(settings.config), env=dict(os.environ))
+    registry = ModelRegistry(
+        load_models(settings.config), env=dict(os.environ), backend=queue.backend
+    )
     for cfg in registry:
         registry.provider(cfg.name)
     asyncio.run(_check(queue))

@@ -136,6 +136,9 @@ class ModelError(GenspoolError):
 
     status_code = 502
     code = "model_error"
+    #: False for a call refused before it reached the model (breaker open, own rate limit):
+    #: the job goes back to the queue until ``retry_after`` without using up an attempt.
+    counts_as_attempt = True
 
     def __init__(
         self, message: str, *, retryable: bool = True, retry_after: float | None = None
@@ -156,6 +159,7 @@ class CircuitOpen(ModelError):
 
     status_code = 503
     code = "circuit_open"
+    counts_as_attempt = False
 
 
 class ModelRateLimited(ModelError):
@@ -164,3 +168,4 @@ class ModelRateLimited(ModelError):
 
     status_code = 429
     code = "model_rate_limited"
+    counts_as_attempt = False

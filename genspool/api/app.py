@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 
+from genspool.api.admission import Admission
 from genspool.api.validation import describe_request_error
 from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
@@ -39,6 +40,7 @@ class Services:
     wait_timeout_s: float = 600.0
     worker: Worker | None = None
     keys: KeyStore | None = None  # None: a KeyStore on the queue's backend
+    admission: Admission | None = None  # None: load shedding by the models' own limits
 
 
 def error_response(
@@ -108,9 +110,12 @@ def create_app(services: Services) -> FastAPI:
         if services.worker is not None:
             await services.worker.start()
             task = asyncio.create_task(services.worker.run())
+        assert services.admission is not None
+        shedding = asyncio.create_task(services.admission.run())
         try:
             yield
         finally:
+            shedding.cancel()
             if task is not None and services.worker is not None:
                 services.worker.stop()
                 await task
@@ -121,6 +126,8 @@ def create_app(services: Services) -> FastAPI:
 
     if services.keys is None:
         services.keys = KeyStore(services.queue.backend)
+    if services.admission is None:
+        services.admission = Admission(services.queue.backend, list(services.registry))
     app = FastAPI(
         title="genspool",
         version="0.1.0",

@@ -51,6 +51,8 @@ def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job
         raise InvalidRequest(
             f"expires_at: {spec.expires_at} is already in the past", param="expires_at"
         )
+    assert svc.admission is not None  # set by create_app
+    svc.admission.check(cfg)  # last: a refused request is not counted as admitted
     metadata = dict(spec.metadata)
     if spec.custom_id is not None:
         metadata["custom_id"] = spec.custom_id

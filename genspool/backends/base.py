@@ -155,6 +155,12 @@ class Backend(ABC):
         """Call ``deliver`` with every broadcast payload until cancelled; reconnect by itself."""
         await asyncio.Event().wait()
 
+    @abstractmethod
+    async def oldest_waiting(self) -> dict[str, float]:
+        """Per model, the ``created_at`` of the oldest job waiting to run (queued or retrying),
+        for load shedding by queue age. Backends that keep one line per priority may answer
+        with the oldest job at the head of a line."""
+
     async def get(self, job_id: str) -> Job | None:
         found = await self.get_many([job_id])
         return found[0] if found else None

@@ -1046,6 +1046,15 @@ class NatsBackend(Backend):
                 per_model[job.status.value] = per_model.get(job.status.value, 0) + 1
         return out
 
+    async def oldest_waiting(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for entry in await self._scan("jobs", ">", keys_only=False):
+            assert entry.value is not None
+            job = _decode(entry.value)
+            if job.status in (JobStatus.QUEUED, JobStatus.RETRYING):
+                out[job.model] = min(job.created_at, out.get(job.model, job.created_at))
+        return out
+
     # -- coordination --------------------------------------------------------------------------
 
     async def _cas(self, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]) -> T:

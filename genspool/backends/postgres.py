@@ -548,6 +548,9 @@ class PostgresBackend(Backend):
             out.setdefault(model, {})[status] = count
         return out
 
+    async def oldest_waiting(self) -> dict[str, float]:
+        return {model: at for model, at in await self._fetch(Q["oldest_waiting"], {})}
+
     # -- coordination ------------------------------------------------------------------------
 
     async def acquire_slot(

@@ -369,6 +369,36 @@ class RedisBackend(Backend):
                 out.setdefault(model, {})[status] = int(n)
         return out
 
+    async def oldest_waiting(self) -> dict[str, float]:
+        """The oldest job at the head of each of a model's lines (one per priority, plus the
+        retries waiting out a backoff): two pipelined round trips, whatever the depth."""
+        models = list(await self.depth())
+        with self._failing("oldest_waiting"):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for model in models:
+                    pipe.zrange(self._k("prios", model), 0, -1)
+                    pipe.zrange(self._k("delayed", model), 0, 0)
+                found = await pipe.execute()
+            heads: list[tuple[str, str]] = []
+            async with self._r.pipeline(transaction=False) as pipe:
+                for model, prios, delayed in zip(models, found[::2], found[1::2], strict=True):
+                    heads += [(model, i.decode()) for i in delayed]
+                    for prio in prios:
+                        pipe.zrange(self._k("ready", model, prio.decode()), 0, 0)
+                per_prio = await pipe.execute()
+            prio_models = [m for m, prios in zip(models, found[::2], strict=True) for _ in prios]
+            for model, members in zip(prio_models, per_prio, strict=True):
+                heads += [(model, m.decode()[16:]) for m in members]  # after sortable(avail.)
+            async with self._r.pipeline(transaction=False) as pipe:
+                for _, job_id in heads:
+                    pipe.hget(self._k("job", job_id), "created_at")
+                created = await pipe.execute()
+        out: dict[str, float] = {}
+        for (model, _), at in zip(heads, created, strict=True):
+            if at is not None:
+                out[model] = min(float(at), out.get(model, float(at)))
+        return out
+
     # -- coordination ------------------------------------------------------------------------
 
     async def acquire_slot(

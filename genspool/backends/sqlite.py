@@ -316,6 +316,9 @@ class SQLiteBackend(Backend):
 
         await self._w.run(_write(drop))
 
+    async def oldest_waiting(self) -> dict[str, float]:
+        return await self._r.run(lambda db: dict(db.execute(Q["oldest_waiting"]).fetchall()))
+
     # -- coordination ------------------------------------------------------------------------
 
     async def acquire_slot(

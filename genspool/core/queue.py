@@ -214,13 +214,18 @@ class Queue:
         return await self._finish([(job, self._failure(job, exc, now())) for job, exc in failed])
 
     def _failure(self, job: Job, exc: BaseException, t: float) -> Outcome:
+        token = job.lease_token or ""
+        if isinstance(exc, ModelError) and not exc.counts_as_attempt:
+            wait = exc.retry_after if exc.retry_after is not None else self.retry.backoff(1)
+            return Outcome(
+                job.id, token, JobStatus.QUEUED, error=error_body(exc), available_at=t + wait
+            )
         retryable = exc.retryable if isinstance(exc, ModelError) else True
         retry_after = exc.retry_after if isinstance(exc, ModelError) else None
         delay = self.retry.next_delay(
             job.attempts, job.max_attempts, retryable=retryable, retry_after=retry_after
         )
         err = error_body(exc)
-        token = job.lease_token or ""
         if delay is None:
             reason = "not retryable" if not retryable else f"{job.attempts} attempts used"
             err["message"] = f"{err['message']} (dead-lettered: {reason})"

@@ -16,7 +16,7 @@ from typing import Any
 from genspool.backends import JobFilter
 from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
-from genspool.exceptions import Conflict, ModelError, NotFound
+from genspool.exceptions import CircuitOpen, Conflict, ModelError, NotFound
 
 CHAT = "/v1/chat/completions"
 RESULT = {"status_code": 200, "body": {"object": "chat.completion", "choices": []}}
@@ -332,3 +332,25 @@ async def test_tenants_get_a_fair_share_of_equal_priority_work(queue: Queue) -> 
     newcomer = await queue.submit(job(tenant="new"))
     more = await queue.submit(job(tenant="bulk"))
     assert [j.id for j in await queue.lease("m", 10)] == [newcomer.id, more.id]
+
+
+async def test_oldest_waiting_is_the_age_of_the_queue(queue: Queue) -> None:
+    assert await queue.backend.oldest_waiting() == {}
+    first = await queue.submit(job(priority=1))
+    await queue.submit_many([job(), job(model="x"), job(priority=5)])
+    oldest = await queue.backend.oldest_waiting()
+    assert oldest["m"] == first.created_at and set(oldest) == {"m", "x"}
+    for _ in range(3):
+        await _lease_eventually(queue, "m")
+    assert set(await queue.backend.oldest_waiting()) == {"x"}
+
+
+async def test_a_call_refused_before_the_model_uses_no_attempt(queue: Queue) -> None:
+    stored = await queue.submit(job(max_attempts=1))
+    (leased,) = await queue.lease("m", 1)
+    (back,) = await queue.fail([(leased, CircuitOpen("breaker open", retry_after=0.2))])
+    assert back.status is JobStatus.QUEUED and back.attempts == 0
+    assert back.error is not None and back.error["code"] == "circuit_open"
+    assert await queue.lease("m", 1) == []  # not before retry_after
+    again = await _lease_eventually(queue, "m")
+    assert again.id == stored.id and again.attempts == 1

@@ -116,6 +116,9 @@ WITH old_events AS (DELETE FROM events WHERE created_at < %(events_before)s)
 DELETE FROM jobs
  WHERE status IN ('succeeded', 'cancelled', 'expired') AND finished_at < %(before)s;
 
+-- name: oldest_waiting
+SELECT model, min(created_at) FROM jobs WHERE status IN ('queued', 'retrying') GROUP BY model;
+
 -- name: depth
 SELECT model, status, count(*) FROM jobs
  WHERE status IN ('queued', 'retrying', 'running') GROUP BY model, status;

@@ -71,6 +71,9 @@ RETURNING {columns};
 -- name: purge
 DELETE FROM jobs WHERE status IN ('succeeded', 'cancelled', 'expired') AND finished_at < ?;
 
+-- name: oldest_waiting
+SELECT model, min(created_at) FROM jobs WHERE status IN ('queued', 'retrying') GROUP BY model;
+
 -- name: depth
 SELECT model, status, count(*) FROM jobs
  WHERE status IN ('queued', 'retrying', 'running') GROUP BY model, status;

@@ -1,0 +1,104 @@
+"""Load shedding at the door: refuse new work for a model whose queue is too deep or too old.
+
+A model with ``max_queue_depth`` or ``max_queue_age_s`` in its config gets a 429 with
+``Retry-After`` for a submission beyond either limit; nothing already accepted is touched. The
+check itself must cost nothing on the submit path, so it reads a snapshot of the queue that a
+background task refreshes every ``refresh_s`` (one ``depth()`` and one ``oldest_waiting()`` of
+the backend, shared by all the models), plus the submissions this process admitted since that
+snapshot. Other API processes' admissions show up at the next refresh.
+
+``Retry-After`` is an estimate: for depth, the excess divided by the rate at which the queue
+drained between the last two snapshots; for age, how far the oldest job is past the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from genspool.backends import Backend
+from genspool.config import ModelConfig
+from genspool.exceptions import RateLimited
+
+__all__ = ["Admission"]
+
+log = logging.getLogger("genspool.admission")
+
+WAITING = ("queued", "retrying")
+MAX_RETRY_AFTER_S = 60.0
+
+
+class Admission:
+    def __init__(
+        self,
+        backend: Backend,
+        configs: list[ModelConfig],
+        *,
+        refresh_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.enabled = any(
+            c.max_queue_depth is not None or c.max_queue_age_s is not None for c in configs
+        )
+        self._waiting: dict[str, int] = {}
+        self._oldest: dict[str, float] = {}
+        self._admitted: Counter[str] = Counter()
+        self._drain_per_s: dict[str, float] = {}
+        self._at = 0.0
+
+    def check(self, cfg: ModelConfig) -> None:
+        """Raise :class:`RateLimited` if ``cfg``'s model may take no more work now; otherwise
+        count the submission against the snapshot."""
+        if cfg.max_queue_depth is not None:
+            waiting = self._waiting.get(cfg.name, 0) + self._admitted[cfg.name]
+            if waiting >= cfg.max_queue_depth:
+                excess = waiting - cfg.max_queue_depth + 1
+                drain = self._drain_per_s.get(cfg.name, 0.0)
+                raise RateLimited(
+                    f"model {cfg.name} is overloaded: {waiting} jobs are waiting and its"
+                    f" max_queue_depth is {cfg.max_queue_depth}; retry later",
+                    retry_after=_bounded(excess / drain if drain > 0 else 1.0),
+                )
+        if cfg.max_queue_age_s is not None and cfg.name in self._oldest:
+            age = self.clock() - self._oldest[cfg.name]
+            if age > cfg.max_queue_age_s:
+                raise RateLimited(
+                    f"model {cfg.name} is overloaded: its oldest waiting job has waited"
+                    f" {age:.1f} s and its max_queue_age_s is {cfg.max_queue_age_s:g}; retry later",
+                    retry_after=_bounded(age - cfg.max_queue_age_s),
+                )
+        self._admitted[cfg.name] += 1
+
+    async def run(self) -> None:
+        """Refresh the snapshot until cancelled (only when some model sheds load)."""
+        if not self.enabled:
+            return
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep the last snapshot; the backend may come back
+                log.warning("could not read the queue depth for load shedding: %s", exc)
+            await asyncio.sleep(self.refresh_s)
+
+    async def refresh(self) -> None:
+        admitted, self._admitted = self._admitted, Counter()
+        depth = await self.backend.depth()
+        oldest = await self.backend.oldest_waiting()
+        now = self.clock()
+        waiting = {m: sum(c.get(s, 0) for s in WAITING) for m, c in depth.items()}
+        if self._at:
+            elapsed = max(now - self._at, 1e-3)
+            for model, before in self._waiting.items():
+                drained = before + admitted[model] - waiting.get(model, 0)
+                self._drain_per_s[model] = max(drained, 0) / elapsed
+        self._waiting, self._oldest, self._at = waiting, oldest, now
+
+
+def _bounded(seconds: float) -> float:
+    return min(max(seconds, 1.0), MAX_RETRY_AFTER_S)
