@@ -29,6 +29,7 @@ log = logging.getLogger("genspool.admission")
 
 WAITING = ("queued", "retrying")
 MAX_RETRY_AFTER_S = 60.0
+INTERACTIVE_RESERVE = 1.25
 
 
 class Admission:
@@ -52,20 +53,25 @@ class Admission:
         self._drain_per_s: dict[str, float] = {}
         self._at = 0.0
 
-    def check(self, cfg: ModelConfig) -> None:
+    def check(self, cfg: ModelConfig, priority: int = 0) -> None:
         """Raise :class:`RateLimited` if ``cfg``'s model may take no more work now; otherwise
-        count the submission against the snapshot."""
+        count the submission against the snapshot.
+
+        Work of a priority above 0 (the OpenAI-compatible routes: someone is waiting for the
+        answer) keeps a reserve: it is refused only past ``INTERACTIVE_RESERVE`` times the
+        depth limit, and never for the age of the queue, since it runs ahead of that queue."""
         if cfg.max_queue_depth is not None:
+            limit = cfg.max_queue_depth * (INTERACTIVE_RESERVE if priority > 0 else 1.0)
             waiting = self._waiting.get(cfg.name, 0) + self._admitted[cfg.name]
-            if waiting >= cfg.max_queue_depth:
-                excess = waiting - cfg.max_queue_depth + 1
+            if waiting >= limit:
+                excess = waiting - limit + 1
                 drain = self._drain_per_s.get(cfg.name, 0.0)
                 raise RateLimited(
                     f"model {cfg.name} is overloaded: {waiting} jobs are waiting and its"
                     f" max_queue_depth is {cfg.max_queue_depth}; retry later",
                     retry_after=_bounded(excess / drain if drain > 0 else 1.0),
                 )
-        if cfg.max_queue_age_s is not None and cfg.name in self._oldest:
+        if cfg.max_queue_age_s is not None and priority <= 0 and cfg.name in self._oldest:
             age = self.clock() - self._oldest[cfg.name]
             if age > cfg.max_queue_age_s:
                 raise RateLimited(

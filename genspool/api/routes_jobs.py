@@ -52,7 +52,7 @@ def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job
             f"expires_at: {spec.expires_at} is already in the past", param="expires_at"
         )
     assert svc.admission is not None  # set by create_app
-    svc.admission.check(cfg)  # last: a refused request is not counted as admitted
+    svc.admission.check(cfg, spec.priority)  # last: a refused request is not counted
     metadata = dict(spec.metadata)
     if spec.custom_id is not None:
         metadata["custom_id"] = spec.custom_id
