@@ -1,15 +1,30 @@
-"""Loading of the SQL files that sit in ``backends/sql/<dialect>/``.
+"""What the SQL backends share: loading the SQL files that sit in ``backends/sql/<dialect>/``,
+and the one row layout of a job.
 
 Migrations are numbered files (``001_init.sql``); queries live in ``queries.sql``, each after a
-``-- name: <name>`` line.
+``-- name: <name>`` line. Every query that returns jobs selects ``{columns}``, which
+:func:`row_to_job` reads back.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
-__all__ = ["load_queries", "migrations"]
+import orjson
+
+from genspool.core.job import Job, JobStatus
+
+__all__ = ["COLUMNS", "dumps_or_none", "load_queries", "migrations", "row_to_job"]
+
+COLUMNS = (
+    "id, tenant, url, model, body, status, priority, attempts, max_attempts, idempotency_key, "
+    "metadata, expires_at, created_at, available_at, started_at, retried_at, finished_at, "
+    "lease_token, lease_expires_at, result, error, rank"
+)
+_loads = orjson.loads
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -37,3 +52,35 @@ def load_queries(dialect: str, **fmt: str) -> dict[str, str]:
             sql = sql.replace("{" + key + "}", value)
         queries[name] = sql.strip()
     return queries
+
+
+def dumps_or_none(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def row_to_job(r: Sequence[Any]) -> Job:
+    """A job from a row of ``COLUMNS``; JSON columns hold orjson bytes."""
+    return Job(
+        id=r[0],
+        tenant=r[1],
+        url=r[2],
+        model=r[3],
+        body=_loads(r[4]),
+        status=JobStatus(r[5]),
+        priority=r[6],
+        attempts=r[7],
+        max_attempts=r[8],
+        idempotency_key=r[9],
+        metadata=_loads(r[10]) if r[10] else {},
+        expires_at=r[11],
+        created_at=r[12],
+        available_at=r[13],
+        started_at=r[14],
+        retried_at=r[15],
+        finished_at=r[16],
+        lease_token=r[17],
+        lease_expires_at=r[18],
+        result=_loads(r[19]) if r[19] is not None else None,
+        error=_loads(r[20]) if r[20] is not None else None,
+        rank=r[21],
+    )

@@ -63,7 +63,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from genspool.backends._sql import load_queries, migrations
+from genspool.backends._sql import COLUMNS, dumps_or_none, load_queries, migrations, row_to_job
 from genspool.backends.base import Backend, JobFilter, gcra
 from genspool.core.job import Job, JobStatus, Outcome
 from genspool.exceptions import BackendError
@@ -72,11 +72,6 @@ __all__ = ["PostgresBackend"]
 
 log = logging.getLogger("genspool.backends.postgres")
 
-COLUMNS = (
-    "id, tenant, url, model, body, status, priority, attempts, max_attempts, idempotency_key, "
-    "metadata, expires_at, created_at, available_at, started_at, retried_at, finished_at, "
-    "lease_token, lease_expires_at, result, error, rank"
-)
 Q = {
     name: text.encode()
     for name, text in load_queries(
@@ -103,38 +98,6 @@ _REQUEUED = frozenset({JobStatus.QUEUED.value, JobStatus.RETRYING.value})
 _EXPIRED_ERROR = orjson.dumps({"code": "expired", "message": "not started before expires_at"})
 
 Conn = AsyncConnection[TupleRow]
-_loads = orjson.loads
-
-
-def _json(value: Any) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
-
-
-def row_to_job(r: Sequence[Any]) -> Job:
-    return Job(
-        id=r[0],
-        tenant=r[1],
-        url=r[2],
-        model=r[3],
-        body=_loads(r[4]),
-        status=JobStatus(r[5]),
-        priority=r[6],
-        attempts=r[7],
-        max_attempts=r[8],
-        idempotency_key=r[9],
-        metadata=_loads(r[10]) if r[10] else {},
-        expires_at=r[11],
-        created_at=r[12],
-        available_at=r[13],
-        started_at=r[14],
-        retried_at=r[15],
-        finished_at=r[16],
-        lease_token=r[17],
-        lease_expires_at=r[18],
-        result=_loads(r[19]) if r[19] is not None else None,
-        error=_loads(r[20]) if r[20] is not None else None,
-        rank=r[21],
-    )
 
 
 def _job_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
@@ -148,7 +111,7 @@ def _job_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
         "priority": [j.priority for j in jobs],
         "max_attempts": [j.max_attempts for j in jobs],
         "idempotency_key": [j.idempotency_key for j in jobs],
-        "metadata": [_json(j.metadata) if j.metadata else None for j in jobs],
+        "metadata": [dumps_or_none(j.metadata) if j.metadata else None for j in jobs],
         "expires_at": [j.expires_at for j in jobs],
         "created_at": [j.created_at for j in jobs],
         "available_at": [j.available_at or j.created_at for j in jobs],
@@ -491,8 +454,8 @@ class PostgresBackend(Backend):
             "id": [o.job_id for o in latest],
             "token": [o.lease_token for o in latest],
             "status": [o.status.value for o in latest],
-            "result": [_json(o.result) for o in latest],
-            "error": [_json(o.error) for o in latest],
+            "result": [dumps_or_none(o.result) for o in latest],
+            "error": [dumps_or_none(o.error) for o in latest],
             "available_at": [o.available_at for o in latest],
             "now": now,
         }

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from genspool.backends._sql import load_queries, migrations
+from genspool.backends._sql import COLUMNS, dumps_or_none, load_queries, migrations, row_to_job
 from genspool.backends.base import Backend, JobFilter, gcra
 from genspool.core.job import Job, JobStatus, Outcome
 from genspool.exceptions import BackendError
@@ -29,51 +29,14 @@ __all__ = ["SQLiteBackend"]
 
 T = TypeVar("T")
 
-COLUMNS = (
-    "id, tenant, url, model, body, status, priority, attempts, max_attempts, idempotency_key, "
-    "metadata, expires_at, created_at, available_at, started_at, retried_at, finished_at, "
-    "lease_token, lease_expires_at, result, error, rank"
-)
 Q = load_queries("sqlite", columns=COLUMNS)
-_loads = orjson.loads
-
-
-def _json(value: Any) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
-
-
-def row_to_job(r: Sequence[Any]) -> Job:
-    return Job(
-        id=r[0],
-        tenant=r[1],
-        url=r[2],
-        model=r[3],
-        body=_loads(r[4]),
-        status=JobStatus(r[5]),
-        priority=r[6],
-        attempts=r[7],
-        max_attempts=r[8],
-        idempotency_key=r[9],
-        metadata=_loads(r[10]) if r[10] else {},
-        expires_at=r[11],
-        created_at=r[12],
-        available_at=r[13],
-        started_at=r[14],
-        retried_at=r[15],
-        finished_at=r[16],
-        lease_token=r[17],
-        lease_expires_at=r[18],
-        result=_loads(r[19]) if r[19] is not None else None,
-        error=_loads(r[20]) if r[20] is not None else None,
-        rank=r[21],
-    )
 
 
 def _finish_row(o: Outcome, now: float) -> dict[str, Any]:
     return {
         "status": o.status.value,
-        "result": _json(o.result),
-        "error": _json(o.error),
+        "result": dumps_or_none(o.result),
+        "error": dumps_or_none(o.error),
         "available_at": o.available_at,
         "now": now,
         "id": o.job_id,
@@ -190,7 +153,7 @@ class SQLiteBackend(Backend):
                 j.priority,
                 j.max_attempts,
                 j.idempotency_key,
-                _json(j.metadata) if j.metadata else None,
+                dumps_or_none(j.metadata) if j.metadata else None,
                 j.expires_at,
                 j.created_at,
                 j.available_at or j.created_at,
