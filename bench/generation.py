@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
-from _common import running
+from _common import rss_mb, running
 
 from genspool.config import ModelConfig
 from genspool.core.job import Job
@@ -100,14 +100,6 @@ def run_direct(llm: llama_cpp.Llama, prompts: list[str], max_tokens: int) -> tup
         out: Any = llm.create_chat_completion(msgs, max_tokens=max_tokens, temperature=0)
         tokens += out["usage"]["completion_tokens"]
     return tokens, time.perf_counter() - start
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _model_params_like_the_provider() -> Any:

@@ -22,16 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from submit_latency import RawClient, free_port, pct
+from _common import RawClient, pct, serving
 
 BATCH, CONCURRENCY = 4, 1
 PROBES_PER_S = 2.0
@@ -149,35 +145,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--capacity", type=float, default=40, help="model jobs/s")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="genspool-overload-"))
-    (tmp / "models.yaml").write_text(models_yaml(args.capacity))
-    port = free_port()
-    db = tmp / "g.db"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "genspool", "serve", "--port", str(port),
-         "--config", str(tmp / "models.yaml"), "--db", f"sqlite:///{db}"],
-        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "GENSPOOL_LOG_LEVEL": "WARNING"},
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        asyncio.run(wait_ready(url))
+    with serving(models_yaml(args.capacity)) as (url, db):
         print(f"model capacity {args.capacity:g} jobs/s, max_queue_depth {int(2 * args.capacity)}")
         asyncio.run(run(url, db, args.capacity, args.seconds))
-    finally:
-        server.terminate()
-        server.wait(30)
-
-
-async def wait_ready(url: str) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    for _ in range(300):
-        try:
-            if await RawClient(host, int(port)).request("GET", "/healthz") == 200:
-                return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise SystemExit("genspool serve did not start")
 
 
 if __name__ == "__main__":
