@@ -38,7 +38,7 @@ def test_no_input_gives_a_server_error(spawner: Spawner, authenticated: bool) ->
     done = subprocess.run(
         [SCHEMATHESIS, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
          "--max-examples", "30", "--seed", "1", "--no-color", *auth],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=600, check=False, cwd=spawner.root,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
