@@ -13,11 +13,12 @@ States::
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from genspool._ids import random_hex
 
 __all__ = ["TERMINAL", "Job", "JobStatus", "Outcome", "new_job_id", "now"]
 
@@ -44,7 +45,7 @@ def now() -> float:
 
 def new_job_id() -> str:
     """A time-ordered id: sorting ids sorts jobs by submission, which cursor pagination uses."""
-    return f"job_{time.time_ns():x}{os.urandom(5).hex()}"
+    return f"job_{time.time_ns():x}{random_hex(5)}"
 
 
 @dataclass(slots=True)

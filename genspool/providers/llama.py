@@ -26,7 +26,6 @@ import os
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from genspool._ids import random_hex
 from genspool.exceptions import ConfigError, ContextWindowExceeded, InvalidRequest, ModelError
 from genspool.providers.base import CHAT, Provider, Request, Response, TokenSink
 
@@ -751,7 +751,7 @@ class LlamaChatProvider(Provider):
             return seq.error
         prompt, completion = len(seq.prompt), seq.n_out
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": f"chatcmpl-{random_hex(16)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from genspool._ids import random_hex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,7 +19,7 @@ def chat_completion(
     model: str, content: str, *, prompt_tokens: int, completion_tokens: int, finish_reason: str
 ) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{os.urandom(12).hex()}",
+        "id": f"chatcmpl-{random_hex(12)}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
