@@ -9,6 +9,18 @@ for stored results; stop the worker (SIGTERM) after the last one. Prints one JSO
      "first_seen": EPOCH, "first_seen_done": K, "last_seen": EPOCH}
 
 Arguments: ``--jobs N --synchronous FULL|NORMAL --workdir DIR --timeout SECONDS``.
+
+For ``bench/scaleout.py``, which starts the worker processes itself, three subcommands work on
+any backend URL (``--db``), the way the other peer modules' commands do (see ``_common.py``):
+
+* ``enqueue --db URL --jobs N``: submit N jobs with ``Queue.submit_many`` in batches of 1000;
+  prints ``{"n": N, "seconds": S}``, the loop alone;
+* ``wait --db URL --jobs N --ready FILE``: the monitor. It counts finished jobs as N minus the
+  unfinished ones in ``backend.depth()`` (SQLite, PostgreSQL, Redis: an indexed count or one
+  hash read); on NATS, where ``depth()`` scans every record, it counts the purge notices the
+  backend publishes for each job that ended (one stream-info request). After the last one it
+  checks through the library that no job is unfinished or failed;
+* ``drop --db URL``: remove the run's namespace (``Backend.drop()``).
 """
 
 from __future__ import annotations
@@ -23,10 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+from _common import Tracker, emit, emit_enqueue
+
+from genspool.backends import JobFilter
 from genspool.backends.sqlite import SQLiteBackend
-from genspool.core.job import Job
+from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
 
 MODELS = """models:
@@ -71,13 +88,116 @@ def watch(db: str, n: int, deadline: float) -> dict[str, float | int]:
     }
 
 
+# -- subcommands for bench/scaleout.py -----------------------------------------------------
+
+
+async def enqueue_url(url: str, n: int) -> float:
+    """Submit ``n`` echo jobs to the backend at ``url`` in batches of 1000; the loop's time."""
+    async with Queue.from_url(url) as queue:
+        jobs = [Job(url="/v1/chat/completions", body=BODY, model="echo") for _ in range(n)]
+        start = time.perf_counter()
+        for i in range(0, n, 1000):
+            await queue.submit_many(jobs[i : i + 1000])
+        return time.perf_counter() - start
+
+
+async def unfinished(queue: Queue) -> int:
+    """Jobs still queued, running or retrying, per the backend's own count."""
+    return sum(sum(per.values()) for per in (await queue.backend.depth()).values())
+
+
+async def nats_counter(url: str) -> Callable[[], Awaitable[int]]:
+    """Count the jobs that ended on NATS: one purge notice per ended job, read from the
+    timer stream's per-subject counts (O(1) in the number of jobs)."""
+    import nats
+
+    prefix = parse_qs(urlsplit(url).query).get("prefix", ["genspool"])[0]
+    conn = await nats.connect(urlsplit(url)._replace(query="").geturl())
+    js = conn.jetstream()
+    subject = f"{prefix}.timer.purge"
+
+    async def count() -> int:
+        info = await js.stream_info(f"{prefix}_timers", subjects_filter=subject)
+        return int((info.state.subjects or {}).get(subject, 0))
+
+    return count
+
+
+async def watch_url(url: str, n: int, ready: Path | None, timeout: float, poll_s: float) -> None:
+    """The monitor: poll the count of finished jobs until it reaches ``n``, then verify."""
+    async with Queue.from_url(url) as queue:
+        if url.startswith("nats"):
+            count = await nats_counter(url)
+        else:
+
+            async def count() -> int:
+                return n - await unfinished(queue)
+
+        if ready is not None:
+            await asyncio.to_thread(ready.touch)
+        tracker = Tracker(n)
+        deadline = time.monotonic() + timeout
+        while tracker.done < n and time.monotonic() < deadline:
+            tracker.update(await count())
+            if tracker.done < n:
+                await asyncio.sleep(poll_s)
+        report = tracker.report(timed_out=tracker.done < n)
+        report["unfinished"] = await unfinished(queue)
+        failed = await queue.list_jobs(JobFilter(status=JobStatus.FAILED, limit=1))
+        report["failed_any"] = bool(failed)
+        if report["unfinished"] or failed:
+            report["timed_out"] = True  # the harness reports it as an incomplete run
+    emit(report)
+
+
+async def drop_url(url: str) -> None:
+    async with Queue.from_url(url) as queue:
+        await queue.backend.drop()
+    if url.startswith("nats"):
+        await drop_nats_streams(url)
+
+
+async def drop_nats_streams(url: str) -> None:
+    """Delete the prefix's streams and KV buckets: the NATS backend's ``drop()`` is its
+    ``destroy()``, which creates them again, empty."""
+    import nats
+
+    prefix = parse_qs(urlsplit(url).query).get("prefix", ["genspool"])[0]
+    conn = await nats.connect(urlsplit(url)._replace(query="").geturl())
+    js = conn.jetstream()
+    for info in await js.streams_info():
+        name = info.config.name or ""
+        if name.startswith((f"{prefix}_", f"KV_{prefix}_")):
+            await js.delete_stream(name)
+    await conn.close()
+
+
+def subcommand(args: argparse.Namespace) -> None:
+    if args.command == "enqueue":
+        emit_enqueue(args.jobs, asyncio.run(enqueue_url(args.db, args.jobs)))
+    elif args.command == "wait":
+        asyncio.run(watch_url(args.db, args.jobs, args.ready, args.timeout, args.poll))
+    else:
+        asyncio.run(drop_url(args.db))
+        emit({"dropped": True})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("command", nargs="?", choices=["run", "enqueue", "wait", "drop"])
+    parser.add_argument("--db", default=None, help="backend URL (subcommands)")
+    parser.add_argument("--ready", type=Path, default=None, help="file the monitor creates")
+    parser.add_argument("--poll", type=float, default=0.02, help="monitor poll interval, s")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
+    if args.command not in (None, "run"):
+        if not args.db:
+            parser.error(f"{args.command} needs --db URL")
+        subcommand(args)
+        return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genspool-bench-"))
     db = str(workdir / "genspool.db")
     (workdir / "models.yaml").write_text(MODELS)
