@@ -66,7 +66,7 @@ class OnnxEmbeddingProvider(Provider):
         model: str,
         *,
         model_path: str | None = None,
-        sub_batch: int = 16,
+        sub_batch: int = 32,
         threads: int | None = None,
     ) -> None:
         super().__init__(model)
