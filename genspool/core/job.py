@@ -95,6 +95,7 @@ class Job:
         out: dict[str, Any] = {
             "id": self.id,
             "object": "job",
+            "tenant": self.tenant,
             "status": self.status.value,
             "url": self.url,
             "model": self.model,
