@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from genspool.backends import backend_from_url
+from genspool.backends import backend_from_url, shown_url
 from genspool.config import load_models
 from genspool.core.keys import KeyStore, SecretsFilter, parse_scopes
 from genspool.core.queue import Queue
@@ -66,6 +66,10 @@ err = _console(stderr=True)
 Host = Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")]
 Port = Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")]
 Db = Annotated[str | None, typer.Option("--db", help="Queue/store URL (GENSPOOL_DATABASE_URL).")]
+QueueOpt = Annotated[
+    str | None,
+    typer.Option("--queue", help="Queue URL, when not the store's (GENSPOOL_QUEUE_URL)."),
+]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Models YAML (GENSPOOL_CONFIG).")]
 Api = Annotated[str, typer.Option("--api", envvar="GENSPOOL_API_URL", help="genspool API URL.")]
 Key = Annotated[
@@ -73,6 +77,11 @@ Key = Annotated[
     typer.Option("--api-key", envvar="GENSPOOL_API_KEY", help="API key (GENSPOOL_API_KEY)."),
 ]
 DEFAULT_API = "http://127.0.0.1:8000"
+
+
+def _where(settings: Settings) -> str:
+    store = f"store {shown_url(settings.database_url)}"
+    return store if not settings.queue_url else f"queue {shown_url(settings.queue_url)}, {store}"
 
 
 def _settings(db: str | None, config: Path | None, **more: Any) -> Settings:
@@ -84,8 +93,8 @@ def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
     """The queue and the models, checked before anything starts so that a wrong URL, a missing
     extra or a bad models file is one clear line rather than a traceback from a server."""
     retry = RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
-    queue = Queue.from_url(
-        settings.database_url,
+    queue = Queue(
+        backend_from_url(settings.database_url, queue_url=settings.queue_url),
         retry=retry,
         lease_s=settings.lease_s,
         result_ttl_s=settings.result_ttl_s,
@@ -134,7 +143,7 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
     role = "API and worker" if with_worker else "API"
     out.print(
         f"genspool {role} on [bold]{where}[/] (OpenAPI at {where}/docs), "
-        f"store {settings.database_url}, models: {', '.join(registry.configs)}"
+        f"{_where(settings)}, models: {', '.join(registry.configs)}"
     )
     out.print(auth, markup=False, highlight=False)
     server.run()
@@ -184,32 +193,44 @@ def _redact_logs() -> None:
 
 
 @app.command()
-def serve(host: Host = None, port: Port = None, db: Db = None, config: ConfigOpt = None) -> None:
+def serve(
+    host: Host = None,
+    port: Port = None,
+    db: Db = None,
+    queue_url: QueueOpt = None,
+    config: ConfigOpt = None,
+) -> None:
     """Run the API and a worker in one process (the embedded default)."""
-    _serve(_settings(db, config, host=host, port=port), with_worker=True)
+    _serve(_settings(db, config, host=host, port=port, queue_url=queue_url), with_worker=True)
 
 
 @app.command()
-def api(host: Host = None, port: Port = None, db: Db = None, config: ConfigOpt = None) -> None:
+def api(
+    host: Host = None,
+    port: Port = None,
+    db: Db = None,
+    queue_url: QueueOpt = None,
+    config: ConfigOpt = None,
+) -> None:
     """Run the HTTP API only; workers run elsewhere on the same database."""
-    _serve(_settings(db, config, host=host, port=port), with_worker=False)
+    _serve(_settings(db, config, host=host, port=port, queue_url=queue_url), with_worker=False)
 
 
 @app.command()
 def worker(
     db: Db = None,
+    queue_url: QueueOpt = None,
     config: ConfigOpt = None,
     model: Annotated[list[str] | None, typer.Option(help="Serve only these models.")] = None,
 ) -> None:
     """Run a worker only (no HTTP): lease batches, call models, store results."""
-    settings = _settings(db, config)
+    settings = _settings(db, config, queue_url=queue_url)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     _redact_logs()
     queue, registry = _parts(settings)
     runner = Worker(queue, registry, models=model)
     out.print(
-        f"genspool worker on {settings.database_url}, models: "
-        f"{', '.join(c.name for c in runner.models)}"
+        f"genspool worker on {_where(settings)}, models: {', '.join(c.name for c in runner.models)}"
     )
     asyncio.run(_run_worker(queue, runner))
 

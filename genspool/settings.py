@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENSPOOL_", env_nested_delimiter="__")
 
     database_url: str = Field("sqlite:///genspool.db", description="Queue and store URL.")
+    queue_url: str | None = Field(
+        None, description="The queue's URL when it is not the store's (e.g. redis:// or nats://)."
+    )
     config: Path | None = Field(None, description="Models YAML file; none serves the bundled ones.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

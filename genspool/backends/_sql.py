@@ -17,7 +17,7 @@ import orjson
 
 from genspool.core.job import Job, JobStatus
 
-__all__ = ["COLUMNS", "dumps_or_none", "load_queries", "migrations", "row_to_job"]
+__all__ = ["COLUMNS", "dumps_or_none", "job_to_row", "load_queries", "migrations", "row_to_job"]
 
 COLUMNS = (
     "id, tenant, url, model, body, status, priority, attempts, max_attempts, idempotency_key, "
@@ -84,3 +84,14 @@ def row_to_job(r: Sequence[Any]) -> Job:
         error=_loads(r[20]) if r[20] is not None else None,
         rank=r[21],
     )
+
+
+def job_to_row(j: Job) -> tuple[Any, ...]:
+    """The inverse of :func:`row_to_job`: a job as a row of ``COLUMNS``."""
+    return (
+        j.id, j.tenant, j.url, j.model, orjson.dumps(j.body), j.status.value, j.priority,
+        j.attempts, j.max_attempts, j.idempotency_key,
+        dumps_or_none(j.metadata) if j.metadata else None, j.expires_at, j.created_at,
+        j.available_at, j.started_at, j.retried_at, j.finished_at, j.lease_token,
+        j.lease_expires_at, dumps_or_none(j.result), dumps_or_none(j.error), j.rank,
+    )  # fmt: skip

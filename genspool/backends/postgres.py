@@ -63,7 +63,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from genspool.backends._sql import COLUMNS, dumps_or_none, load_queries, migrations, row_to_job
+from genspool.backends._sql import (
+    COLUMNS,
+    dumps_or_none,
+    job_to_row,
+    load_queries,
+    migrations,
+    row_to_job,
+)
 from genspool.backends.base import Backend, JobFilter, gcra
 from genspool.core.job import Job, JobStatus, Outcome
 from genspool.exceptions import BackendError
@@ -510,6 +517,12 @@ class PostgresBackend(Backend):
         for model, status, count in await self._fetch(Q["depth"], {}):
             out.setdefault(model, {})[status] = count
         return out
+
+    async def put(self, jobs: Sequence[Job]) -> None:
+        """Store whole job records as they are (the store of a split deployment)."""
+        if jobs:
+            async with self._conn() as conn, conn.cursor() as cur:
+                await cur.executemany(Q["put"], [job_to_row(j) for j in jobs])
 
     async def oldest_waiting(self) -> dict[str, float]:
         return {model: at for model, at in await self._fetch(Q["oldest_waiting"], {})}

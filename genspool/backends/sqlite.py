@@ -20,7 +20,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from genspool.backends._sql import COLUMNS, dumps_or_none, load_queries, migrations, row_to_job
+from genspool.backends._sql import (
+    COLUMNS,
+    dumps_or_none,
+    job_to_row,
+    load_queries,
+    migrations,
+    row_to_job,
+)
 from genspool.backends.base import Backend, JobFilter, gcra
 from genspool.core.job import Job, JobStatus, Outcome
 from genspool.exceptions import BackendError
@@ -278,6 +285,11 @@ class SQLiteBackend(Backend):
                 db.execute(f"DELETE FROM {table}")
 
         await self._w.run(_write(drop))
+
+    async def put(self, jobs: Sequence[Job]) -> None:
+        """Store whole job records as they are (the store of a split deployment)."""
+        rows = [job_to_row(j) for j in jobs]
+        await self._w.run(_write(lambda db: db.executemany(Q["put"], rows)))
 
     async def oldest_waiting(self) -> dict[str, float]:
         return await self._r.run(lambda db: dict(db.execute(Q["oldest_waiting"]).fetchall()))

@@ -2,7 +2,9 @@
 running skips its tests outside CI (saying which URL it tried) and fails them in CI.
 
 Every test gets a namespace of its own on the shared servers (the ``namespaced_url`` fixture of
-``tests/conftest.py``), dropped when it ends.
+``tests/conftest.py``), dropped when it ends. The ``a+b`` kinds run the queue on server ``a``
+and the store on server ``b`` (a split deployment); their ``backend_url`` is the store's URL and
+the queue's URL, separated by a space.
 """
 
 from __future__ import annotations
@@ -12,23 +14,29 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from genspool.backends import backend_from_url
+from genspool.backends import Backend, backend_from_url
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 
-BACKENDS = ["sqlite", "postgres", "redis", "nats"]
+BACKENDS = ["sqlite", "postgres", "redis", "nats", "redis+postgres", "nats+postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend_url(request: pytest.FixtureRequest, namespaced_url: Callable[[str], str]) -> str:
-    return namespaced_url(request.param)
+    queue, _, store = request.param.rpartition("+")
+    return f"{namespaced_url(store)} {namespaced_url(queue)}" if queue else namespaced_url(store)
+
+
+def open_backend(url: str) -> Backend:
+    store, _, queue = url.partition(" ")
+    return backend_from_url(store, queue_url=queue or None)
 
 
 @pytest.fixture
 def make_queue(backend_url: str) -> Callable[..., Queue]:
     def make(**kwargs: object) -> Queue:
         kwargs.setdefault("retry", RetryPolicy(base_s=0.05, cap_s=0.2))
-        return Queue(backend_from_url(backend_url), **kwargs)  # type: ignore[arg-type]
+        return Queue(open_backend(backend_url), **kwargs)  # type: ignore[arg-type]
 
     return make
 
@@ -53,7 +61,7 @@ async def queue(make_queue: Callable[..., Queue], backend_url: str) -> AsyncIter
 @pytest.fixture(autouse=True)
 async def _drop_namespace(backend_url: str) -> AsyncIterator[None]:
     """Check the server once up front, and drop the test's namespace afterwards."""
-    probe = Queue(backend_from_url(backend_url))
+    probe = Queue(open_backend(backend_url))
     await _reachable(probe, backend_url)
     try:
         yield

@@ -18,6 +18,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -51,22 +52,38 @@ MODELS = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis", "nats"])
-def url(request: pytest.FixtureRequest, namespaced_url: Callable[[str], str]) -> Iterator[str]:
-    """A fresh namespace on the backend; the test skips (fails in CI) if its server is down."""
-    url = namespaced_url(request.param)
+@dataclass(frozen=True)
+class Target:
+    """Where the processes keep their jobs: a store URL, and the queue's when it differs."""
+
+    url: str
+    queue_url: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return ENV | ({"GENSPOOL_QUEUE_URL": self.queue_url} if self.queue_url else {})
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis", "nats", "redis+postgres"])
+def target(
+    request: pytest.FixtureRequest, namespaced_url: Callable[[str], str]
+) -> Iterator[Target]:
+    """A fresh namespace on the backend (``a+b``: the queue on ``a``, the store on ``b``); the
+    test skips (fails in CI) if a server is down."""
+    queue, _, store = request.param.rpartition("+")
+    target = Target(namespaced_url(store), namespaced_url(queue) if queue else None)
     try:
-        asyncio.run(_on_backend(url, destroy=False))
+        asyncio.run(_on_backend(target, destroy=False))
     except Exception as exc:
         if os.environ.get("CI") == "true":
             raise
-        pytest.skip(f"backend unavailable at {url}: {exc}")
-    yield url
-    asyncio.run(_on_backend(url, destroy=True))
+        pytest.skip(f"backend unavailable at {target}: {exc}")
+    yield target
+    asyncio.run(_on_backend(target, destroy=True))
 
 
-async def _on_backend(url: str, *, destroy: bool) -> None:
-    backend = backend_from_url(url)
+async def _on_backend(target: Target, *, destroy: bool) -> None:
+    backend = backend_from_url(target.url, queue_url=target.queue_url)
     await backend.connect()
     try:
         if destroy:
@@ -83,11 +100,11 @@ def submit(client: httpx.Client, model: str, text: str) -> str:
     return job_id
 
 
-def test_two_apis_two_workers_one_killed(spawner: Spawner, url: str) -> None:
+def test_two_apis_two_workers_one_killed(spawner: Spawner, target: Target) -> None:
     config = spawner.models(MODELS)
-    api1 = spawner.server(config, command="api", db_url=url, env=ENV)
-    api2 = spawner.server(config, command="api", db_url=url, env=ENV)
-    workers = [spawner.worker(url, config, env=ENV) for _ in range(2)]
+    api1 = spawner.server(config, command="api", db_url=target.url, env=target.env)
+    api2 = spawner.server(config, command="api", db_url=target.url, env=target.env)
+    workers = [spawner.worker(target.url, config, env=target.env) for _ in range(2)]
 
     # A subscriber on api1 sees a job submitted through api2 and run by a worker.
     with connect(api1.ws_url, open_timeout=5, close_timeout=2) as ws:
@@ -96,7 +113,9 @@ def test_two_apis_two_workers_one_killed(spawner: Spawner, url: str) -> None:
         events = _events_until_terminal(ws, {job}, timeout=20)
     statuses = [e["status"] for e in events if "delta" not in e]
     assert statuses[-1] == "succeeded", statuses
-    if not url.startswith("sqlite"):  # SQLite carries no events: its subscribers poll the file
+    if not target.url.startswith(
+        "sqlite"
+    ):  # SQLite carries no events: its subscribers poll the file
         assert statuses == ["queued", "running", "succeeded"], statuses
     assert events[-1]["result"]["body"]["choices"][0]["message"]["content"] == "across processes"
 
@@ -122,11 +141,11 @@ def test_two_apis_two_workers_one_killed(spawner: Spawner, url: str) -> None:
     assert max(j["attempts"] for j in jobs) <= 3
 
 
-def test_max_concurrency_holds_across_worker_processes(spawner: Spawner, url: str) -> None:
+def test_max_concurrency_holds_across_worker_processes(spawner: Spawner, target: Target) -> None:
     config = spawner.models(MODELS)
-    api = spawner.server(config, command="api", db_url=url, env=ENV)
+    api = spawner.server(config, command="api", db_url=target.url, env=target.env)
     for _ in range(2):
-        spawner.worker(url, config, env=ENV)
+        spawner.worker(target.url, config, env=target.env)
     ids = [submit(api.client, "solo", f"one at a time {i}") for i in range(8)]
     jobs = api.wait_all(ids, timeout=40)
     assert {j["status"] for j in jobs} == {"succeeded"}

@@ -186,3 +186,16 @@ INSERT INTO schema_version (version, applied_at) VALUES (%(version)s, %(now)s);
 -- Held until the migrating transaction ends: a second process starting at the same moment
 -- waits here, then finds the schema already at the latest version.
 SELECT pg_advisory_xact_lock(hashtextextended('genspool.migrate:' || %(schema)s, 0));
+
+-- name: put
+-- The whole record of a job, as another backend (the queue of a split deployment) holds it.
+INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
+                  idempotency_key, metadata, expires_at, created_at, available_at, started_at,
+                  retried_at, finished_at, lease_token, lease_expires_at, result, error, rank)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts,
+    available_at = excluded.available_at, started_at = excluded.started_at,
+    retried_at = excluded.retried_at, finished_at = excluded.finished_at,
+    lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at,
+    result = excluded.result, error = excluded.error, rank = excluded.rank;

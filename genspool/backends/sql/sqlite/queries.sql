@@ -111,3 +111,16 @@ SELECT key, value FROM kv WHERE namespace = ? ORDER BY key;
 
 -- name: kv_delete
 DELETE FROM kv WHERE namespace = ? AND key = ?;
+
+-- name: put
+-- The whole record of a job, as another backend (the queue of a split deployment) holds it.
+INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
+                  idempotency_key, metadata, expires_at, created_at, available_at, started_at,
+                  retried_at, finished_at, lease_token, lease_expires_at, result, error, rank)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts,
+    available_at = excluded.available_at, started_at = excluded.started_at,
+    retried_at = excluded.retried_at, finished_at = excluded.finished_at,
+    lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at,
+    result = excluded.result, error = excluded.error, rank = excluded.rank;
