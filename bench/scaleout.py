@@ -8,8 +8,8 @@ a new PostgreSQL database, a new SQLite file); enqueue N no-op jobs from one pro
 start to the last stored result (start-up included; also the steady-state rate, first to last
 result seen). The namespace is dropped afterwards. genspool runs the real ``genspool worker``
 command serving the zero-latency ``echo`` model (``max_batch_size: 256``, ``max_wait_ms: 0``,
-``max_concurrency: 8`` by default, which holds across processes: at W=2 each process can hold
-4 of the 8 slots; ``--max-concurrency`` changes it).
+``max_concurrency: 8`` by default: 8 slots shared by all worker processes, each of which asks
+for up to 8, so that at W=2 both get some (4 each, as measured); ``--max-concurrency`` sets it).
 
 Peers, tuned per ``/work/shared/PEERS.md``, each in its own venv under ``bench/.venvs/``:
 Redis: arq, taskiq, Celery (``-P solo``); PostgreSQL: Procrastinate 3 (concurrency 10, pool
@@ -22,7 +22,12 @@ processes (per job), and how busy the whole machine was, since the servers share
 Usage::
 
     python bench/scaleout.py [--jobs 20000 | --quick] [--runs 3]
-        [--backends postgres,redis,nats,sqlite] [--workers 1,2] [--no-peers] [--timeout 300]
+        [--backends postgres,redis,nats,sqlite] [--workers 1,2] [--no-peers]
+        [--max-concurrency 8] [--snapshot] [--timeout 300]
+
+``--snapshot`` runs genspool from a copy of HEAD's ``genspool/`` (put ahead of the editable
+install on ``PYTHONPATH``), so that edits others make to the work tree during a long run do not
+mix code versions; the commit is printed and recorded.
 
 Prints one line per run, a table of medians (min-max), then per backend genspool's ratio to
 its fastest same-server peer and its 2-worker/1-worker ratio; writes
