@@ -109,8 +109,9 @@ def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
 
 
 async def _check(queue: Queue) -> None:
-    await queue.connect()
-    await queue.close()
+    # The backend only: the queue's event relays are for the process that runs it.
+    await queue.backend.connect()
+    await queue.backend.close()
 
 
 def _serve(settings: Settings, *, with_worker: bool) -> None:

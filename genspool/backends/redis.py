@@ -464,6 +464,8 @@ class RedisBackend(Backend):
             try:
                 pubsub = self._r.pubsub()
                 await pubsub.subscribe(channel)
+                if _cancelling():  # redis-py swallows a cancellation that came while connecting
+                    raise asyncio.CancelledError
                 while True:
                     # The timeout makes the loop come back now and then, so the connection's
                     # health check PINGs a server that went away without closing the socket.
@@ -481,6 +483,8 @@ class RedisBackend(Backend):
                     "Redis subscription to %s lost (%s); resubscribing in %.2f s",
                     channel, _reason(exc), delay,
                 )  # fmt: skip
+                if _cancelling():
+                    raise asyncio.CancelledError from exc
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any
 
@@ -55,6 +56,9 @@ def _ends(event: Event) -> bool:
 class Queue:
     #: With cross-process events, how often a subscriber still checks the store.
     SAFETY_POLL_S = 2.0
+    #: How long another process's announcement that it listens to a job holds; subscribers
+    #: announce again every third of it.
+    WATCH_TTL_S = 60.0
 
     def __init__(
         self,
@@ -71,6 +75,9 @@ class Queue:
         self.lease_s = lease_s
         self.result_ttl_s = result_ttl_s
         self.origin = os.urandom(6).hex()
+        self._origin_tag = self.origin.encode() + b" "
+        self._remote_watch: dict[str, float] = {}  # job id or "*" -> watched until (monotonic)
+        self._hellos = 0  # processes that joined since we started, each wanting announcements
         self.fair = FairShare(backend)
         self._outbox: asyncio.Queue[list[Event]] | None = None
         self._relays: list[asyncio.Task[None]] = []
@@ -87,6 +94,8 @@ class Queue:
                 asyncio.create_task(self._send_events(self._outbox)),
                 asyncio.create_task(self.backend.listen(self._receive_events)),
             ]
+            # Subscribers elsewhere announced what they watch before we were here: ask again.
+            self._outbox.put_nowait([{"hello": self.origin}])
 
     async def close(self) -> None:
         if self._outbox is not None:
@@ -128,16 +137,44 @@ class Queue:
                 batch += outbox.get_nowait()
                 taken += 1
             try:
-                await self.backend.broadcast(orjson.dumps({"o": self.origin, "e": batch}))
+                await self.backend.broadcast(self._origin_tag + orjson.dumps(batch))
             except Exception as exc:  # subscribers fall back to polling the store
                 log.warning("could not broadcast %d events: %s", len(batch), exc)
             for _ in range(taken):
                 outbox.task_done()
 
     def _receive_events(self, payload: bytes) -> None:
-        message = orjson.loads(payload)
-        if message["o"] != self.origin:
-            self.events.publish_many(message["e"])
+        if payload.startswith(self._origin_tag):
+            return  # our own, back from the server: already delivered here
+        try:
+            events = orjson.loads(payload.partition(b" ")[2])
+        except orjson.JSONDecodeError:
+            log.warning("ignoring a broadcast that is not a genspool event batch")
+            return
+        until = time.monotonic() + self.WATCH_TTL_S
+        for event in events:
+            for job_id in event.get("watch", ()):
+                self._remote_watch[job_id] = until
+            self._hellos += "hello" in event
+        self.events.publish_many(e for e in events if "id" in e)
+        if len(self._remote_watch) > 10_000:
+            now_ = time.monotonic()
+            self._remote_watch = {k: v for k, v in self._remote_watch.items() if v > now_}
+
+    def wants_deltas(self, job_id: str) -> bool:
+        """Whether a token delta of this job has a listener, in this process or, as announced,
+        in another: workers send no deltas nobody reads (safe to call from any thread)."""
+        if self.events.wants(job_id):
+            return True
+        if not self._remote_watch:
+            return False
+        t = time.monotonic()
+        return self._remote_watch.get(job_id, 0.0) > t or self._remote_watch.get("*", 0.0) > t
+
+    def _announce(self, watched: set[str] | None) -> None:
+        """Tell the other processes which jobs a subscriber here listens to (``*``: all)."""
+        if self._outbox is not None:
+            self._outbox.put_nowait([{"watch": ["*"] if watched is None else sorted(watched)}])
 
     async def __aenter__(self) -> Queue:
         await self.connect()
@@ -284,7 +321,10 @@ class Queue:
     ) -> AsyncGenerator[dict[str, Any], None]:
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + self.SAFETY_POLL_S
+        next_announce = loop.time() + self.WATCH_TTL_S / 3
         seen: dict[str, tuple[str, int]] = {}
+        self._announce(watched)
+        hellos = self._hellos
         with sub:
             batch = [] if watched is None else await self._poll(watched, seen, tenant)
             while True:
@@ -302,6 +342,9 @@ class Queue:
                         sub.discard(event["id"])
                 if watched is not None and not watched:
                     return
+                if loop.time() > next_announce or hellos != self._hellos:
+                    next_announce, hellos = loop.time() + self.WATCH_TTL_S / 3, self._hellos
+                    self._announce(watched)
                 try:
                     batch = [await asyncio.wait_for(sub.queue.get(), poll_s)]
                 except TimeoutError:

@@ -13,12 +13,14 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from genspool.config import ModelConfig
-from genspool.core.job import Job, now
+from genspool.core.job import Job
 from genspool.core.queue import Queue
+from genspool.core.slots import Slots
 from genspool.exceptions import ModelError, ModelTimeout
 from genspool.providers.base import Provider, Request, TokenSink
 from genspool.providers.registry import ModelRegistry
@@ -49,7 +51,7 @@ class Worker:
         self.ready = asyncio.Event()
         self.completed = 0
         self._providers: dict[str, Provider] = {}
-        self._slots: dict[str, tuple[str, int]] = {}  # held slot -> (name, limit)
+        self._slots: list[Slots] = []  # one per model
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.slot_poll_s = 0.05
 
@@ -92,57 +94,63 @@ class Worker:
             released = await self.queue.release(list(self.held.values()))
             log.info("drained: handed back %d unfinished jobs", len(released))
             self.held.clear()
-        for slot in list(self._slots):
-            await self._release_slot(slot)
+        for slots in self._slots:
+            await self._quietly(slots.release_all())
 
     # -- leasing -----------------------------------------------------------------------------
 
     async def _lane(self, cfg: ModelConfig, provider: Provider) -> None:
-        """Lease and start batches of one model. ``max_concurrency`` holds across every worker
-        process: a batch runs only under one of the model's slots, which the backend shares.
-        A lane keeps its slot while it finds work and gives it back when it finds none."""
-        free: asyncio.Queue[str] = asyncio.Queue()
-        for i in range(cfg.max_concurrency):
-            free.put_nowait(f"{self.id}/{cfg.name}/{i}")
+        """Lease and start batches of one model, each under one of the model's slots: at most
+        ``max_concurrency`` batches run at once across every worker process."""
+        local = asyncio.Semaphore(cfg.max_concurrency)
+        slots = Slots(
+            self.queue.backend, cfg.name, cfg.max_concurrency, owner=self.id,
+            ttl_s=self.queue.lease_s,
+        )  # fmt: skip
+        self._slots.append(slots)
         while not self._stopping.is_set():
-            slot = await free.get()
+            await local.acquire()
+            slot = None
             try:
-                jobs = await self._gather_under_slot(cfg, slot)
+                slot = await slots.take()
+                jobs = await self._gather(cfg) if slot is not None else []
             except Exception as exc:
-                free.put_nowait(slot)
                 log.error("leasing for %s failed (%s); retrying in 1 s", cfg.name, exc)
+                jobs = []
                 await asyncio.sleep(1.0)
+            if slot is None or not jobs:
+                local.release()
+                if slot is None:
+                    await asyncio.sleep(self.slot_poll_s)  # the model is busy elsewhere
+                else:
+                    await self._quietly(slots.put(slot, worked=False))
                 continue
-            if not jobs:
-                free.put_nowait(slot)
-                continue
-            task = asyncio.create_task(self._run_batch(cfg, provider, jobs))
+            task = asyncio.create_task(self._run_under(cfg, provider, jobs, slots, slot, local))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
-            task.add_done_callback(lambda _, slot=slot: free.put_nowait(slot))  # type: ignore[misc]
 
-    async def _gather_under_slot(self, cfg: ModelConfig, slot: str) -> list[Job]:
-        if slot not in self._slots:
-            name = f"model:{cfg.name}"
-            ok = await self.queue.backend.acquire_slot(
-                name, slot, cfg.max_concurrency, self.queue.lease_s, now()
-            )
-            if not ok:
-                await asyncio.sleep(self.slot_poll_s)  # all slots are busy in other processes
-                return []
-            self._slots[slot] = (name, cfg.max_concurrency)
-        jobs: list[Job] = []
+    async def _run_under(
+        self,
+        cfg: ModelConfig,
+        provider: Provider,
+        jobs: list[Job],
+        slots: Slots,
+        slot: str,
+        local: asyncio.Semaphore,
+    ) -> None:
         try:
-            jobs = await self._gather(cfg)
+            await self._run_batch(cfg, provider, jobs)
         finally:
-            if not jobs:
-                await self._release_slot(slot)
-        return jobs
+            local.release()
+            await self._quietly(slots.put(slot, worked=True))
 
-    async def _release_slot(self, slot: str) -> None:
-        held = self._slots.pop(slot, None)
-        if held is not None:
-            await self.queue.backend.release_slot(held[0], slot)
+    @staticmethod
+    async def _quietly(step: Awaitable[None]) -> None:
+        """Give back a slot; if the backend is down, its time runs out by itself."""
+        try:
+            await step
+        except Exception as exc:
+            log.warning("could not give back a slot: %s", exc)
 
     async def _gather(self, cfg: ModelConfig) -> list[Job]:
         """Lease a batch: wait for a first job, then up to ``max_wait_ms`` to fill it."""
@@ -214,28 +222,31 @@ class Worker:
         if not job.body.get("messages"):
             return None
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
         queue = self.queue
 
         def sink(text: str) -> None:
-            # Most jobs have no listener in this process: skip the cross-thread hop, unless
-            # events also go to other processes, whose listeners we cannot see.
-            if queue.broadcasts or queue.events.wants(job.id):
-                loop.call_soon_threadsafe(
-                    queue.publish, {"id": job.id, "status": "running", "delta": text}
-                )
+            # Most jobs have no listener anywhere: then a token costs one dict lookup. A model
+            # that generates on another thread hands the event over to the loop's.
+            if queue.wants_deltas(job.id):
+                event = {"id": job.id, "status": "running", "delta": text}
+                if threading.get_ident() == loop_thread:
+                    queue.publish(event)
+                else:
+                    loop.call_soon_threadsafe(queue.publish, event)
 
         return sink
 
     # -- upkeep ------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        backend, ttl = self.queue.backend, self.queue.lease_s
+        ttl = self.queue.lease_s
         while True:
             await asyncio.sleep(ttl / 3)
             try:
                 await self.queue.heartbeat(list(self.held.values()))
-                for slot, (name, limit) in list(self._slots.items()):
-                    await backend.acquire_slot(name, slot, limit, ttl, now())
+                for slots in self._slots:
+                    await slots.renew()
             except Exception as exc:  # the backend is down: leases run out, others take over
                 log.warning("heartbeat failed: %s", exc)
 

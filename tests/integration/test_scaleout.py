@@ -41,6 +41,7 @@ MODELS = [
         "max_wait_ms": 5,
         "max_concurrency": 2,
     },
+    {"name": "streamed", "provider": "echo", "latency_ms": 300},
     # One batch of one at a time, across all workers: runs of its jobs never overlap.
     {
         "name": "solo",
@@ -106,18 +107,19 @@ def test_two_apis_two_workers_one_killed(spawner: Spawner, target: Target) -> No
     api2 = spawner.server(config, command="api", db_url=target.url, env=target.env)
     workers = [spawner.worker(target.url, config, env=target.env) for _ in range(2)]
 
-    # A subscriber on api1 sees a job submitted through api2 and run by a worker.
+    # A subscriber on api1 sees a job submitted through api2 and run by a worker, and (where
+    # the backend carries events) the tokens it streams: "streamed" takes 300 ms to start.
     with connect(api1.ws_url, open_timeout=5, close_timeout=2) as ws:
-        job = submit(api2.client, "echo", "across processes")
+        job = submit(api2.client, "streamed", "across three processes")
         ws.send(json.dumps({"subscribe": [job]}))
         events = _events_until_terminal(ws, {job}, timeout=20)
     statuses = [e["status"] for e in events if "delta" not in e]
+    text = "across three processes"
     assert statuses[-1] == "succeeded", statuses
-    if not target.url.startswith(
-        "sqlite"
-    ):  # SQLite carries no events: its subscribers poll the file
+    assert events[-1]["result"]["body"]["choices"][0]["message"]["content"] == text
+    if not target.url.startswith("sqlite"):  # SQLite carries no events: subscribers poll it
         assert statuses == ["queued", "running", "succeeded"], statuses
-    assert events[-1]["result"]["body"]["choices"][0]["message"]["content"] == "across processes"
+        assert "".join(e["delta"] for e in events if "delta" in e) == text, events
 
     # 160 jobs through both APIs; one worker is killed with SIGKILL while it holds batches.
     clients = [api1.client, api2.client]

@@ -1,0 +1,77 @@
+"""A worker process's share of one model's ``max_concurrency``, which holds across processes.
+
+Each batch runs under a slot held in the backend (``acquire_slot``, renewed by the worker's
+heartbeat, freed by itself when a dead worker stops renewing it). Taking a slot from the backend
+costs a round trip, so a process keeps the slots it holds while they find work: a slot freed by
+a finished batch is reused at once (most recently freed first). So that one busy process cannot
+keep every slot of a model forever while another waits, a slot held for longer than ``hold_s``
+is given back after its batch and this process does not take it again for ``cool_s``; another
+process polling for a slot gets it in that time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from genspool.backends.base import Backend
+from genspool.core.job import now
+
+__all__ = ["Slots"]
+
+
+class Slots:
+    def __init__(
+        self,
+        backend: Backend,
+        model: str,
+        limit: int,
+        *,
+        owner: str,
+        ttl_s: float,
+        hold_s: float = 1.0,
+        cool_s: float = 0.1,
+    ) -> None:
+        self.backend, self.key, self.limit = backend, f"model:{model}", limit
+        self.ttl_s, self.hold_s, self.cool_s = ttl_s, hold_s, cool_s
+        self._names = [f"{owner}/{model}/{i}" for i in range(limit)]
+        self._free: list[str] = []  # held and not running a batch
+        self._since: dict[str, float] = {}  # held slot -> when it was taken
+        self._cooling: dict[str, float] = {}  # given back -> not before (monotonic)
+
+    async def take(self) -> str | None:
+        """A slot to run one batch under, or None when the model is at its limit."""
+        if self._free:
+            return self._free.pop()
+        t = time.monotonic()
+        for name in self._names:
+            if name in self._since or self._cooling.get(name, 0.0) > t:
+                continue
+            if not await self.backend.acquire_slot(self.key, name, self.limit, self.ttl_s, now()):
+                return None
+            self._since[name] = t
+            return name
+        return None
+
+    async def put(self, slot: str, *, worked: bool) -> None:
+        """Done with ``slot``: keep it for the next batch if it found work and has not been held
+        for ``hold_s``; otherwise give it back."""
+        if worked and time.monotonic() - self._since[slot] < self.hold_s:
+            self._free.append(slot)
+            return
+        if worked:
+            self._cooling[slot] = time.monotonic() + self.cool_s
+        await self.release(slot)
+
+    async def release(self, slot: str) -> None:
+        if self._since.pop(slot, None) is not None:
+            if slot in self._free:
+                self._free.remove(slot)
+            await self.backend.release_slot(self.key, slot)
+
+    async def renew(self) -> None:
+        for slot in list(self._since):
+            await self.backend.acquire_slot(self.key, slot, self.limit, self.ttl_s, now())
+
+    async def release_all(self) -> None:
+        for slot in list(self._since):
+            await self.release(slot)
