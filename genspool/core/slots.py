@@ -55,7 +55,10 @@ class Slots:
     async def put(self, slot: str, *, worked: bool) -> None:
         """Done with ``slot``: keep it for the next batch if it found work and has not been held
         for ``hold_s``; otherwise give it back."""
-        if worked and time.monotonic() - self._since[slot] < self.hold_s:
+        since = self._since.get(slot)
+        if since is None:
+            return  # given back already (a drain)
+        if worked and time.monotonic() - since < self.hold_s:
             self._free.append(slot)
             return
         if worked:
