@@ -23,11 +23,12 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
+from _restarts import broadcast_arrives, eventually, run, wait_until, work_wakes
 
 from genspool.backends import backend_from_url
 from genspool.core.job import Job, JobStatus
@@ -65,17 +66,9 @@ def backend_url() -> str:
     return f"{URL}?prefix=gs_{uuid.uuid4().hex[:10]}"
 
 
-async def _run(*argv: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    return out.decode()
-
-
 async def _server_pid() -> int | None:
     """The pid of the process listening on 127.0.0.1:4222, if any."""
-    found = re.search(r"pid=(\d+)", await _run("ss", "-Hltnp", "sport = :4222"))
+    found = re.search(r"pid=(\d+)", await run("ss", "-Hltnp", "sport = :4222"))
     return int(found.group(1)) if found else None
 
 
@@ -90,14 +83,6 @@ async def _up() -> bool:
     return True
 
 
-async def _wait_until(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s")
-        await asyncio.sleep(0.05)
-
-
 async def _stop_server() -> None:
     pid = await _server_pid()
     assert pid is not None, "no process listens on 127.0.0.1:4222"
@@ -106,12 +91,12 @@ async def _stop_server() -> None:
     async def gone() -> bool:  # exited, not only closed its port (start would find it alive)
         return not await asyncio.to_thread(os.path.exists, f"/proc/{pid}")
 
-    await _wait_until(gone, "the NATS server should stop")
+    await wait_until(gone, "the NATS server should stop")
 
 
 async def _start_server() -> None:
-    await _run(*START)
-    await _wait_until(_up, "the NATS server should start")
+    await run(*START)
+    await wait_until(_up, "the NATS server should start")
 
 
 @pytest.fixture
@@ -120,47 +105,6 @@ async def server_back() -> AsyncIterator[None]:
     yield
     if not await _up():
         await _start_server()
-
-
-async def _eventually(call: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-    """Retry ``call`` on BackendError, as a worker or API caller would."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await call()
-        except BackendError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def _broadcast_arrives(sender: Queue, got: list[bytes], tag: str) -> None:
-    """Broadcast until one arrives (core NATS drops what is sent before the resubscription).
-    The payloads are empty event batches (an origin tag, a space, a JSON list), which the
-    Queue's own listener accepts and ignores."""
-    deadline = time.monotonic() + 10.0
-    while not any(p.startswith(tag.encode() + b" ") for p in got):
-        assert time.monotonic() < deadline, f"no {tag!r} broadcast arrived in 10 s"
-        with contextlib.suppress(BackendError):
-            await sender.backend.broadcast(tag.encode() + b" []")
-        await asyncio.sleep(0.1)
-
-
-async def _work_wakes(q: Queue, other: Queue) -> float:
-    """Seconds from the end of an enqueue by another connection until it has woken ``q``'s
-    idle lane (polling is turned off, so only the wake-up subject can)."""
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        waiter = asyncio.create_task(q.backend.wait_for_work("w", 5.0))
-        await asyncio.sleep(0.05)
-        await _eventually(lambda: other.submit(job("w")))
-        enqueued = time.monotonic()
-        try:
-            await asyncio.wait_for(waiter, 0.5)
-            return time.monotonic() - enqueued
-        except TimeoutError:
-            continue  # not resubscribed yet
-    raise AssertionError("the wake-up subject woke no waiting lane within 10 s")
 
 
 async def test_queue_recovers_after_a_nats_restart(
@@ -178,8 +122,8 @@ async def test_queue_recovers_after_a_nats_restart(
         leased = await queue.lease("m", 2)
         assert len(leased) == 2
         await queue.backend.kv_put("keys", "k", b"value")
-        await _broadcast_arrives(other, got, "before")
-        assert await _work_wakes(queue, other) < 0.1
+        await broadcast_arrives(other, got, "before")
+        assert await work_wakes(queue, other, job) < 0.1
 
         await _stop_server()
         down_at = time.monotonic()
@@ -194,21 +138,21 @@ async def test_queue_recovers_after_a_nats_restart(
         await _start_server()
         back_at = time.monotonic()
         # Nothing stored before the restart is lost: records, leases, keys, small values.
-        stored = {j.id: j for j in await _eventually(lambda: queue.backend.get_many(list(ids)))}
+        stored = {j.id: j for j in await eventually(lambda: queue.backend.get_many(list(ids)))}
         assert set(stored) == ids
         running = {i for i, j in stored.items() if j.status is JobStatus.RUNNING}
         assert running == {j.id for j in leased}
-        assert (await _eventually(lambda: queue.submit(job(idempotency_key="k1")))).id == keyed.id
+        assert (await eventually(lambda: queue.submit(job(idempotency_key="k1")))).id == keyed.id
         assert await queue.backend.kv_get("keys", "k") == b"value"
         assert len(await queue.complete([(j, RESULT) for j in leased])) == 2
-        rest = await _eventually(lambda: queue.lease("m", 10))
+        rest = await eventually(lambda: queue.lease("m", 10))
         assert {j.id for j in rest} == ids - running
         assert [j.priority for j in rest] == sorted((j.priority for j in rest), reverse=True)
         assert len(await queue.complete([(j, RESULT) for j in rest])) == len(rest)
         assert time.monotonic() - back_at < 10.0, "the same Queue should work within seconds"
 
-        await _broadcast_arrives(other, got, "after")
-        assert await _work_wakes(queue, other) < 0.1
+        await broadcast_arrives(other, got, "after")
+        assert await work_wakes(queue, other, job) < 0.1
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)

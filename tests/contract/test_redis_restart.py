@@ -14,16 +14,16 @@ server. Like the contract suite, it skips outside CI when the server is not ther
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
+from _restarts import broadcast_arrives, eventually, run, wait_until, work_wakes
 
 from genspool.backends import backend_from_url
 from genspool.core.job import Job, JobStatus
@@ -59,38 +59,22 @@ def backend_url() -> str:
     return f"{URL}?prefix=gs_{uuid.uuid4().hex[:10]}"
 
 
-async def _run(*argv: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    return out.decode()
-
-
 async def _up() -> bool:
-    return (await _run("redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping")).strip() == "PONG"
-
-
-async def _wait_until(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s")
-        await asyncio.sleep(0.05)
+    return (await run("redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping")).strip() == "PONG"
 
 
 async def _stop_server() -> None:
-    await _run("redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave")
+    await run("redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave")
 
     async def down() -> bool:
         return not await _up()
 
-    await _wait_until(down, "the Redis server should stop")
+    await wait_until(down, "the Redis server should stop")
 
 
 async def _start_server() -> None:
-    await _run(*START)
-    await _wait_until(_up, "the Redis server should start")
+    await run(*START)
+    await wait_until(_up, "the Redis server should start")
 
 
 @pytest.fixture
@@ -99,46 +83,6 @@ async def server_back() -> AsyncIterator[None]:
     yield
     if not await _up():
         await _start_server()
-
-
-async def _eventually(call: Callable[[], Awaitable[T]], timeout: float = 5.0) -> T:
-    """Retry ``call`` on BackendError, as a worker or API caller would."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await call()
-        except BackendError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def _broadcast_arrives(q: Queue, got: list[bytes], tag: str) -> None:
-    """Broadcast until one arrives: Pub/Sub drops what is sent before the resubscription. The
-    payloads are empty event batches, which the Queue's own listener accepts and ignores."""
-    deadline = time.monotonic() + 10.0
-    while not any(p.startswith(tag.encode() + b" ") for p in got):
-        assert time.monotonic() < deadline, f"no {tag!r} broadcast arrived in 10 s"
-        with contextlib.suppress(BackendError):
-            await q.backend.broadcast(tag.encode() + b" []")
-        await asyncio.sleep(0.1)
-
-
-async def _work_wakes(q: Queue, other: Queue) -> float:
-    """Seconds from the end of an enqueue by another connection until it has woken ``q``'s
-    idle lane (polling is turned off, so only the work channel can)."""
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        waiter = asyncio.create_task(q.backend.wait_for_work("w", 5.0))
-        await asyncio.sleep(0.05)
-        await _eventually(lambda: other.submit(job("w")))
-        enqueued = time.monotonic()
-        try:
-            await asyncio.wait_for(waiter, 0.5)
-            return time.monotonic() - enqueued
-        except TimeoutError:
-            continue  # not resubscribed yet
-    raise AssertionError("the work channel woke no waiting lane within 10 s")
 
 
 async def test_queue_recovers_after_a_redis_restart(
@@ -152,8 +96,8 @@ async def test_queue_recovers_after_a_redis_restart(
     try:
         await queue.submit_many([job() for _ in range(5)])
         assert len(await queue.lease("m", 2)) == 2
-        await _broadcast_arrives(queue, got, "before")
-        assert await _work_wakes(queue, other) < 0.1
+        await broadcast_arrives(queue, got, "before")
+        assert await work_wakes(queue, other, job) < 0.1
 
         await _stop_server()
         down_at = time.monotonic()
@@ -167,14 +111,14 @@ async def test_queue_recovers_after_a_redis_restart(
 
         await _start_server()
         back_at = time.monotonic()
-        stored = await _eventually(lambda: queue.submit(job()))
-        (leased,) = await _eventually(lambda: queue.lease("m", 10))  # the rest died with it
+        stored = await eventually(lambda: queue.submit(job()))
+        (leased,) = await eventually(lambda: queue.lease("m", 10))  # the rest died with it
         assert leased.id == stored.id and leased.status is JobStatus.RUNNING
         assert len(await queue.complete([(leased, {"status_code": 200, "body": {}})])) == 1
         assert time.monotonic() - back_at < 5.0, "the same Queue should work within seconds"
 
-        await _broadcast_arrives(queue, got, "after")
-        assert await _work_wakes(queue, other) < 0.1
+        await broadcast_arrives(queue, got, "after")
+        assert await work_wakes(queue, other, job) < 0.1
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
