@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import socket
@@ -100,6 +101,22 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in (extra or {}).items()})
     return env
+
+
+def ws_until_terminal(ws: Any, ids: set[str], timeout: float = 15.0) -> list[dict[str, Any]]:
+    """Receive WebSocket events (a ``websockets`` sync client) until each of ``ids`` had its
+    terminal event."""
+    events: list[dict[str, Any]] = []
+    left = set(ids)
+    deadline = time.monotonic() + timeout
+    while left:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no terminal event for {left} within {timeout} s; got {events}"
+        event = json.loads(ws.recv(timeout=remaining))
+        events.append(event)
+        if event.get("status") in TERMINAL and "delta" not in event:
+            left.discard(event["id"])
+    return events
 
 
 def sqlite_url(path: Path) -> str:
@@ -368,6 +385,12 @@ class Spawner:
             server.close()
         for proc in reversed(self.procs):
             proc.close()
+
+
+@pytest.fixture
+def ws_events() -> Callable[..., list[dict[str, Any]]]:
+    """:func:`ws_until_terminal`, for test modules (they cannot import this conftest)."""
+    return ws_until_terminal
 
 
 @pytest.fixture

@@ -153,23 +153,6 @@ async def watch_url(url: str, n: int, ready: Path | None, timeout: float, poll_s
 async def drop_url(url: str) -> None:
     async with Queue.from_url(url) as queue:
         await queue.backend.drop()
-    if url.startswith("nats"):
-        await drop_nats_streams(url)
-
-
-async def drop_nats_streams(url: str) -> None:
-    """Delete the prefix's streams and KV buckets: the NATS backend's ``drop()`` is its
-    ``destroy()``, which creates them again, empty."""
-    import nats
-
-    prefix = parse_qs(urlsplit(url).query).get("prefix", ["genspool"])[0]
-    conn = await nats.connect(urlsplit(url)._replace(query="").geturl())
-    js = conn.jetstream()
-    for info in await js.streams_info():
-        name = info.config.name or ""
-        if name.startswith((f"{prefix}_", f"KV_{prefix}_")):
-            await js.delete_stream(name)
-    await conn.close()
 
 
 def subcommand(args: argparse.Namespace) -> None:

@@ -447,13 +447,18 @@ class NatsBackend(Backend):
 
     @_translated("destroy")
     async def destroy(self) -> None:
+        await self.drop()
+        await self._create_objects()
+
+    @_translated("drop")
+    async def drop(self) -> None:
+        """Delete the streams and buckets of this prefix, leaving nothing behind."""
         js = self._jet()
         streams = [self.work_stream, self.timer_stream, *(f"KV_{b}" for b in self.buckets.values())]
         for stream in streams:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(stream)
         self._consumers.clear()
-        await self._create_objects()
 
     async def _check_connected(self, what: str) -> None:
         """While the client reconnects, give it a moment (a restarting server is back within

@@ -9,12 +9,12 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
 Server = Spawner = Any  # the fixtures' classes live in tests/conftest.py
 
@@ -96,23 +96,6 @@ def sse(server: Server, job_id: str, timeout: float = 15.0) -> list[dict[str, An
 def states(events: list[dict[str, Any]]) -> list[str]:
     """The state changes among events (token deltas left out)."""
     return [e["status"] for e in events if "delta" not in e]
-
-
-def ws_until_terminal(
-    ws: ClientConnection, ids: set[str], timeout: float = 15.0
-) -> list[dict[str, Any]]:
-    """Receive WebSocket events until each of ``ids`` had its terminal event."""
-    events: list[dict[str, Any]] = []
-    left = set(ids)
-    deadline = time.monotonic() + timeout
-    while left:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no terminal event for {left} within {timeout} s; got {events}"
-        event = json.loads(ws.recv(timeout=remaining))
-        events.append(event)
-        if event.get("status") in TERMINAL and "delta" not in event:
-            left.discard(event["id"])
-    return events
 
 
 def list_all(server: Server, **params: Any) -> list[dict[str, Any]]:
@@ -474,12 +457,14 @@ def test_sse_streams_each_state_change_then_the_result(server: Server) -> None:
     assert "job_nope" in missing.json()["error"]["message"]
 
 
-def test_websocket_delivers_events_of_several_jobs(server: Server) -> None:
+def test_websocket_delivers_events_of_several_jobs(
+    server: Server, ws_events: Callable[..., list[dict[str, Any]]]
+) -> None:
     a = server.submit({"model": "slow-ws", "input": "a"}, url=EMBEDDINGS)
     b = server.submit({"model": "slow-ws", "input": "b"}, url=EMBEDDINGS)
     with connect(server.ws_url, open_timeout=5, close_timeout=2) as ws:
         ws.send(json.dumps({"subscribe": [a["id"], b["id"]]}))
-        events = ws_until_terminal(ws, {a["id"], b["id"]})
+        events = ws_events(ws, {a["id"], b["id"]})
         for job in (a, b):
             mine = [e for e in events if e["id"] == job["id"]]
             assert mine[-1]["status"] == "succeeded"
@@ -520,12 +505,14 @@ def test_websocket_invalid_messages_get_an_error_and_the_connection_stays_usable
         assert event["id"] == job["id"] and event["status"] == "succeeded"
 
 
-def test_websocket_streams_chat_tokens_before_the_terminal_event(server: Server) -> None:
+def test_websocket_streams_chat_tokens_before_the_terminal_event(
+    server: Server, ws_events: Callable[..., list[dict[str, Any]]]
+) -> None:
     content = "one two three four five"
     job = server.chat("slow-ws", content)
     with connect(server.ws_url, open_timeout=5, close_timeout=2) as ws:
         ws.send(json.dumps({"subscribe": [job["id"]]}))
-        events = ws_until_terminal(ws, {job["id"]})
+        events = ws_events(ws, {job["id"]})
     deltas = [e["delta"] for e in events if "delta" in e]
     assert len(deltas) >= 2, events
     assert "".join(deltas) == content
@@ -769,12 +756,14 @@ def test_sse_on_the_api_process_sees_jobs_run_by_workers(split: Server) -> None:
     assert len(seen) == len(set(seen)), f"duplicate events: {events}"
 
 
-def test_websocket_on_the_api_process_sees_jobs_run_by_workers(split: Server) -> None:
+def test_websocket_on_the_api_process_sees_jobs_run_by_workers(
+    split: Server, ws_events: Callable[..., list[dict[str, Any]]]
+) -> None:
     a = split.chat("slow", "first over ws")
     b = split.chat("echo", "second over ws")
     with connect(split.ws_url, open_timeout=5, close_timeout=2) as ws:
         ws.send(json.dumps({"subscribe": [a["id"], b["id"]]}))
-        events = ws_until_terminal(ws, {a["id"], b["id"]}, timeout=8)
+        events = ws_events(ws, {a["id"], b["id"]}, timeout=8)
     for job, content in ((a, "first over ws"), (b, "second over ws")):
         last = [e for e in events if e["id"] == job["id"]][-1]
         assert last["status"] == "succeeded", events

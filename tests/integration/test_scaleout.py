@@ -67,10 +67,11 @@ class Target:
 
 @pytest.fixture(params=["sqlite", "postgres", "redis", "nats", "redis+postgres"])
 def target(
-    request: pytest.FixtureRequest, namespaced_url: Callable[[str], str]
+    request: pytest.FixtureRequest, namespaced_url: Callable[[str], str], spawner: Spawner
 ) -> Iterator[Target]:
     """A fresh namespace on the backend (``a+b``: the queue on ``a``, the store on ``b``); the
-    test skips (fails in CI) if a server is down."""
+    test skips (fails in CI) if a server is down. It is dropped once the test's processes are
+    stopped, not while workers still use it."""
     queue, _, store = request.param.rpartition("+")
     target = Target(namespaced_url(store), namespaced_url(queue) if queue else None)
     try:
@@ -80,6 +81,7 @@ def target(
             raise
         pytest.skip(f"backend unavailable at {target}: {exc}")
     yield target
+    spawner.close()
     asyncio.run(_on_backend(target, destroy=True))
 
 
@@ -101,7 +103,9 @@ def submit(client: httpx.Client, model: str, text: str) -> str:
     return job_id
 
 
-def test_two_apis_two_workers_one_killed(spawner: Spawner, target: Target) -> None:
+def test_two_apis_two_workers_one_killed(
+    spawner: Spawner, target: Target, ws_events: Callable[..., list[dict[str, Any]]]
+) -> None:
     config = spawner.models(MODELS)
     api1 = spawner.server(config, command="api", db_url=target.url, env=target.env)
     api2 = spawner.server(config, command="api", db_url=target.url, env=target.env)
@@ -112,7 +116,7 @@ def test_two_apis_two_workers_one_killed(spawner: Spawner, target: Target) -> No
     with connect(api1.ws_url, open_timeout=5, close_timeout=2) as ws:
         job = submit(api2.client, "streamed", "across three processes")
         ws.send(json.dumps({"subscribe": [job]}))
-        events = _events_until_terminal(ws, {job}, timeout=20)
+        events = _and_a_second_more(ws, ws_events(ws, {job}, timeout=20))
     statuses = [e["status"] for e in events if "delta" not in e]
     text = "across three processes"
     assert statuses[-1] == "succeeded", statuses
@@ -131,7 +135,7 @@ def test_two_apis_two_workers_one_killed(spawner: Spawner, target: Target) -> No
         )
         workers[0].kill()
         assert workers[0].popen.returncode == -signal.SIGKILL
-        events = _events_until_terminal(ws, set(ids), timeout=60)
+        events = _and_a_second_more(ws, ws_events(ws, set(ids), timeout=60))
     finals = Counter(e["id"] for e in events if e["status"] in TERMINAL and "delta" not in e)
     assert set(finals) == set(ids) and set(finals.values()) == {1}, finals.most_common(3)
     jobs = [api2.get(i) for i in ids]
@@ -181,18 +185,9 @@ def _count(server: Any, status: str) -> int:
     return len(r.json()["data"])
 
 
-def _events_until_terminal(ws: Any, ids: set[str], timeout: float) -> list[dict[str, Any]]:
-    """Events from ``ws`` until every job in ``ids`` has sent its terminal event."""
-    waiting, events = set(ids), []
-    deadline = time.monotonic() + timeout
-    while waiting:
-        left = deadline - time.monotonic()
-        assert left > 0, f"no terminal event for {len(waiting)} jobs, e.g. {sorted(waiting)[:3]}"
-        event = json.loads(ws.recv(timeout=left))
-        events.append(event)
-        if event.get("status") in TERMINAL and "delta" not in event:
-            waiting.discard(event["id"])
-    # a second terminal event of a job would arrive within the lease time: wait a little
+def _and_a_second_more(ws: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` plus whatever arrives in the next second: a second terminal event of a job
+    would arrive within the lease time."""
     end = time.monotonic() + 1.0
     while (left := end - time.monotonic()) > 0:
         try:

@@ -67,6 +67,15 @@ local function call_in_slices(command, key, list)
   end
 end
 
+-- Wake idle workers of every model in ``models`` (model -> whether it has work due now).
+local function wake(models)
+  for model, due in pairs(models) do
+    if due then
+      redis.call('PUBLISH', P .. ':work', model)
+    end
+  end
+end
+
 local function flush()
   for key, list in pairs(zrems) do
     call_in_slices('ZREM', key, list)

@@ -35,9 +35,5 @@ for i = 2, #ARGV do
   end
 end
 flush()
-for model, due in pairs(models) do
-  if due then
-    redis.call('PUBLISH', P .. ':work', model)
-  end
-end
+wake(models)
 return out

@@ -49,9 +49,5 @@ for i = 3, #ARGV, 6 do
   end
 end
 flush()
-for model, due in pairs(models) do
-  if due then
-    redis.call('PUBLISH', P .. ':work', model)
-  end
-end
+wake(models)
 return applied
