@@ -1,0 +1,116 @@
+"""genspool: buffer, fan out and batch generative-AI work.
+
+The public surface of the package: the clients of a genspool server (:class:`Client`,
+:class:`AsyncClient`) with the types they return, and the exception tree. The clients are
+imported on first use, so that the server's processes, which import ``genspool.core``, do not
+load them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from genspool.exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    BackendError,
+    CircuitOpen,
+    ConfigError,
+    Conflict,
+    ContextWindowExceeded,
+    Forbidden,
+    GenspoolError,
+    InvalidRequest,
+    ModelError,
+    ModelRateLimited,
+    ModelTimeout,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    UnknownModel,
+    WaitTimeout,
+)
+
+if TYPE_CHECKING:
+    from genspool.client import (
+        ApiKey,
+        AsyncClient,
+        Client,
+        CreatedApiKey,
+        Job,
+        JobError,
+        JobEvent,
+        JobResult,
+        JobStatus,
+        Model,
+    )
+
+try:
+    __version__ = version("genspool")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "ApiKey",
+    "AsyncClient",
+    "BackendError",
+    "CircuitOpen",
+    "Client",
+    "ConfigError",
+    "Conflict",
+    "ContextWindowExceeded",
+    "CreatedApiKey",
+    "Forbidden",
+    "GenspoolError",
+    "InvalidRequest",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobResult",
+    "JobStatus",
+    "Model",
+    "ModelError",
+    "ModelRateLimited",
+    "ModelTimeout",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
+    "UnknownModel",
+    "WaitTimeout",
+    "__version__",
+]
+
+_CLIENT_NAMES = frozenset(
+    {
+        "ApiKey",
+        "AsyncClient",
+        "Client",
+        "CreatedApiKey",
+        "Job",
+        "JobError",
+        "JobEvent",
+        "JobResult",
+        "JobStatus",
+        "Model",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        value = getattr(importlib.import_module("genspool.client"), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+    raise AttributeError(f"module 'genspool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _CLIENT_NAMES)

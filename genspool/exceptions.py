@@ -17,17 +17,33 @@ translated at the boundary with ``raise ... from exc``.
     ├── Conflict (409)         e.g. replaying a job that is not dead-lettered
     ├── PayloadTooLarge (413)
     ├── RateLimited (429)      over a rate limit; ``retry_after`` says when to try again
-    └── ModelError             a model call failed; ``retryable`` says whether to try again
-        ├── ModelTimeout
-        ├── CircuitOpen        refused: the model's circuit breaker is open (not tried)
-        └── ModelRateLimited   refused: the model's own rpm/tpm budget is spent (not tried)
+    ├── ModelError             a model call failed; ``retryable`` says whether to try again
+    │   ├── ModelTimeout
+    │   ├── CircuitOpen        refused: the model's circuit breaker is open (not tried)
+    │   └── ModelRateLimited   refused: the model's own rpm/tpm budget is spent (not tried)
+    │
+    │   raised by genspool.Client only (the API never answers with them):
+    ├── APIConnectionError     the server could not be reached, or the connection broke
+    │   └── APITimeoutError    no answer within the client's timeout
+    ├── APIStatusError         an error answer no class above matches (e.g. a proxy's 502)
+    └── WaitTimeout            ``wait()`` gave up; the job had not ended yet
+
+An error that :class:`genspool.Client` raised from an HTTP answer is the class the server raised
+(matched by the body's ``code``, else by the status) and carries that answer as ``response``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
     "BackendError",
     "CircuitOpen",
     "ConfigError",
@@ -44,6 +60,7 @@ __all__ = [
     "RateLimited",
     "Unauthorized",
     "UnknownModel",
+    "WaitTimeout",
 ]
 
 
@@ -52,6 +69,8 @@ class GenspoolError(Exception):
 
     status_code: int = 500
     code: str = "internal_error"
+    #: The HTTP answer this error was read from, when a client raised it (else None).
+    response: httpx.Response | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -169,3 +188,39 @@ class ModelRateLimited(ModelError):
     status_code = 429
     code = "model_rate_limited"
     counts_as_attempt = False
+
+
+# -- raised by the client only -----------------------------------------------------------------
+
+
+class APIConnectionError(GenspoolError):
+    """The client could not reach the API, or lost the connection before the answer."""
+
+    code = "connection_error"
+
+
+class APITimeoutError(APIConnectionError):
+    code = "timeout"
+
+
+class APIStatusError(GenspoolError):
+    """An HTTP error answer that no class of the tree matches; ``status_code`` and ``code`` are
+    the answer's own."""
+
+    def __init__(
+        self, message: str, *, status_code: int, code: str, response: httpx.Response | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.response = response
+
+
+class WaitTimeout(GenspoolError):
+    """``wait()`` ran out of time: the job is still queued or running (it was not cancelled)."""
+
+    code = "wait_timeout"
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id

@@ -58,6 +58,8 @@ def namespaced_url(tmp_path: Path) -> Callable[[str], str]:
     directory, a PostgreSQL schema, a Redis key prefix, NATS streams and buckets)."""
 
     def make(kind: str) -> str:
+        if kind == "memory":
+            return f"memory://gs{uuid.uuid4().hex[:10]}"
         if kind == "sqlite":
             return f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
         name = f"gs_{uuid.uuid4().hex[:10]}"

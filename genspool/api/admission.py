@@ -1,6 +1,6 @@
 """Load shedding at the door: refuse new work for a model whose queue is too deep or too old.
 
-A model with ``max_queue_depth`` or ``max_queue_age_s`` in its config gets a 429 with
+A model with ``admission.max_queue_depth`` or ``max_queue_age_s`` in its config gets a 429 with
 ``Retry-After`` for a submission beyond either limit; nothing already accepted is touched. The
 check itself must cost nothing on the submit path, so it reads a snapshot of the queue that a
 background task refreshes every ``refresh_s`` (one ``depth()`` and one ``oldest_waiting()`` of
@@ -19,8 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from genspool.backends import Backend
 from genspool.config import ModelConfig
+from genspool.core.queue import Queue
 from genspool.exceptions import RateLimited
 
 __all__ = ["Admission"]
@@ -35,17 +35,18 @@ INTERACTIVE_RESERVE = 1.25
 class Admission:
     def __init__(
         self,
-        backend: Backend,
+        queue: Queue,
         configs: list[ModelConfig],
         *,
         refresh_s: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.backend = backend
+        self.queue = queue
         self.refresh_s = refresh_s
         self.clock = clock
         self.enabled = any(
-            c.max_queue_depth is not None or c.max_queue_age_s is not None for c in configs
+            c.admission.max_queue_depth is not None or c.admission.max_queue_age_s is not None
+            for c in configs
         )
         self._waiting: dict[str, int] = {}
         self._oldest: dict[str, float] = {}
@@ -60,24 +61,26 @@ class Admission:
         Work of a priority above 0 (the OpenAI-compatible routes: someone is waiting for the
         answer) keeps a reserve: it is refused only past ``INTERACTIVE_RESERVE`` times the
         depth limit, and never for the age of the queue, since it runs ahead of that queue."""
-        if cfg.max_queue_depth is not None:
-            limit = cfg.max_queue_depth * (INTERACTIVE_RESERVE if priority > 0 else 1.0)
+        shed = cfg.admission
+        if shed.max_queue_depth is not None:
+            limit = shed.max_queue_depth * (INTERACTIVE_RESERVE if priority > 0 else 1.0)
             waiting = self._waiting.get(cfg.name, 0) + self._admitted[cfg.name]
             if waiting >= limit:
                 excess = waiting - limit + 1
                 drain = self._drain_per_s.get(cfg.name, 0.0)
                 raise RateLimited(
                     f"model {cfg.name} is overloaded: {waiting} jobs are waiting and its"
-                    f" max_queue_depth is {cfg.max_queue_depth}; retry later",
+                    f" max_queue_depth is {shed.max_queue_depth}; retry later",
                     retry_after=_bounded(excess / drain if drain > 0 else 1.0),
                 )
-        if cfg.max_queue_age_s is not None and priority <= 0 and cfg.name in self._oldest:
+        if shed.max_queue_age_s is not None and priority <= 0 and cfg.name in self._oldest:
             age = self.clock() - self._oldest[cfg.name]
-            if age > cfg.max_queue_age_s:
+            if age > shed.max_queue_age_s:
                 raise RateLimited(
                     f"model {cfg.name} is overloaded: its oldest waiting job has waited"
-                    f" {age:.1f} s and its max_queue_age_s is {cfg.max_queue_age_s:g}; retry later",
-                    retry_after=_bounded(age - cfg.max_queue_age_s),
+                    f" {age:.1f} s and its max_queue_age_s is {shed.max_queue_age_s:g};"
+                    " retry later",
+                    retry_after=_bounded(age - shed.max_queue_age_s),
                 )
         self._admitted[cfg.name] += 1
 
@@ -94,8 +97,8 @@ class Admission:
 
     async def refresh(self) -> None:
         admitted, self._admitted = self._admitted, Counter()
-        depth = await self.backend.depth()
-        oldest = await self.backend.oldest_waiting()
+        depth = await self.queue.depth()
+        oldest = await self.queue.oldest_waiting()
         now = self.clock()
         waiting = {m: sum(c.get(s, 0) for s in WAITING) for m, c in depth.items()}
         if self._at:

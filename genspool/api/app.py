@@ -25,7 +25,7 @@ from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
 from genspool.core.worker import Worker
 from genspool.exceptions import GenspoolError, PayloadTooLarge
-from genspool.providers.registry import ModelRegistry
+from genspool.runtime.catalog import ModelCatalog
 
 __all__ = ["Services", "create_app", "error_response"]
 
@@ -35,7 +35,8 @@ log = logging.getLogger("genspool.api")
 @dataclass
 class Services:
     queue: Queue
-    registry: ModelRegistry
+    #: The served models as cards (no provider built); a ModelRegistry when a worker runs here.
+    registry: ModelCatalog
     max_body_bytes: int = 4 * 1024 * 1024
     wait_timeout_s: float = 600.0
     worker: Worker | None = None
@@ -125,9 +126,9 @@ def create_app(services: Services) -> FastAPI:
     from genspool.api.auth import authorize, document_scopes, requires
 
     if services.keys is None:
-        services.keys = KeyStore(services.queue.backend)
+        services.keys = KeyStore(services.queue.storage.kv, services.queue.storage.coordination)
     if services.admission is None:
-        services.admission = Admission(services.queue.backend, list(services.registry))
+        services.admission = Admission(services.queue, list(services.registry))
     app = FastAPI(
         title="genspool",
         version="0.1.0",

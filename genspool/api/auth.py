@@ -117,7 +117,7 @@ def _route_name(conn: HTTPConnection) -> str:
 
 async def _charge(store: KeyStore, key: ApiKey) -> None:
     rpm = key.rpm or 0
-    wait = await store.backend.reserve(f"key:{key.id}", 1.0, rpm / 60.0, float(rpm), now())
+    wait = await store.limits.reserve(f"key:{key.id}", 1.0, rpm / 60.0, float(rpm), now())
     if wait > 0:
         raise RateLimited(
             f"this API key may submit {rpm} requests per minute and has used them;"

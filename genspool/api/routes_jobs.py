@@ -16,6 +16,7 @@ from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
 from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
+from genspool.core.models import PROMPT_TOKENS
 from genspool.exceptions import InvalidRequest
 
 __all__ = ["JobCreate", "router", "services"]
@@ -46,7 +47,7 @@ class JobCreate(BaseModel):
 
 
 def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job:
-    cfg = validate_request(svc.registry, spec.url, spec.body)
+    cfg, prompt_tokens = validate_request(svc.registry, spec.url, spec.body)
     if spec.expires_at is not None and spec.expires_at <= time.time():
         raise InvalidRequest(
             f"expires_at: {spec.expires_at} is already in the past", param="expires_at"
@@ -54,6 +55,9 @@ def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job
     assert svc.admission is not None  # set by create_app
     svc.admission.check(cfg, spec.priority)  # last: a refused request is not counted
     metadata = dict(spec.metadata)
+    metadata.pop(PROMPT_TOKENS, None)  # only the API's own count goes on to the worker
+    if prompt_tokens is not None:
+        metadata[PROMPT_TOKENS] = prompt_tokens
     if spec.custom_id is not None:
         metadata["custom_id"] = spec.custom_id
     return Job(

@@ -48,7 +48,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             "owned_by": "genspool",
             "provider": cfg.provider,
             "context_window": cfg.context_window,
-            "endpoints": sorted(svc.registry.provider(cfg.name).endpoints),
+            "endpoints": sorted(svc.registry.card(cfg.name).endpoints),
             "breaker": breakers[cfg.name],
         }
         for cfg in svc.registry

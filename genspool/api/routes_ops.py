@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from genspool.api.app import Services
 from genspool.api.auth import requires
 from genspool.core.keys import Scope
-from genspool.resilience import NAMESPACE, BreakerLayer, find_layer
+from genspool.resilience import NAMESPACE
 
 __all__ = ["breaker_states", "router"]
 
@@ -24,10 +24,10 @@ router = APIRouter(prefix="/v1", tags=["ops"])
 async def breaker_states(svc: Services) -> dict[str, dict[str, Any]]:
     """Each model's breaker as last stored: ``closed`` until it first moves, ``disabled`` for
     a model without one; models served only by other processes are included."""
-    stored = await svc.registry.shared.kv_list(NAMESPACE)
+    stored = await svc.registry.shared.kv.kv_list(NAMESPACE)
     states: dict[str, dict[str, Any]] = {}
     for cfg in svc.registry:
-        has = find_layer(svc.registry.provider(cfg.name), BreakerLayer) is not None
+        has = svc.registry.has_breaker(cfg.name)
         states[cfg.name] = {"state": "closed" if has else "disabled", "opens_count": 0}
     for model, raw in sorted(stored.items()):
         states[model] = orjson.loads(raw)

@@ -3,21 +3,26 @@
 Checks the endpoint, the model, the body's fields (by endpoint) and the prompt size against the
 model's context window, with the model's own tokenizer. Each failure is an
 :class:`~genspool.exceptions.InvalidRequest` whose message names the field and what to fix.
+
+Everything is read from the model's card (:class:`~genspool.providers.plugins.ModelCard`): no
+provider is built and no weights are loaded here. The prompt is tokenized once, here; the count
+goes on with the job so the worker need not tokenize it again to account for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genspool.config import ModelConfig
 from genspool.exceptions import ContextWindowExceeded, InvalidRequest
-from genspool.providers.base import CHAT, EMBEDDINGS, Provider
-from genspool.providers.registry import ModelRegistry
+from genspool.providers.base import CHAT, EMBEDDINGS
+from genspool.providers.plugins import ModelCard
+from genspool.runtime.catalog import ModelCatalog
 
-__all__ = ["describe", "describe_request_error", "max_tokens_of", "validate_request"]
+__all__ = ["Checked", "describe", "describe_request_error", "max_tokens_of", "validate_request"]
 
 
 class _Message(BaseModel):
@@ -70,54 +75,53 @@ def max_tokens_of(body: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def validate_request(registry: ModelRegistry, url: str, body: Any) -> ModelConfig:
-    """Return the model's config, or raise what is wrong with the request."""
+class Checked(NamedTuple):
+    config: ModelConfig
+    #: Prompt tokens by the model's tokenizer; None when its card cannot count them.
+    prompt_tokens: int | None
+
+
+def validate_request(models: ModelCatalog, url: str, body: Any) -> Checked:
+    """Return the model's config and the prompt's size, or raise what is wrong."""
     if not isinstance(body, dict):
         raise InvalidRequest("body: must be a JSON object", param="body")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("body.model: required, the name of a served model", param="model")
-    cfg = registry.config(model)
-    provider = registry.provider(model)
-    if url not in provider.endpoints:
-        served = ", ".join(sorted(provider.endpoints))
+    cfg = models.config(model)
+    card = models.card(model)
+    if url not in card.endpoints:
+        served = ", ".join(sorted(card.endpoints))
         raise InvalidRequest(f"url: model {model} serves {served}, not {url}", param="url")
     try:
         SCHEMAS.get(url, _AnyBody).model_validate(body)
     except ValidationError as exc:
         raise InvalidRequest(describe(exc, "body"), param="body") from exc
-    if cfg.provider != "openai" and body.get("dimensions") not in (None, _dims(provider)):
-        raise InvalidRequest(f"body.dimensions: {model} returns {_dims(provider)} dimensions only")
-    _check_size(cfg, provider, url, body)
-    return cfg
+    if card.dimensions is not None and body.get("dimensions") not in (None, card.dimensions):
+        raise InvalidRequest(f"body.dimensions: {model} returns {card.dimensions} dimensions only")
+    counts = card.count(url, body) if card.count is not None else None
+    if counts is not None:
+        _check_size(card, url, body, counts)
+    return Checked(cfg, sum(counts) if counts is not None else None)
 
 
-def _dims(provider: object) -> int | None:
-    return getattr(provider, "dimensions", None)
-
-
-def _check_size(cfg: ModelConfig, provider: Provider, url: str, body: dict[str, Any]) -> None:
-    prompt = provider.count_tokens(url, body)
-    if prompt is None:
-        return
-    window = cfg.context_window
+def _check_size(card: ModelCard, url: str, body: dict[str, Any], counts: list[int]) -> None:
+    window = card.context_window
     if url == CHAT:
-        wanted = max_tokens_of(body) or 0
+        prompt, wanted = sum(counts), max_tokens_of(body) or 0
         if prompt + wanted > window:
             raise ContextWindowExceeded(
                 f"the prompt has {prompt} tokens and max_tokens asks for {wanted}:"
                 f" {prompt + wanted} tokens, above the {window}-token context window of"
-                f" {cfg.name}; shorten the messages or lower max_tokens",
+                f" {card.name}; shorten the messages or lower max_tokens",
                 param="messages",
             )
-    elif url == EMBEDDINGS and prompt > window:
-        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        for i, text in enumerate(texts):
-            size = provider.count_tokens(url, {"input": text}) or 0
+    elif url == EMBEDDINGS:
+        for i, size in enumerate(counts):
             if size > window:
                 raise ContextWindowExceeded(
                     f"input[{i}] has {size} tokens, above the {window}-token context window of"
-                    f" {cfg.name}; split the text into shorter pieces",
+                    f" {card.name}; split the text into shorter pieces",
                     param="input",
                 )
 

@@ -1,22 +1,144 @@
-"""In-process publish/subscribe of job events.
+"""Job events: their types, their one codec, and the in-process publish/subscribe hub.
 
-Every state change and every streamed token of a job is published here as a small dict
-(``{"id", "status", ...}``). Subscribers listen to a set of job ids, or to all jobs with
-``None``. Delivery across processes is the backend's business (see ``Backend.poll_events``);
-this hub only fans out inside one process, without ever blocking the publisher.
+Two kinds of event reach subscribers: :class:`JobChanged` (a job entered a state; the terminal
+one carries the result or error) and :class:`TokenDelta` (text a running chat job generated).
+Between processes the relay (:mod:`genspool.core.relay`) also sends announcements:
+:class:`Watching` (a subscriber here listens to these jobs: send their token deltas) and
+:class:`Hello` (a process joined: announce again). :func:`encode` and :func:`decode` are the
+one wire format for all four. Subscribers listen to a set of job ids, or to all jobs with
+``None``; the hub fans out inside one process without ever blocking the publisher.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EventHub", "Subscription"]
+import orjson
 
-Event = dict[str, Any]
+from genspool.core.job import TERMINAL, Job
+
+__all__ = [
+    "Event",
+    "EventHub",
+    "Hello",
+    "JobChanged",
+    "Message",
+    "Subscription",
+    "TokenDelta",
+    "Watching",
+    "decode",
+    "encode",
+]
+
 _ALL = "*"
+NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class JobChanged:
+    """A job is now in ``status`` (or ``not_found``: it does not exist for this subscriber)."""
+
+    id: str
+    status: str
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> JobChanged:
+        return cls(job.id, job.status.value, job.attempts, job.result, job.error)
+
+    @classmethod
+    def not_found(cls, job_id: str) -> JobChanged:
+        return cls(job_id, NOT_FOUND, error={"code": NOT_FOUND, "message": f"no job {job_id!r}"})
+
+    @property
+    def ends(self) -> bool:
+        """Whether this is the last event of its job."""
+        return self.status in TERMINAL or self.status == NOT_FOUND
+
+    def public(self) -> dict[str, Any]:
+        """The event as clients receive it (WebSocket, SSE)."""
+        out: dict[str, Any] = {"id": self.id, "status": self.status, "attempts": self.attempts}
+        if self.result is not None:
+            out["result"] = self.result
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TokenDelta:
+    """Text that a running job generated since the last delta."""
+
+    id: str
+    delta: str
+    status: str = "running"
+    ends = False
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "delta": self.delta}
+
+
+@dataclass(frozen=True, slots=True)
+class Watching:
+    """A subscriber in the sending process listens to these jobs (``None``: to all)."""
+
+    ids: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The sending process just joined and wants every process to announce what it watches."""
+
+    origin: str
+
+
+Event = JobChanged | TokenDelta
+Message = JobChanged | TokenDelta | Watching | Hello
+
+
+def _to_wire(m: Message) -> dict[str, Any]:
+    if isinstance(m, JobChanged):
+        return {"t": "job", **m.public()}
+    if isinstance(m, TokenDelta):
+        return {"t": "delta", "id": m.id, "delta": m.delta}
+    if isinstance(m, Watching):
+        return {"t": "watch", "ids": None if m.ids is None else list(m.ids)}
+    return {"t": "hello", "origin": m.origin}
+
+
+def _from_wire(d: dict[str, Any]) -> Message | None:
+    kind = d.get("t")
+    if kind == "job":
+        return JobChanged(d["id"], d["status"], d["attempts"], d.get("result"), d.get("error"))
+    if kind == "delta":
+        return TokenDelta(d["id"], d["delta"])
+    if kind == "watch":
+        return Watching(None if d["ids"] is None else tuple(d["ids"]))
+    if kind == "hello":
+        return Hello(d["origin"])
+    return None
+
+
+def encode(origin: str, messages: Sequence[Message]) -> bytes:
+    """``<origin> <JSON list>``: the origin first, so a process skips its own without parsing."""
+    return origin.encode() + b" " + orjson.dumps([_to_wire(m) for m in messages])
+
+
+def decode(payload: bytes) -> tuple[str, list[Message]]:
+    """The origin and messages of a payload; ValueError when it is not one of ours."""
+    origin, _, body = payload.partition(b" ")
+    try:
+        raw = orjson.loads(body)
+        found = [_from_wire(d) for d in raw]
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError("not a genspool event batch") from exc
+    return origin.decode(errors="replace"), [m for m in found if m is not None]
 
 
 class Subscription:
@@ -77,7 +199,7 @@ class EventHub:
     def publish(self, event: Event) -> None:
         if not self._subs:
             return
-        for sub in (*self._subs.get(event["id"], ()), *self._subs.get(_ALL, ())):
+        for sub in (*self._subs.get(event.id, ()), *self._subs.get(_ALL, ())):
             sub.put(event)
 
     def publish_many(self, events: Iterable[Event]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from genspool.backends.base import Backend
+from genspool.core.roles import KeyValue
 from genspool.core.job import Job
 
 __all__ = ["FairShare"]
@@ -27,8 +27,8 @@ NAMESPACE = "vtime"
 
 
 class FairShare:
-    def __init__(self, backend: Backend, *, refresh_s: float = 0.5, max_tenants: int = 10_000):
-        self.backend = backend
+    def __init__(self, kv: KeyValue, *, refresh_s: float = 0.5, max_tenants: int = 10_000):
+        self.kv = kv
         self.refresh_s = refresh_s
         self.max_tenants = max_tenants
         self._last: dict[tuple[str, str], float] = {}
@@ -48,7 +48,7 @@ class FairShare:
         value, at = self._vtime.get(model, (0.0, -self.refresh_s))
         now = time.monotonic()
         if now - at >= self.refresh_s:
-            raw = await self.backend.kv_get(NAMESPACE, model)
+            raw = await self.kv.kv_get(NAMESPACE, model)
             value = max(value, float(raw)) if raw else value
             self._vtime[model] = (value, now)
         return value
@@ -64,7 +64,7 @@ class FairShare:
         now = time.monotonic()
         self._vtime[model] = (top, at)
         if now - at >= self.refresh_s:
-            await self.backend.kv_put(NAMESPACE, model, repr(top).encode())
+            await self.kv.kv_put(NAMESPACE, model, repr(top).encode())
             self._vtime[model] = (top, now)
 
     def _forget_idle(self) -> None:

@@ -1,7 +1,7 @@
-"""The job: one OpenAI-style request, its state machine and its outcome.
+"""The job: one OpenAI-style request with its queue options and its state.
 
 A job is the shape of one line of the OpenAI Batch API (``{"url", "body"}``) plus queue options.
-States::
+Its transitions are decided in :mod:`genspool.core.machine`; states::
 
     queued ──▶ running ──▶ succeeded | failed | cancelled
       │          │  ▲
@@ -20,7 +20,7 @@ from typing import Any
 
 from genspool._ids import random_hex
 
-__all__ = ["TERMINAL", "Job", "JobStatus", "Outcome", "new_job_id", "now"]
+__all__ = ["TERMINAL", "WAITING", "Job", "JobStatus", "new_job_id", "now"]
 
 
 class JobStatus(StrEnum):
@@ -113,28 +113,3 @@ class Job:
         if self.error is not None:
             out["error"] = self.error
         return out
-
-    def event(self) -> dict[str, Any]:
-        """The push event for the job's current state; the terminal one carries the result."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status.value,
-            "attempts": self.attempts,
-        }
-        if self.result is not None:
-            out["result"] = self.result
-        if self.error is not None:
-            out["error"] = self.error
-        return out
-
-
-@dataclass(slots=True, frozen=True)
-class Outcome:
-    """What a worker reports for one leased job; the backend applies it only under the lease."""
-
-    job_id: str
-    lease_token: str
-    status: JobStatus
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    available_at: float | None = None

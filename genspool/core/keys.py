@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from genspool.backends import Backend
+from genspool.core.roles import Coordination, KeyValue
 from genspool.exceptions import InvalidRequest, NotFound, Unauthorized
 
 __all__ = [
@@ -169,13 +169,15 @@ class KeyStore:
 
     def __init__(
         self,
-        backend: Backend,
+        kv: KeyValue,
+        limits: Coordination,
         *,
         ttl_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         max_cached: int = 10_000,
     ) -> None:
-        self.backend, self.ttl_s, self.clock, self.max_cached = backend, ttl_s, clock, max_cached
+        self.kv, self.limits = kv, limits
+        self.ttl_s, self.clock, self.max_cached = ttl_s, clock, max_cached
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._enabled_until = -1.0  # when to look again for a first key; inf once one exists
 
@@ -191,7 +193,7 @@ class KeyStore:
         if rpm is not None and rpm < 1:
             raise InvalidRequest("rpm: must be at least 1", param="rpm")
         key_id = secrets.token_hex(6)
-        while await self.backend.kv_get(NAMESPACE, key_id) is not None:
+        while await self.kv.kv_get(NAMESPACE, key_id) is not None:
             key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         key = ApiKey(
@@ -203,23 +205,23 @@ class KeyStore:
             name=name,
             rpm=rpm,
         )
-        await self.backend.kv_put(NAMESPACE, key_id, key.dumps())
+        await self.kv.kv_put(NAMESPACE, key_id, key.dumps())
         self._enabled_until = float("inf")
         return key, f"{PREFIX}{key_id}_{secret}"
 
     async def list_keys(self) -> list[ApiKey]:
-        stored = await self.backend.kv_list(NAMESPACE)
+        stored = await self.kv.kv_list(NAMESPACE)
         return sorted((ApiKey.loads(v) for v in stored.values()), key=lambda k: k.created_at)
 
     async def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key for good (idempotent); the record stays, so auth stays on."""
-        raw = await self.backend.kv_get(NAMESPACE, key_id) if _ID.match(key_id) else None
+        raw = await self.kv.kv_get(NAMESPACE, key_id) if _ID.match(key_id) else None
         if raw is None:
             raise NotFound(f"no API key {key_id!r}")
         key = ApiKey.loads(raw)
         if not key.revoked:
             key = replace(key, revoked_at=time.time())
-            await self.backend.kv_put(NAMESPACE, key_id, key.dumps())
+            await self.kv.kv_put(NAMESPACE, key_id, key.dumps())
         self._cache.pop(key_id, None)
         return key
 
@@ -228,7 +230,7 @@ class KeyStore:
         open the API). Once true it stays true; while false it is looked up every ``ttl_s``."""
         if self.clock() < self._enabled_until:
             return self._enabled_until == float("inf")
-        found = bool(await self.backend.kv_list(NAMESPACE))
+        found = bool(await self.kv.kv_list(NAMESPACE))
         self._enabled_until = float("inf") if found else self.clock() + self.ttl_s
         return found
 
@@ -255,7 +257,7 @@ class KeyStore:
         hit = self._cache.get(key_id)
         if hit is not None and hit[0] > t:
             return hit[1]
-        raw = await self.backend.kv_get(NAMESPACE, key_id)
+        raw = await self.kv.kv_get(NAMESPACE, key_id)
         key = None if raw is None else ApiKey.loads(raw)
         if len(self._cache) >= self.max_cached:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > t}

@@ -1,46 +1,31 @@
-"""The queue facade: the one place where job state rules, retries and events live.
+"""The queue facade: what clients and workers do to jobs, on top of the storage roles.
 
-Public methods do the shared work (timestamps, the retry decision, events, tenant checks) and
-call one backend primitive each, so every backend behaves the same way (saq's ``Queue``).
+Each public method reads what it needs, lets :mod:`genspool.core.machine` decide the
+transition, has the :class:`~genspool.core.roles.JobQueue` write it under its fence, copies the
+change into the :class:`~genspool.core.roles.JobStore` when that is a separate server, and
+publishes the events (saq's ``Queue``). Time comes from ``clock``, so tests shift it instead of
+sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import os
 import time
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
-import orjson
-
-from genspool.backends import Backend, JobFilter, backend_from_url
-from genspool.core.events import EventHub, Subscription
+from genspool.core import machine
+from genspool.core.events import Event, EventHub, JobChanged, Subscription
 from genspool.core.fairness import FairShare
-from genspool.core.job import TERMINAL, Job, JobStatus, Outcome, now
+from genspool.core.job import WAITING, Job, JobStatus
+from genspool.core.machine import ACTIVE, PURGEABLE, Change
+from genspool.core.relay import Relay
 from genspool.core.retry import RetryPolicy
+from genspool.core.roles import JobFilter, JobQueue, Storage
 from genspool.exceptions import Conflict, ModelError, NotFound
 
-__all__ = ["Queue"]
-
-log = logging.getLogger("genspool.queue")
-Event = dict[str, Any]
-
-
-def _apply(job: Job, o: Outcome, t: float) -> Job:
-    """Bring the worker's copy of ``job`` to what the backend now holds after ``o``; in place,
-    since this runs once per job on the hot path and the copy is the caller's to give up."""
-    job.attempts -= o.status is JobStatus.QUEUED
-    if o.status is JobStatus.RETRYING:
-        job.retried_at = t
-    if o.available_at is not None:
-        job.available_at = o.available_at
-    job.status, job.result, job.error = o.status, o.result, o.error
-    job.lease_token = job.lease_expires_at = None
-    job.finished_at = None if o.status in (JobStatus.QUEUED, JobStatus.RETRYING) else t
-    return job
+__all__ = ["Queue", "error_body"]
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -48,133 +33,42 @@ def error_body(exc: BaseException) -> dict[str, Any]:
     return {"code": code, "message": str(exc) or type(exc).__name__}
 
 
-def _ends(event: Event) -> bool:
-    """Whether a job event is the last one of its job (a token delta never is)."""
-    return "delta" not in event and (event["status"] in TERMINAL or event["status"] == "not_found")
-
-
 class Queue:
     #: With cross-process events, how often a subscriber still checks the store.
     SAFETY_POLL_S = 2.0
-    #: How long another process's announcement that it listens to a job holds; subscribers
-    #: announce again every third of it.
-    WATCH_TTL_S = 60.0
+    #: Jobs that ``maintain`` expires or takes back per round trip.
+    MAINTAIN_BATCH = 1000
 
     def __init__(
         self,
-        backend: Backend,
+        storage: Storage | JobQueue,
         *,
         events: EventHub | None = None,
         retry: RetryPolicy | None = None,
         lease_s: float = 30.0,
         result_ttl_s: float = 86_400.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.backend = backend
+        self.storage = storage if isinstance(storage, Storage) else Storage.of(storage)
         self.events = events or EventHub()
         self.retry = retry or RetryPolicy()
         self.lease_s = lease_s
         self.result_ttl_s = result_ttl_s
-        self.origin = os.urandom(6).hex()
-        self._origin_tag = self.origin.encode() + b" "
-        self._remote_watch: dict[str, float] = {}  # job id or "*" -> watched until (monotonic)
-        self._hellos = 0  # processes that joined since we started, each wanting announcements
-        self.fair = FairShare(backend)
-        self._outbox: asyncio.Queue[list[Event]] | None = None
-        self._relays: list[asyncio.Task[None]] = []
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Queue:
-        return cls(backend_from_url(url), **kwargs)
+        self.clock = clock
+        self.relay = Relay(self.storage.signals, self.events.publish_many)
+        self.fair = FairShare(self.storage.kv)
+        self._jobs, self._store = self.storage.queue, self.storage.store
+        self._mirrored = self.storage.mirrored
 
     async def connect(self) -> None:
-        await self.backend.connect()
-        if self.backend.cross_process_events and not self._relays:
-            self._outbox = asyncio.Queue()
-            self._relays = [
-                asyncio.create_task(self._send_events(self._outbox)),
-                asyncio.create_task(self.backend.listen(self._receive_events)),
-            ]
-            # Subscribers elsewhere announced what they watch before we were here: ask again.
-            self._outbox.put_nowait([{"hello": self.origin}])
+        await self.storage.connect()
+        if self.storage.signals.cross_process_events and not self.relay.running:
+            self.relay.start()
 
     async def close(self) -> None:
-        if self._outbox is not None:
-            with contextlib.suppress(TimeoutError):  # let queued events go out first
-                await asyncio.wait_for(self._outbox.join(), 2.0)
-        for task in self._relays:
-            task.cancel()
-        if self._relays:  # bounded: a driver that swallows the cancellation must not hang us
-            await asyncio.wait(self._relays, timeout=2.0)
-        self._relays, self._outbox = [], None
-        await self.backend.close()
-
-    # -- events ------------------------------------------------------------------------------
-
-    @property
-    def broadcasts(self) -> bool:
-        """Whether events go to other processes too (so there may be listeners we cannot see)."""
-        return self._outbox is not None
-
-    def publish(self, event: Event) -> None:
-        self.publish_many([event])
-
-    def publish_many(self, events: Iterable[Event]) -> None:
-        """Deliver events to this process's subscribers and, when the backend carries them,
-        to every other process; never waits (the outbox is drained by a background task)."""
-        if self._outbox is not None:
-            batch = list(events)
-            self.events.publish_many(batch)
-            if batch:
-                self._outbox.put_nowait(batch)
-        else:
-            self.events.publish_many(events)
-
-    async def _send_events(self, outbox: asyncio.Queue[list[Event]]) -> None:
-        while True:
-            batch = await outbox.get()
-            taken = 1
-            while not outbox.empty() and len(batch) < 500:
-                batch += outbox.get_nowait()
-                taken += 1
-            try:
-                await self.backend.broadcast(self._origin_tag + orjson.dumps(batch))
-            except Exception as exc:  # subscribers fall back to polling the store
-                log.warning("could not broadcast %d events: %s", len(batch), exc)
-            for _ in range(taken):
-                outbox.task_done()
-
-    def _receive_events(self, payload: bytes) -> None:
-        if payload.startswith(self._origin_tag):
-            return  # our own, back from the server: already delivered here
-        try:
-            events = orjson.loads(payload.partition(b" ")[2])
-        except orjson.JSONDecodeError:
-            log.warning("ignoring a broadcast that is not a genspool event batch")
-            return
-        until = time.monotonic() + self.WATCH_TTL_S
-        for event in events:
-            for job_id in event.get("watch", ()):
-                self._remote_watch[job_id] = until
-            self._hellos += "hello" in event
-        self.events.publish_many(e for e in events if "id" in e)
-        if len(self._remote_watch) > 10_000:
-            now_ = time.monotonic()
-            self._remote_watch = {k: v for k, v in self._remote_watch.items() if v > now_}
-
-    def wants_deltas(self, job_id: str) -> bool:
-        """Whether a token delta of this job has a listener, in this process or, as announced,
-        in another: workers send no deltas nobody reads (safe to call from any thread)."""
-        if self.events.wants(job_id):
-            return True
-        if not self._remote_watch:
-            return False
-        t = time.monotonic()
-        return self._remote_watch.get(job_id, 0.0) > t or self._remote_watch.get("*", 0.0) > t
-
-    def _announce(self, watched: set[str] | None) -> None:
-        """Tell the other processes which jobs a subscriber here listens to (``*``: all)."""
-        if self._outbox is not None:
-            self._outbox.put_nowait([{"watch": ["*"] if watched is None else sorted(watched)}])
+        if self.relay.running:
+            await self.relay.stop()
+        await self.storage.close()
 
     async def __aenter__(self) -> Queue:
         await self.connect()
@@ -183,6 +77,51 @@ class Queue:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    # -- events ------------------------------------------------------------------------------
+
+    @property
+    def broadcasts(self) -> bool:
+        """Whether events go to other processes too (so there may be listeners we cannot see)."""
+        return self.relay.running
+
+    def publish(self, event: Event) -> None:
+        self.publish_many([event])
+
+    def publish_many(self, events: Iterable[Event]) -> None:
+        """Deliver events to this process's subscribers and, when the deployment carries them,
+        to every other process; never waits."""
+        if self.relay.running:
+            batch = list(events)
+            self.events.publish_many(batch)
+            self.relay.send(list(batch))
+        else:
+            self.events.publish_many(events)
+
+    def wants_deltas(self, job_id: str) -> bool:
+        """Whether a token delta of this job has a listener, in this process or, as announced,
+        in another: workers send no deltas nobody reads (safe to call from any thread)."""
+        return self.events.wants(job_id) or self.relay.watched_elsewhere(job_id)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write(self, changes: Sequence[Change]) -> list[Job]:
+        """Apply decided changes under their fences; the jobs written, copied to the store."""
+        if not changes:
+            return []
+        written = await self._jobs.apply(changes)
+        jobs = [c.job for c in changes if c.job.id in written]
+        if self._mirrored and jobs:
+            await self._store.put(jobs)
+        return jobs
+
+    async def _read(self, job_ids: Sequence[str]) -> list[Job]:
+        """The queue's copy first (it is never older than the store's), then the store's."""
+        found = await self._jobs.get_many(job_ids)
+        if self._mirrored and len(found) < len(set(job_ids)):
+            missing = set(job_ids) - {j.id for j in found}
+            found += await self._store.get_many(sorted(missing))
+        return found
+
     # -- clients -----------------------------------------------------------------------------
 
     async def submit(self, job: Job) -> Job:
@@ -190,122 +129,135 @@ class Queue:
 
     async def submit_many(self, jobs: Sequence[Job]) -> list[Job]:
         await self.fair.assign(jobs)
-        stored = await self.backend.enqueue(jobs)
-        self.publish_many(j.event() for j, s in zip(jobs, stored, strict=True) if j is s)
+        stored = await self._jobs.enqueue(jobs)
+        new = [j for j, s in zip(jobs, stored, strict=True) if j is s]
+        if self._mirrored and new:
+            await self._store.put(new)
+        self.publish_many(JobChanged.of(j) for j in new)
         return stored
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
         """The job, or NotFound when it does not exist or belongs to another tenant."""
-        job = await self.backend.get(job_id)
-        if job is None or (tenant is not None and job.tenant != tenant):
+        found = await self._read([job_id])
+        if not found or (tenant is not None and found[0].tenant != tenant):
             raise NotFound(f"no job {job_id!r}")
-        return job
+        return found[0]
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        return await self._read(job_ids)
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
-        return await self.backend.list_jobs(flt)
+        return await self._store.list_jobs(flt)
+
+    async def depth(self) -> dict[str, dict[str, int]]:
+        """Per model, how many jobs are queued, retrying and running."""
+        return await self._jobs.depth(sorted(s.value for s in ACTIVE))
+
+    async def oldest_waiting(self) -> dict[str, float]:
+        return await self._jobs.oldest_waiting()
 
     async def cancel(self, job_id: str, tenant: str | None = None) -> Job:
-        job = await self.get(job_id, tenant)
-        if job.terminal:
-            raise Conflict(f"job {job_id} already ended as {job.status.value}; nothing to cancel")
-        cancelled = await self.backend.cancel(job_id, now())
-        if cancelled is None:  # it ended between the read and the write
-            return await self.get(job_id, tenant)
-        self.publish(cancelled.event())
-        return cancelled
+        for _ in range(5):  # each lost race means the job moved on: decide again
+            job = await self.get(job_id, tenant)
+            change = machine.cancel(job, self.clock())
+            if change is None:
+                raise Conflict(
+                    f"job {job_id} already ended as {job.status.value}; nothing to cancel"
+                )
+            if await self._write([change]):
+                self.publish(JobChanged.of(change.job))
+                return change.job
+        return await self.get(job_id, tenant)
 
     async def replay(self, job_id: str, tenant: str | None = None) -> Job:
         job = await self.get(job_id, tenant)
-        if job.status is not JobStatus.FAILED:
+        change = machine.replay(job, self.clock())
+        if change is None:
             raise Conflict(f"job {job_id} is {job.status.value}; only failed jobs can be replayed")
-        replayed = await self.backend.replay(job_id, now())
-        if replayed is None:
+        if not await self._write([change]):
             raise Conflict(f"job {job_id} was replayed by someone else")
-        self.backend.notify(replayed.model)
-        self.publish(replayed.event())
-        return replayed
+        self.storage.signals.notify(job.model)
+        self.publish(JobChanged.of(change.job))
+        return change.job
 
     # -- workers -----------------------------------------------------------------------------
 
     async def lease(self, model: str, limit: int) -> list[Job]:
-        jobs = await self.backend.lease(model, limit, self.lease_s, now())
+        jobs = await self._jobs.lease(machine.lease_spec(model, limit, self.clock(), self.lease_s))
+        if self._mirrored and jobs:
+            await self._store.put(jobs)
         await self.fair.leased(model, jobs)
-        self.publish_many(j.event() for j in jobs)
+        self.publish_many(JobChanged.of(j) for j in jobs)
         return jobs
 
     async def heartbeat(self, jobs: Iterable[Job]) -> int:
         held = [(j.id, j.lease_token) for j in jobs if j.lease_token]
-        return await self.backend.extend(held, now() + self.lease_s) if held else 0
+        return await self._jobs.extend(held, self.clock() + self.lease_s) if held else 0
 
     async def complete(self, done: Sequence[tuple[Job, dict[str, Any]]]) -> list[Job]:
         """Store results; a job whose lease was lost (or that was cancelled) keeps its state."""
-        return await self._finish(
-            [
-                (j, Outcome(j.id, j.lease_token or "", JobStatus.SUCCEEDED, result=r))
-                for j, r in done
-            ]
-        )
+        t = self.clock()
+        return await self._finish([machine.succeed(j, r, t) for j, r in done])
 
     async def fail(self, failed: Sequence[tuple[Job, BaseException]]) -> list[Job]:
         """Retry after a backoff, or dead-letter when attempts are used up or retrying is futile."""
-        return await self._finish([(job, self._failure(job, exc, now())) for job, exc in failed])
+        t = self.clock()
+        return await self._finish([self._failure(job, exc, t) for job, exc in failed])
 
-    def _failure(self, job: Job, exc: BaseException, t: float) -> Outcome:
-        token = job.lease_token or ""
+    def _failure(self, job: Job, exc: BaseException, t: float) -> Change:
+        err = error_body(exc)
         if isinstance(exc, ModelError) and not exc.counts_as_attempt:
             wait = exc.retry_after if exc.retry_after is not None else self.retry.backoff(1)
-            return Outcome(
-                job.id, token, JobStatus.QUEUED, error=error_body(exc), available_at=t + wait
-            )
+            return machine.release(job, t + wait, err)
         retryable = exc.retryable if isinstance(exc, ModelError) else True
         retry_after = exc.retry_after if isinstance(exc, ModelError) else None
         delay = self.retry.next_delay(
             job.attempts, job.max_attempts, retryable=retryable, retry_after=retry_after
         )
-        err = error_body(exc)
         if delay is None:
             reason = "not retryable" if not retryable else f"{job.attempts} attempts used"
             err["message"] = f"{err['message']} (dead-lettered: {reason})"
-            return Outcome(job.id, token, JobStatus.FAILED, error=err)
-        return Outcome(job.id, token, JobStatus.RETRYING, error=err, available_at=t + delay)
+            return machine.dead_letter(job, err, t)
+        return machine.retry(job, err, t + delay, t)
 
     async def release(self, jobs: Sequence[Job]) -> list[Job]:
         """Hand leased jobs back untouched (a draining worker); the attempt does not count."""
-        t = now()
-        return await self._finish(
-            [
-                (j, Outcome(j.id, j.lease_token or "", JobStatus.QUEUED, available_at=t))
-                for j in jobs
-            ]
-        )
+        t = self.clock()
+        return await self._finish([machine.release(j, t) for j in jobs])
 
-    async def _finish(self, pairs: Sequence[tuple[Job, Outcome]]) -> list[Job]:
-        if not pairs:
-            return []
-        t = now()
-        applied = await self.backend.finish([o for _, o in pairs], t)
-        changed = [_apply(job, o, t) for job, o in pairs if job.id in applied]
-        self.publish_many(j.event() for j in changed)
-        for model in {j.model for j in changed if j.status is not JobStatus.SUCCEEDED}:
-            self.backend.notify(model)
+    async def _finish(self, changes: Sequence[Change]) -> list[Job]:
+        changed = await self._write(changes)
+        self.publish_many(JobChanged.of(j) for j in changed)
+        for model in {j.model for j in changed if j.status in WAITING}:
+            self.storage.signals.notify(model)
         return changed
 
     async def maintain(self) -> dict[str, int]:
         """Expire overdue jobs, take back leases of dead workers, drop results past their TTL."""
-        t = now()
-        expired = await self.backend.expire(t)
-        self.publish_many(j.event() for j in expired)
-        orphans = await self.backend.expired_leases(t, 1000)
+        t = self.clock()
+        expired = reclaimed = 0
+        for _ in range(10):
+            late = await self._jobs.overdue(t, self.MAINTAIN_BATCH)
+            changes = [c for c in (machine.expire(j, t) for j in late) if c is not None]
+            done = await self._write(changes)
+            self.publish_many(JobChanged.of(j) for j in done)
+            expired += len(done)
+            if len(late) < self.MAINTAIN_BATCH:
+                break
+        orphans = await self._jobs.stale_leases(t, self.MAINTAIN_BATCH)
         lost = TimeoutError("lease expired: the worker holding the job stopped responding")
-        reclaimed = await self.fail([(j, lost) for j in orphans])
-        purged = await self.backend.purge(t - self.result_ttl_s)
-        return {"expired": len(expired), "reclaimed": len(reclaimed), "purged": purged}
+        reclaimed = len(await self.fail([(j, lost) for j in orphans]))
+        statuses = sorted(s.value for s in PURGEABLE)
+        purged = await self._jobs.purge(statuses, t - self.result_ttl_s)
+        if self._mirrored:
+            purged = await self._store.purge(statuses, t - self.result_ttl_s)
+        return {"expired": expired, "reclaimed": reclaimed, "purged": purged}
 
     # -- push --------------------------------------------------------------------------------
 
     def subscribe(
         self, ids: Iterable[str] | None, *, tenant: str | None = None, poll_s: float = 0.25
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[Event, None]:
         """Events of the given jobs until each has ended; with ``None``, every job's events.
 
         Listening starts at the call, so a caller may subscribe before it submits. A job that
@@ -318,33 +270,34 @@ class Queue:
 
     async def _stream(
         self, sub: Subscription, watched: set[str] | None, tenant: str | None, poll_s: float
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[Event, None]:
         loop = asyncio.get_running_loop()
+        relay = self.relay
         next_poll = loop.time() + self.SAFETY_POLL_S
-        next_announce = loop.time() + self.WATCH_TTL_S / 3
+        next_announce = loop.time() + relay.WATCH_TTL_S / 3
         seen: dict[str, tuple[str, int]] = {}
-        self._announce(watched)
-        hellos = self._hellos
+        relay.announce(watched)
+        hellos = relay.hellos
         with sub:
-            batch = [] if watched is None else await self._poll(watched, seen, tenant)
+            batch: list[Event] = [] if watched is None else await self._poll(watched, seen, tenant)
             while True:
                 for event in batch:
-                    if watched is not None and event["id"] not in watched:
+                    if watched is not None and event.id not in watched:
                         continue
-                    if "delta" not in event:
-                        state = (event["status"], event.get("attempts", 0))
-                        if seen.get(event["id"]) == state:
+                    if isinstance(event, JobChanged):
+                        state = (event.status, event.attempts)
+                        if seen.get(event.id) == state:
                             continue  # already yielded, by a poll or by the hub
-                        seen[event["id"]] = state
+                        seen[event.id] = state
                     yield event
-                    if watched is not None and _ends(event):
-                        watched.discard(event["id"])
-                        sub.discard(event["id"])
+                    if watched is not None and event.ends:
+                        watched.discard(event.id)
+                        sub.discard(event.id)
                 if watched is not None and not watched:
                     return
-                if loop.time() > next_announce or hellos != self._hellos:
-                    next_announce, hellos = loop.time() + self.WATCH_TTL_S / 3, self._hellos
-                    self._announce(watched)
+                if loop.time() > next_announce or hellos != relay.hellos:
+                    next_announce, hellos = loop.time() + relay.WATCH_TTL_S / 3, relay.hellos
+                    relay.announce(watched)
                 try:
                     batch = [await asyncio.wait_for(sub.queue.get(), poll_s)]
                 except TimeoutError:
@@ -358,17 +311,16 @@ class Queue:
 
     async def _poll(
         self, watched: set[str], seen: dict[str, tuple[str, int]], tenant: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Event]:
         """The current state of each watched job that differs from what was last yielded."""
-        jobs = {j.id: j for j in await self.backend.get_many(sorted(watched))}
-        events = []
+        jobs = {j.id: j for j in await self._read(sorted(watched))}
+        events: list[Event] = []
         for job_id in sorted(watched):
             job = jobs.get(job_id)
             if job is None or (tenant is not None and job.tenant != tenant):
-                error = {"code": "not_found", "message": f"no job {job_id!r}"}
-                events.append({"id": job_id, "status": "not_found", "error": error})
+                events.append(JobChanged.not_found(job_id))
             elif seen.get(job_id) != (job.status.value, job.attempts):
-                events.append(job.event())
+                events.append(JobChanged.of(job))
         return events
 
     async def wait(
@@ -379,6 +331,6 @@ class Queue:
             events = self.subscribe([job_id], tenant=tenant)
             async with contextlib.aclosing(events):
                 async for event in events:
-                    if event["status"] in TERMINAL or event["status"] == "not_found":
+                    if event.ends:
                         break
         return await self.get(job_id, tenant)

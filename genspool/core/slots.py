@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from genspool.backends.base import Backend
+from genspool.core.roles import Coordination
 from genspool.core.job import now
 
 __all__ = ["Slots"]
@@ -22,7 +22,7 @@ __all__ = ["Slots"]
 class Slots:
     def __init__(
         self,
-        backend: Backend,
+        coordination: Coordination,
         model: str,
         limit: int,
         *,
@@ -31,7 +31,7 @@ class Slots:
         hold_s: float = 1.0,
         cool_s: float = 0.1,
     ) -> None:
-        self.backend, self.key, self.limit = backend, f"model:{model}", limit
+        self.coord, self.key, self.limit = coordination, f"model:{model}", limit
         self.ttl_s, self.hold_s, self.cool_s = ttl_s, hold_s, cool_s
         self._names = [f"{owner}/{model}/{i}" for i in range(limit)]
         self._free: list[str] = []  # held and not running a batch
@@ -46,7 +46,7 @@ class Slots:
         for name in self._names:
             if name in self._since or self._cooling.get(name, 0.0) > t:
                 continue
-            if not await self.backend.acquire_slot(self.key, name, self.limit, self.ttl_s, now()):
+            if not await self.coord.acquire_slot(self.key, name, self.limit, self.ttl_s, now()):
                 return None
             self._since[name] = t
             return name
@@ -69,11 +69,11 @@ class Slots:
         if self._since.pop(slot, None) is not None:
             if slot in self._free:
                 self._free.remove(slot)
-            await self.backend.release_slot(self.key, slot)
+            await self.coord.release_slot(self.key, slot)
 
     async def renew(self) -> None:
         for slot in list(self._since):
-            await self.backend.acquire_slot(self.key, slot, self.limit, self.ttl_s, now())
+            await self.coord.acquire_slot(self.key, slot, self.limit, self.ttl_s, now())
 
     async def release_all(self) -> None:
         for slot in list(self._since):

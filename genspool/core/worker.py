@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from genspool.config import ModelConfig
+from genspool.core.events import TokenDelta
 from genspool.core.job import Job
+from genspool.core.models import Models, prompt_tokens
 from genspool.core.queue import Queue
 from genspool.core.slots import Slots
 from genspool.exceptions import ModelError, ModelTimeout
 from genspool.providers.base import Provider, Request, TokenSink
-from genspool.providers.registry import ModelRegistry
 
 __all__ = ["Worker"]
 
@@ -34,7 +35,7 @@ class Worker:
     def __init__(
         self,
         queue: Queue,
-        registry: ModelRegistry,
+        registry: Models,
         *,
         models: Sequence[str] | None = None,
         maintain_s: float = 1.0,
@@ -102,9 +103,9 @@ class Worker:
     async def _lane(self, cfg: ModelConfig, provider: Provider) -> None:
         """Lease and start batches of one model, each under one of the model's slots: at most
         ``max_concurrency`` batches run at once across every worker process."""
-        local = asyncio.Semaphore(cfg.max_concurrency)
+        local = asyncio.Semaphore(cfg.batching.max_concurrency)
         slots = Slots(
-            self.queue.backend, cfg.name, cfg.max_concurrency, owner=self.id,
+            self.queue.storage.coordination, cfg.name, cfg.batching.max_concurrency, owner=self.id,
             ttl_s=self.queue.lease_s,
         )  # fmt: skip
         self._slots.append(slots)
@@ -154,15 +155,16 @@ class Worker:
 
     async def _gather(self, cfg: ModelConfig) -> list[Job]:
         """Lease a batch: wait for a first job, then up to ``max_wait_ms`` to fill it."""
-        jobs = await self._lease(cfg, cfg.max_batch_size)
+        size = cfg.batching.max_batch_size
+        jobs = await self._lease(cfg, size)
         if not jobs:
-            await self.queue.backend.wait_for_work(cfg.name, 1.0)
+            await self.queue.storage.signals.wait_for_work(cfg.name, 1.0)
             return []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.max_wait_ms / 1000
-        while len(jobs) < cfg.max_batch_size and (left := deadline - loop.time()) > 0:
-            await self.queue.backend.wait_for_work(cfg.name, left)
-            jobs += await self._lease(cfg, cfg.max_batch_size - len(jobs))
+        deadline = loop.time() + cfg.batching.max_wait_ms / 1000
+        while len(jobs) < size and (left := deadline - loop.time()) > 0:
+            await self.queue.storage.signals.wait_for_work(cfg.name, left)
+            jobs += await self._lease(cfg, size - len(jobs))
         return jobs
 
     async def _lease(self, cfg: ModelConfig, limit: int) -> list[Job]:
@@ -193,12 +195,15 @@ class Worker:
                     self.held.pop(job.id, None)
 
     async def _call(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
-        requests = [Request(j.url, j.body, self._token_sink(j)) for j in jobs]
+        requests = [
+            Request(j.url, j.body, self._token_sink(j), prompt_tokens(j.metadata)) for j in jobs
+        ]
+        timeout_s = cfg.limits.timeout_s
         try:
-            async with asyncio.timeout(cfg.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 results = await provider.handle(requests)
         except TimeoutError:
-            err = ModelTimeout(f"model {cfg.name} did not answer within timeout_s={cfg.timeout_s}")
+            err = ModelTimeout(f"model {cfg.name} did not answer within timeout_s={timeout_s}")
             await self.queue.fail([(j, err) for j in jobs])
             return
         except Exception as exc:  # a provider bug must not kill the lane; the jobs retry
@@ -229,7 +234,7 @@ class Worker:
             # Most jobs have no listener anywhere: then a token costs one dict lookup. A model
             # that generates on another thread hands the event over to the loop's.
             if queue.wants_deltas(job.id):
-                event = {"id": job.id, "status": "running", "delta": text}
+                event = TokenDelta(job.id, text)
                 if threading.get_ident() == loop_thread:
                     queue.publish(event)
                 else:

@@ -3,7 +3,8 @@
 A provider serves some endpoints (``/v1/chat/completions``, ``/v1/embeddings``, ...) of one
 configured model. The worker hands it a batch of requests of one endpoint; it returns, per
 request, the OpenAI response body or the :class:`~genspool.exceptions.ModelError` that request
-ended with. Routing by model name lives outside (``genspool.providers.registry``).
+ended with. Routing by model name lives outside (``genspool.runtime.registry``); how a provider
+is found and configured is :mod:`genspool.providers.plugins`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Request:
     url: str
     body: dict[str, Any]
     on_token: TokenSink | None = None
+    #: Prompt tokens as counted once when the job was accepted (the API's model card); None
+    #: when the model's tokenizer could not count them.
+    prompt_tokens: int | None = None
 
 
 class Provider(ABC):

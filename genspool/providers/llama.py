@@ -9,7 +9,8 @@ OpenAI ``chat.completion`` bodies are produced here too.
 
 All llama.cpp calls on the context happen on one worker thread, so the event loop never blocks
 and the (not thread-safe) context is only ever used by one batch at a time. Token counting for
-the API process uses a separate vocab-only model that never loads weights.
+the API process (:class:`PromptCounter`, the model card's counter) uses a separate vocab-only
+model that never loads weights.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from genspool._ids import random_hex
 from genspool.exceptions import ConfigError, ContextWindowExceeded, InvalidRequest, ModelError
 from genspool.providers.base import CHAT, Provider, Request, Response, TokenSink
 
-__all__ = ["LlamaChatProvider", "bundled_model_path"]
+__all__ = ["LlamaChatProvider", "PromptCounter", "bundled_model_path"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -263,6 +264,32 @@ class _Vocab:
             if self._owned and self.model:
                 llama_cpp.llama_model_free(self.model)
             self.model = None
+
+
+class PromptCounter:
+    """Prompt tokens of chat bodies by the model's own tokenizer and chat template, from a
+    vocab-only load of the model file (no weights): what the API process counts with."""
+
+    def __init__(self, model_path: Path | None) -> None:
+        self.model_path = model_path
+        self._vocab: _Vocab | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, body: dict[str, Any]) -> list[int] | None:
+        return [len(self._loaded().prompt(body))] if url == CHAT else None
+
+    def _loaded(self) -> _Vocab:
+        with self._lock:
+            if self._vocab is None:
+                source = self.model_path or bundled_model_path()
+                self._vocab = _Vocab(_load_model(source, vocab_only=True), owned=True)
+            return self._vocab
+
+    def close(self) -> None:
+        with self._lock:
+            if self._vocab is not None:
+                self._vocab.close()
+                self._vocab = None
 
 
 # -- request parameters -------------------------------------------------------------------------
@@ -630,17 +657,15 @@ class LlamaChatProvider(Provider):
         self._engine: _Engine | None = None
         #: The weights file actually loaded (the Q8_0 copy, normally); set by load().
         self.weights_path: Path | None = None
-        self._vocab: _Vocab | None = None
-        self._vocab_lock = threading.Lock()
+        self._counter = PromptCounter(self.model_path)
         self._engine_lock = threading.Lock()  # one batch at a time on the one context
         self._pool: ThreadPoolExecutor | None = None
 
     # -- Provider API ------------------------------------------------------------------------
 
     def count_tokens(self, url: str, body: dict[str, Any]) -> int | None:
-        if url != CHAT:
-            return None
-        return len(self._vocab_only().prompt(body))
+        counts = self._counter(url, body)
+        return counts[0] if counts else None
 
     async def load(self) -> None:
         await self._in_worker(self._loaded)
@@ -660,10 +685,7 @@ class LlamaChatProvider(Provider):
             await self._in_worker(self._free)
             self._pool.shutdown(wait=False)
             self._pool = None
-        with self._vocab_lock:
-            if self._vocab is not None:
-                self._vocab.close()
-                self._vocab = None
+        self._counter.close()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -672,15 +694,6 @@ class LlamaChatProvider(Provider):
             # One thread: every llama.cpp call on the context runs there, in submission order.
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"llama-{self.model}")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
-    def _source(self) -> Path:
-        return self.model_path or bundled_model_path()
-
-    def _vocab_only(self) -> _Vocab:
-        with self._vocab_lock:
-            if self._vocab is None:
-                self._vocab = _Vocab(_load_model(self._source(), vocab_only=True), owned=True)
-            return self._vocab
 
     def _weights(self) -> Path:
         if self.model_path is not None:

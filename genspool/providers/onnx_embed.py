@@ -22,7 +22,7 @@ from genspool.exceptions import ConfigError, InvalidRequest, ModelError
 from genspool.providers.base import EMBEDDINGS, Provider, Request, Response
 from genspool.providers.shapes import embedding_list
 
-__all__ = ["OnnxEmbeddingProvider", "bundled_onnx_path", "embedding_texts"]
+__all__ = ["OnnxEmbeddingProvider", "TextCounter", "bundled_onnx_path", "embedding_texts"]
 
 VOCAB = Path(__file__).parent / "data" / "minilm-vocab.txt"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
@@ -57,6 +57,26 @@ def _wordpiece() -> Any:
     return BertWordPieceTokenizer(str(VOCAB), lowercase=True)
 
 
+class TextCounter:
+    """Tokens of each text of an embeddings body, untruncated (what the client sent, to compare
+    with the context window); loads the vocabulary only: the model card's counter."""
+
+    def __init__(self) -> None:
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, body: dict[str, Any]) -> list[int] | None:
+        if url != EMBEDDINGS:
+            return None
+        return [len(e.ids) for e in self._loaded().encode_batch(embedding_texts(body))]
+
+    def _loaded(self) -> Any:
+        with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = _wordpiece()
+            return self._tokenizer
+
+
 class OnnxEmbeddingProvider(Provider):
     endpoints = frozenset({EMBEDDINGS})
     dimensions = 384
@@ -75,7 +95,7 @@ class OnnxEmbeddingProvider(Provider):
         self.threads = threads
         self._session: Any = None
         self._tokenizer: Any = None
-        self._counter: Any = None
+        self._counter = TextCounter()
         self._lock = threading.Lock()
 
     @property
@@ -87,13 +107,6 @@ class OnnxEmbeddingProvider(Provider):
             tok.enable_padding(pad_id=0, pad_token="[PAD]")
             self._tokenizer = tok
         return self._tokenizer
-
-    @property
-    def counter(self) -> Any:
-        """The same vocabulary without truncation, to measure what a client sent."""
-        if self._counter is None:
-            self._counter = _wordpiece()
-        return self._counter
 
     async def load(self) -> None:
         await asyncio.to_thread(self._load)
@@ -113,7 +126,8 @@ class OnnxEmbeddingProvider(Provider):
             )
 
     def count_tokens(self, url: str, body: dict[str, Any]) -> int | None:
-        return sum(len(e.ids) for e in self.counter.encode_batch(embedding_texts(body)))
+        counts = self._counter(url, body)
+        return sum(counts) if counts is not None else None
 
     async def handle(self, batch: Sequence[Request]) -> list[Response | ModelError]:
         return await asyncio.to_thread(self._handle, batch)

@@ -3,22 +3,28 @@
 One HTTP call per request of the batch, all in flight together on one pooled httpx client;
 the batch is what the remote server batches. Errors are translated at this boundary: 429,
 5xx, timeouts and connection errors are retryable (``Retry-After`` is passed on), other 4xx
-are not.
+are not. Its plugin (``provider: openai``) is remote: the breaker and in-call retries are on by
+default, and a model card counts no tokens (the remote's tokenizer is unknown).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+from pydantic import Field
 
-from genspool.exceptions import ModelError, ModelTimeout
+from genspool.exceptions import ConfigError, ModelError, ModelTimeout
 from genspool.providers.base import CHAT, EMBEDDINGS, Provider, Request, Response
+from genspool.providers.plugins import ProviderOptions, ProviderPlugin, options_of
 
-__all__ = ["OpenAIProvider", "retry_after_s"]
+if TYPE_CHECKING:
+    from genspool.config import ModelConfig
+
+__all__ = ["OpenAIOptions", "OpenAIProvider", "plugin", "retry_after_s"]
 
 RETRYABLE = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
@@ -99,3 +105,35 @@ class OpenAIProvider(Provider):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class OpenAIOptions(ProviderOptions):
+    base_url: str = Field(min_length=1, description="Root of the OpenAI-compatible API.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
+    remote_model: str | None = Field(None, description="Model name at the remote; default name.")
+
+
+def _create(config: ModelConfig, env: Mapping[str, str]) -> OpenAIProvider:
+    opts = options_of(config, OpenAIOptions)
+    key = env.get(opts.api_key_env) if opts.api_key_env else None
+    if opts.api_key_env and key is None:
+        raise ConfigError(
+            f"model {config.name!r}: environment variable {opts.api_key_env} is not set"
+        )
+    return OpenAIProvider(
+        config.name,
+        base_url=opts.base_url,
+        api_key=key,
+        remote_model=opts.remote_model,
+        endpoints=config.endpoints,
+        timeout_s=config.limits.call_timeout,
+    )
+
+
+plugin = ProviderPlugin(
+    name="openai",
+    options=OpenAIOptions,
+    endpoints=OpenAIProvider.endpoints,
+    create=_create,
+    remote=True,
+)

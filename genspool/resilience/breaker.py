@@ -204,6 +204,6 @@ class BreakerLayer(Layer):
         snap = self.breaker.snapshot()
         log.warning("model %s: circuit breaker %s", self.model, snap["state"])
         try:
-            await self.shared.kv_put(NAMESPACE, self.model, orjson.dumps(snap))
+            await self.shared.kv.kv_put(NAMESPACE, self.model, orjson.dumps(snap))
         except Exception as exc:  # showing the state must never fail a call
             log.warning("could not store the breaker state of %s: %s", self.model, exc)

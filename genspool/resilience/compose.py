@@ -15,9 +15,10 @@ sits above the limiter so that an open circuit spends no budget and waiting for 
 counted as a failure; the limiter waits before the call timeout starts; the timeout bounds the
 in-call retries, and the breaker sees the outcome of a call after its retries.
 
-The breaker is on by default for remote endpoints (``provider: openai``) only: a model running
-in this process has no endpoint to protect, and its failures are its jobs'. ``breaker: true``
-turns it on for any model.
+The breaker is on by default for remote providers (a plugin with ``remote=True``, such as
+``provider: openai``) only: a model running in this process has no endpoint to protect, and its
+failures are its jobs'. ``breaker: {enabled: true}`` turns it on for any model. In-call retries
+likewise default to 2 for remote providers and 0 for local ones (``limits.call_retries``).
 """
 
 from __future__ import annotations
@@ -35,20 +36,32 @@ from genspool.resilience.retry import InCallRetry
 from genspool.resilience.shared import Shared
 from genspool.resilience.timeout import CallTimeout, JobDeadline
 
-__all__ = ["breaker_policy", "build_stack"]
+__all__ = ["breaker_on", "breaker_policy", "build_stack", "call_retries"]
 
-REMOTE = frozenset({"openai"})
+#: In-call retries of a remote provider unless ``limits.call_retries`` says otherwise.
+REMOTE_CALL_RETRIES = 2
 
 
 def breaker_policy(cfg: ModelConfig) -> BreakerPolicy:
+    b = cfg.breaker
     return BreakerPolicy(
-        failures=cfg.breaker_failures,
-        failure_ratio=cfg.breaker_failure_ratio,
-        min_calls=cfg.breaker_min_calls,
-        window_s=cfg.breaker_window_s,
-        cooldown_s=cfg.breaker_cooldown_s,
-        probes=cfg.breaker_probes,
+        failures=b.failures,
+        failure_ratio=b.failure_ratio,
+        min_calls=b.min_calls,
+        window_s=b.window_s,
+        cooldown_s=b.cooldown_s,
+        probes=b.probes,
     )
+
+
+def breaker_on(cfg: ModelConfig) -> bool:
+    """Whether the model's stack has a circuit breaker (readable without building it)."""
+    return cfg.remote if cfg.breaker.enabled is None else cfg.breaker.enabled
+
+
+def call_retries(cfg: ModelConfig) -> int:
+    retries = cfg.limits.call_retries
+    return (REMOTE_CALL_RETRIES if cfg.remote else 0) if retries is None else retries
 
 
 def build_stack(
@@ -61,30 +74,29 @@ def build_stack(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Provider:
     """``resolve`` gives another model's stack by name (for fallbacks)."""
-    remote = cfg.provider in REMOTE
-    call_timeout_s = cfg.call_timeout_s or cfg.timeout_s
+    limits = cfg.limits
     stack = provider
-    if remote and cfg.call_retries:
-        stack = InCallRetry(stack, retries=cfg.call_retries, clock=clock, sleep=sleep)
+    if retries := call_retries(cfg):
+        stack = InCallRetry(stack, retries=retries, clock=clock, sleep=sleep)
     # End a call a little before the worker's own timeout_s would cancel it.
-    margin_s = min(0.05 * cfg.timeout_s, 0.25)
-    stack = CallTimeout(stack, call_timeout_s=call_timeout_s, clock=clock, margin_s=margin_s)
-    if remote:
+    margin_s = min(0.05 * limits.timeout_s, 0.25)
+    stack = CallTimeout(stack, call_timeout_s=limits.call_timeout, clock=clock, margin_s=margin_s)
+    if cfg.remote:
         stack = PerRequest(stack)
-    if cfg.rpm or cfg.tpm:
+    if limits.rpm or limits.tpm:
         stack = RateLimit(
             stack,
             shared=shared,
-            rpm=cfg.rpm,
-            tpm=cfg.tpm,
+            rpm=limits.rpm,
+            tpm=limits.tpm,
             clock=clock,
             sleep=sleep,
-            max_wait_s=cfg.timeout_s,
-            reserve_s=min(call_timeout_s, cfg.timeout_s / 2),
+            max_wait_s=limits.timeout_s,
+            reserve_s=min(limits.call_timeout, limits.timeout_s / 2),
         )
-    if remote if cfg.breaker is None else cfg.breaker:
+    if breaker_on(cfg):
         breaker = Breaker(breaker_policy(cfg), clock)
         stack = BreakerLayer(stack, breaker=breaker, shared=shared)
     if cfg.fallbacks:
         stack = Fallback(stack, fallbacks=cfg.fallbacks, resolve=resolve)
-    return JobDeadline(stack, timeout_s=cfg.timeout_s, clock=clock)
+    return JobDeadline(stack, timeout_s=limits.timeout_s, clock=clock)

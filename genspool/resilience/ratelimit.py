@@ -3,9 +3,10 @@
 Each batch reserves ``len(batch)`` from the bucket ``rpm:<model>`` and its tokens from
 ``tpm:<model>`` through the backend's atomic GCRA reservation, so all workers together stay
 under the limits. A bucket holds one minute's budget (a burst of up to ``rpm`` requests is
-allowed after a quiet minute) and refills continuously. Tokens of a request: its prompt by the
-model's tokenizer (or about four characters a token when the provider cannot count) plus its
-``max_tokens`` (or ``default_completion_tokens``) for chat.
+allowed after a quiet minute) and refills continuously. Tokens of a request: its prompt as
+counted when the job was accepted (``Request.prompt_tokens``; the prompt is not tokenized again
+here), else by the provider, else about four characters a token; plus its ``max_tokens`` (or
+``default_completion_tokens``) for chat.
 
 When a reservation is refused, the batch *waits* for it — as long as the job's deadline leaves
 ``reserve_s`` for the call afterwards. Past that, the batch is not sent: each request gets a
@@ -36,7 +37,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 def request_tokens(provider: Provider, request: Request, default_completion: int) -> int:
-    prompt = provider.count_tokens(request.url, request.body)
+    prompt = request.prompt_tokens
+    if prompt is None:
+        prompt = provider.count_tokens(request.url, request.body)
     if prompt is None:
         text = request.body.get("messages", request.body.get("input", ""))
         prompt = len(orjson.dumps(text)) // 4 + 1
@@ -89,7 +92,7 @@ class RateLimit(Layer):
     async def _take(self, key: str, cost: float, per_minute: int) -> ModelRateLimited | None:
         """Reserve ``cost`` from ``key``, waiting while the deadline allows; the refusal else."""
         while True:
-            wait = await self.shared.reserve(key, cost, per_minute / 60, per_minute, self.clock())
+            wait = await self.shared.limits.reserve(key, cost, per_minute / 60, per_minute, self.clock())
             if wait <= 0:
                 return None
             if wait > self._may_wait():

@@ -1,30 +1,45 @@
-"""What the layers need from the backend, and a process-local stand-in for when there is none.
+"""What the layers need from storage, and a process-local stand-in for when there is none.
 
-The rate limiter needs :meth:`~genspool.backends.base.Backend.reserve` (a GCRA bucket shared by
-every process); the breaker writes its state with ``kv_put`` so any API process can show it.
-Every :class:`~genspool.backends.base.Backend` is a :class:`Shared`. Without one (a registry
-used on its own, a unit test), :class:`LocalShared` keeps both in this process only.
+The rate limiter needs a GCRA bucket shared by every process (the ``reserve`` of
+:class:`~genspool.core.roles.Coordination`); the breaker writes its state to a
+:class:`~genspool.core.roles.KeyValue` so any API process can show it. :class:`Shared` names
+the two; without storage (a registry used on its own, a unit test), :meth:`Shared.local` keeps
+both in this process only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from genspool.backends.base import gcra
+from genspool.core.gcra import gcra
 
-__all__ = ["LocalShared", "Shared"]
+__all__ = ["Limits", "LocalShared", "Records", "Shared"]
 
 
-class Shared(Protocol):
+class Limits(Protocol):
     async def reserve(
         self, key: str, cost: float, rate_per_s: float, burst: float, now: float
     ) -> float: ...
 
+
+class Records(Protocol):
     async def kv_put(self, namespace: str, key: str, value: bytes) -> None: ...
 
     async def kv_get(self, namespace: str, key: str) -> bytes | None: ...
 
     async def kv_list(self, namespace: str) -> dict[str, bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    limits: Limits
+    kv: Records
+
+    @classmethod
+    def local(cls) -> Shared:
+        here = LocalShared()
+        return cls(here, here)
 
 
 class LocalShared:

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from genspool.backends import Backend, backend_from_url
+from genspool.backends import Storage, open_storage
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 
-BACKENDS = ["sqlite", "postgres", "redis", "nats", "redis+postgres", "nats+postgres"]
+BACKENDS = ["memory", "sqlite", "postgres", "redis", "nats", "redis+postgres", "nats+postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -27,9 +27,9 @@ def backend_url(request: pytest.FixtureRequest, namespaced_url: Callable[[str], 
     return f"{namespaced_url(store)} {namespaced_url(queue)}" if queue else namespaced_url(store)
 
 
-def open_backend(url: str) -> Backend:
+def open_backend(url: str) -> Storage:
     store, _, queue = url.partition(" ")
-    return backend_from_url(store, queue_url=queue or None)
+    return open_storage(store, queue_url=queue or None)
 
 
 @pytest.fixture
@@ -67,6 +67,6 @@ async def _drop_namespace(backend_url: str) -> AsyncIterator[None]:
         yield
     finally:
         try:
-            await probe.backend.drop()
+            await probe.storage.drop()
         finally:
             await probe.close()

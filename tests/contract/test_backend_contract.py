@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from genspool.backends import JobFilter
+from genspool.core.roles import JobFilter
 from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
 from genspool.exceptions import CircuitOpen, Conflict, ModelError, NotFound
@@ -219,7 +219,7 @@ async def test_list_filters_and_cursor_pagination(queue: Queue) -> None:
 async def test_depth_counts_waiting_and_running(queue: Queue) -> None:
     await queue.submit_many([job() for _ in range(4)] + [job(model="x")])
     await queue.lease("m", 1)
-    depth = await queue.backend.depth()
+    depth = await queue.depth()
     assert depth["m"] == {"queued": 3, "running": 1} and depth["x"] == {"queued": 1}
 
 
@@ -236,8 +236,8 @@ async def test_events_follow_every_state_change(queue: Queue) -> None:
     (leased,) = await queue.lease("m", 1)
     await queue.complete([(leased, RESULT)])
     await asyncio.wait_for(listener, 5)
-    assert [e["status"] for e in seen] == ["queued", "running", "succeeded"]
-    assert seen[-1]["result"] == RESULT
+    assert [e.status for e in seen] == ["queued", "running", "succeeded"]
+    assert seen[-1].result == RESULT
 
 
 async def test_late_subscriber_gets_the_final_event_at_once(queue: Queue) -> None:
@@ -245,7 +245,7 @@ async def test_late_subscriber_gets_the_final_event_at_once(queue: Queue) -> Non
     (leased,) = await queue.lease("m", 1)
     await queue.complete([(leased, RESULT)])
     events = [e async for e in queue.subscribe([stored.id])]
-    assert [e["status"] for e in events] == ["succeeded"] and events[0]["result"] == RESULT
+    assert [e.status for e in events] == ["succeeded"] and events[0].result == RESULT
 
 
 async def _lease_eventually(q: Queue, model: str, timeout: float = 5.0) -> Job:
@@ -259,33 +259,33 @@ async def test_slots_are_limited_shared_and_expire(make_queue: Callable[..., Que
     a, b = make_queue(), make_queue()  # two connections, as two processes would have
     async with a, b:
         t = time.time()
-        assert await a.backend.acquire_slot("model:m", "w1", 2, 0.3, t)
-        assert await b.backend.acquire_slot("model:m", "w2", 2, 0.3, t)
-        assert not await b.backend.acquire_slot("model:m", "w3", 2, 0.3, t)
-        assert await a.backend.acquire_slot("model:m", "w1", 2, 0.3, t)  # a holder renews
-        assert await a.backend.acquire_slot("model:other", "w3", 2, 0.3, t)
-        await a.backend.release_slot("model:m", "w1")
-        assert await b.backend.acquire_slot("model:m", "w3", 2, 0.3, t)
+        assert await a.storage.coordination.acquire_slot("model:m", "w1", 2, 0.3, t)
+        assert await b.storage.coordination.acquire_slot("model:m", "w2", 2, 0.3, t)
+        assert not await b.storage.coordination.acquire_slot("model:m", "w3", 2, 0.3, t)
+        assert await a.storage.coordination.acquire_slot("model:m", "w1", 2, 0.3, t)  # a holder renews
+        assert await a.storage.coordination.acquire_slot("model:other", "w3", 2, 0.3, t)
+        await a.storage.coordination.release_slot("model:m", "w1")
+        assert await b.storage.coordination.acquire_slot("model:m", "w3", 2, 0.3, t)
         # w2 and w3 stop renewing (their worker died): their slots come back after the ttl
-        assert not await a.backend.acquire_slot("model:m", "w4", 2, 0.3, time.time())
-        assert await a.backend.acquire_slot("model:m", "w4", 2, 0.3, time.time() + 0.5)
+        assert not await a.storage.coordination.acquire_slot("model:m", "w4", 2, 0.3, time.time())
+        assert await a.storage.coordination.acquire_slot("model:m", "w4", 2, 0.3, time.time() + 0.5)
 
 
 async def test_reserve_is_a_shared_rate_limit(make_queue: Callable[..., Queue]) -> None:
     a, b = make_queue(), make_queue()
     async with a, b:
         t = 1_000.0
-        waits = [await (a, b)[i % 2].backend.reserve("rpm:m", 1, 10.0, 3, t) for i in range(4)]
+        waits = [await (a, b)[i % 2].storage.coordination.reserve("rpm:m", 1, 10.0, 3, t) for i in range(4)]
         assert waits[:3] == [0.0, 0.0, 0.0] and abs(waits[3] - 0.1) < 1e-6
-        assert await b.backend.reserve("rpm:m", 1, 10.0, 3, t + 0.1) == 0.0
-        assert await a.backend.reserve("rpm:other", 1, 10.0, 3, t) == 0.0
+        assert await b.storage.coordination.reserve("rpm:m", 1, 10.0, 3, t + 0.1) == 0.0
+        assert await a.storage.coordination.reserve("rpm:other", 1, 10.0, 3, t) == 0.0
         # a cost above the burst waits for a full bucket instead of failing forever
-        assert await a.backend.reserve("tpm:m", 50, 10.0, 20, t) == 0.0
-        assert await a.backend.reserve("tpm:m", 1, 10.0, 20, t) > 2.9
+        assert await a.storage.coordination.reserve("tpm:m", 50, 10.0, 20, t) == 0.0
+        assert await a.storage.coordination.reserve("tpm:m", 1, 10.0, 20, t) > 2.9
 
 
 async def test_kv_round_trip(queue: Queue) -> None:
-    kv = queue.backend
+    kv = queue.storage.kv
     assert await kv.kv_get("keys", "k1") is None
     await kv.kv_put("keys", "k1", b'{"tenant": "a"}')
     await kv.kv_put("keys", "k2", b"\x00\xff")
@@ -316,8 +316,8 @@ async def test_events_reach_a_subscriber_on_another_connection(
         await asyncio.sleep(0.3)
         await worker.complete([(leased, RESULT)])
         await asyncio.wait_for(listener, 5)
-        assert [e["status"] for e in seen] == ["queued", "running", "succeeded"]
-        assert seen[-1]["result"] == RESULT
+        assert [e.status for e in seen] == ["queued", "running", "succeeded"]
+        assert seen[-1].result == RESULT
 
 
 async def test_tenants_get_a_fair_share_of_equal_priority_work(queue: Queue) -> None:
@@ -335,14 +335,14 @@ async def test_tenants_get_a_fair_share_of_equal_priority_work(queue: Queue) -> 
 
 
 async def test_oldest_waiting_is_the_age_of_the_queue(queue: Queue) -> None:
-    assert await queue.backend.oldest_waiting() == {}
+    assert await queue.oldest_waiting() == {}
     first = await queue.submit(job(priority=1))
     await queue.submit_many([job(), job(model="x"), job(priority=5)])
-    oldest = await queue.backend.oldest_waiting()
+    oldest = await queue.oldest_waiting()
     assert oldest["m"] == first.created_at and set(oldest) == {"m", "x"}
     for _ in range(3):
         await _lease_eventually(queue, "m")
-    assert set(await queue.backend.oldest_waiting()) == {"x"}
+    assert set(await queue.oldest_waiting()) == {"x"}
 
 
 async def test_a_call_refused_before_the_model_uses_no_attempt(queue: Queue) -> None:

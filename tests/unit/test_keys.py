@@ -126,7 +126,7 @@ def test_secrets_filter_rewrites_records_with_args() -> None:
 async def test_store_creates_a_key_that_authenticates_and_stores_no_secret(
     backend: Backend,
 ) -> None:
-    store = KeyStore(backend)
+    store = KeyStore(backend, backend)
     assert not await store.enabled()
     key, token = await store.create("acme", [Scope.SUBMIT], name="ci", rpm=10)
     key_id, secret = parse_token(token) or ("", "")
@@ -140,7 +140,7 @@ async def test_store_creates_a_key_that_authenticates_and_stores_no_secret(
 async def test_store_refuses_missing_unknown_and_wrong_keys_without_echoing_them(
     backend: Backend,
 ) -> None:
-    store = KeyStore(backend)
+    store = KeyStore(backend, backend)
     _, token = await store.create("acme", [Scope.READ])
     key_id = token.split("_")[1]
     candidates = [
@@ -159,8 +159,8 @@ async def test_store_refuses_missing_unknown_and_wrong_keys_without_echoing_them
 
 async def test_revocation_reaches_other_processes_within_the_cache_ttl(backend: Backend) -> None:
     clock = Clock()
-    here = KeyStore(backend, ttl_s=5.0, clock=clock)
-    elsewhere = KeyStore(backend, ttl_s=5.0, clock=clock)  # another API process
+    here = KeyStore(backend, backend, ttl_s=5.0, clock=clock)
+    elsewhere = KeyStore(backend, backend, ttl_s=5.0, clock=clock)  # another API process
     key, token = await here.create("acme", [Scope.READ])
     await elsewhere.authenticate(token)  # now cached there
     await here.revoke(key.id)
@@ -183,8 +183,8 @@ async def test_auth_turns_on_when_a_first_key_appears_and_never_turns_off(
     backend: Backend,
 ) -> None:
     clock = Clock()
-    server = KeyStore(backend, ttl_s=5.0, clock=clock)
-    cli = KeyStore(backend)
+    server = KeyStore(backend, backend, ttl_s=5.0, clock=clock)
+    cli = KeyStore(backend, backend)
     assert not await server.enabled()
     key, _ = await cli.create("ops", [Scope.ADMIN])
     assert not await server.enabled()  # the negative answer is cached for the TTL
@@ -193,11 +193,11 @@ async def test_auth_turns_on_when_a_first_key_appears_and_never_turns_off(
     await cli.revoke(key.id)  # revoking every key must not open the API again
     clock.t += 100
     assert await server.enabled()
-    assert await KeyStore(backend).enabled()
+    assert await KeyStore(backend, backend).enabled()
 
 
 async def test_create_validates_tenant_scopes_and_rpm(backend: Backend) -> None:
-    store = KeyStore(backend)
+    store = KeyStore(backend, backend)
     with pytest.raises(InvalidRequest, match="tenant"):
         await store.create("no spaces", [Scope.READ])
     with pytest.raises(InvalidRequest, match="tenant"):
@@ -211,6 +211,6 @@ async def test_create_validates_tenant_scopes_and_rpm(backend: Backend) -> None:
 
 
 async def test_list_is_oldest_first(backend: Backend) -> None:
-    store = KeyStore(backend)
+    store = KeyStore(backend, backend)
     made = [(await store.create(f"t{i}", [Scope.READ]))[0] for i in range(3)]
     assert [k.id for k in await store.list_keys()] == [k.id for k in made]

@@ -1,0 +1,40 @@
+"""Python clients of a genspool server: :class:`Client` (blocking) and :class:`AsyncClient`.
+
+Both speak the public HTTP API only (jobs, dead letters, keys, models, Server-Sent Events and
+the WebSocket), return the typed results of ``_types`` and raise the classes of
+:mod:`genspool.exceptions`; nothing here imports the server's packages.
+
+    with genspool.Client("http://127.0.0.1:8000", api_key="gsk_...") as client:
+        job = client.submit_chat("smollm2-135m-instruct", [{"role": "user", "content": "hi"}])
+        print(client.wait(job.id).result.text)
+"""
+
+from genspool.client._async import AsyncClient, AsyncEventStream, AsyncKeys
+from genspool.client._sync import Client, EventStream, Keys
+from genspool.client._types import (
+    ApiKey,
+    CreatedApiKey,
+    Job,
+    JobError,
+    JobEvent,
+    JobResult,
+    JobStatus,
+    Model,
+)
+
+__all__ = [
+    "ApiKey",
+    "AsyncClient",
+    "AsyncEventStream",
+    "AsyncKeys",
+    "Client",
+    "CreatedApiKey",
+    "EventStream",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobResult",
+    "JobStatus",
+    "Keys",
+    "Model",
+]

@@ -1,0 +1,268 @@
+"""``genspool.Client``: the blocking client of a genspool server, on ``httpx.Client``."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from genspool.client import _base
+from genspool.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Config, Deadline, Pager
+from genspool.client._errors import error_from_response, transport_error
+from genspool.client._types import ApiKey, CreatedApiKey, Job, JobEvent, JobStatus, Model
+from genspool.exceptions import APIConnectionError
+
+if TYPE_CHECKING:
+    from genspool.client._ws import Subscription
+
+__all__ = ["Client", "EventStream", "Keys"]
+
+T = TypeVar("T")
+
+
+class Client:
+    """A genspool server's jobs, dead letters, keys and models.
+
+    ``transport`` (e.g. ``httpx.MockTransport`` in tests) or a whole ``http_client`` replace
+    the HTTP layer; a given ``http_client`` is the caller's to close. The WebSocket of
+    :meth:`subscribe` is a connection of its own.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        *,
+        timeout: _base.TimeoutTypes = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._config = Config.make(base_url, api_key, timeout)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(transport=transport)
+        self.keys = Keys(self)
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        priority: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        expires_at: float | None = None,
+        custom_id: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Queue one OpenAI-style request (``url`` such as ``/v1/chat/completions``). With an
+        ``idempotency_key`` already used, the earlier job comes back instead."""
+        payload = _base.job_payload(
+            url,
+            body,
+            priority=priority,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+            expires_at=expires_at,
+            custom_id=custom_id,
+            extra_body=extra_body,
+        )
+        return self._run(_base.submit(payload))
+
+    def submit_chat(
+        self,
+        model: str,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        priority: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        expires_at: float | None = None,
+        custom_id: str | None = None,
+        **params: Any,
+    ) -> Job:
+        """Queue a chat completion; ``params`` (``max_tokens``, ``temperature``...) go into
+        its body."""
+        return self.submit(
+            _base.CHAT,
+            _base.chat_body(model, messages, params),
+            priority=priority,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+            expires_at=expires_at,
+            custom_id=custom_id,
+        )
+
+    def get(self, job_id: str) -> Job:
+        return self._run(_base.get(job_id))
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; :class:`~genspool.exceptions.Conflict` if it ended."""
+        return self._run(_base.cancel(job_id))
+
+    def list(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        model: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+    ) -> Iterator[Job]:
+        """Jobs, newest first, fetched ``limit`` at a time as the iteration goes on
+        (``tenant``: an admin key's filter)."""
+        pager = Pager.of("/v1/jobs", limit, status=status, model=model, tenant=tenant)
+        return self._pages(pager)
+
+    def wait(self, job_id: str, *, timeout: float | None = None, poll_s: float = 0.5) -> Job:
+        """The job once it has ended; :class:`~genspool.exceptions.WaitTimeout` after
+        ``timeout`` s. Follows its event stream, and polls only if that breaks."""
+        deadline = Deadline(timeout)
+        # A broken stream or a read timeout alike: the polls below decide.
+        with (
+            contextlib.suppress(APIConnectionError),
+            self._events(job_id, read_timeout=deadline.remaining()) as events,
+        ):
+            for event in events:
+                if event.ends or deadline.expired:
+                    break
+        while True:
+            job = self.get(job_id)
+            if job.terminal:
+                return job
+            if deadline.expired:
+                raise deadline.error(job)
+            time.sleep(deadline.pause(poll_s))
+
+    def events(self, job_id: str) -> EventStream:
+        """The job's events (Server-Sent Events) until its last one; iterate, then close (or
+        use ``with``)."""
+        return self._events(job_id, read_timeout=None)
+
+    def subscribe(self, ids: Iterable[str] | None = None) -> Subscription:
+        """Events of many jobs over one WebSocket. ``with client.subscribe(ids) as sub:``, then
+        iterate ``sub``: it ends once every job subscribed to has ended; ``sub.add()`` subscribes
+        to more. Without ``ids`` it runs until closed."""
+        from genspool.client._ws import Subscription
+
+        return Subscription(self._config, ids)
+
+    # -- dead letters, models ------------------------------------------------------------------
+
+    def dead_letters(
+        self, *, model: str | None = None, tenant: str | None = None, limit: int = 100
+    ) -> Iterator[Job]:
+        """Jobs that failed for good, newest first, fetched ``limit`` at a time."""
+        return self._pages(Pager.of("/v1/dlq", limit, model=model, tenant=tenant))
+
+    def replay(self, job_id: str) -> Job:
+        """Queue a dead-lettered job again (its attempts start over)."""
+        return self._run(_base.replay(job_id))
+
+    def models(self) -> builtins.list[Model]:
+        return self._run(_base.models())
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _run(self, call: Call[T]) -> T:
+        response = self._send(call, self._config.timeout, stream=False)
+        return call.parse(response.json())
+
+    def _send(self, call: Call[Any], timeout: httpx.Timeout, *, stream: bool) -> httpx.Response:
+        request = self._config.request(self._http, call, timeout)
+        try:
+            response = self._http.send(request, stream=stream)
+            if response.is_error:
+                response.read()
+                response.close()
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.base_url) from exc
+        if response.is_error:
+            raise error_from_response(response)
+        return response
+
+    def _pages(self, pager: Pager) -> Iterator[Job]:
+        while not pager.done:
+            yield from pager.advance(self._run(pager.call()))
+
+    def _events(self, job_id: str, *, read_timeout: float | None) -> EventStream:
+        call: Call[None] = Call("GET", _base.events_path(job_id), lambda _: None)
+        response = self._send(call, self._config.stream_timeout(read_timeout), stream=True)
+        return EventStream(response, self.base_url)
+
+
+class EventStream:
+    """The events of one job's Server-Sent Events response."""
+
+    def __init__(self, response: httpx.Response, base_url: str) -> None:
+        self._response, self._base_url = response, base_url
+
+    def __iter__(self) -> Iterator[JobEvent]:
+        decoder = _base.SSEDecoder()
+        try:
+            for line in self._response.iter_lines():
+                event = decoder.feed(line)
+                if event is not None:
+                    yield event
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self._base_url) from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Keys:
+    """API keys (``client.keys``); every call needs an ``admin`` key."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self) -> builtins.list[ApiKey]:
+        return self._client._run(_base.list_keys())
+
+    def create(
+        self,
+        tenant: str,
+        scopes: Iterable[str],
+        *,
+        name: str | None = None,
+        rpm: int | None = None,
+    ) -> CreatedApiKey:
+        """A new key; its secret (``.key``) is shown this once."""
+        return self._client._run(_base.create_key(tenant, scopes, name, rpm))
+
+    def revoke(self, key_id: str) -> ApiKey:
+        return self._client._run(_base.revoke_key(key_id))

@@ -1,0 +1,191 @@
+"""The state machine of a job, decided here once for every backend.
+
+Each transition reads a job as it is and returns the job as it must become. A backend does not
+decide anything: it writes the new record atomically, on condition that the stored job is still
+the one the decision was made on (same ``status`` and ``lease_token``: the fence). A worker whose
+lease ran out, or a cancel that lost a race, therefore changes nothing. Only the lease itself is
+done by the backend in bulk (it must pick the jobs atomically); :class:`LeaseSpec` hands it the
+statuses and values to write, and :func:`leased` is the same rule for backends that apply it per
+record::
+
+                 lease                  succeed
+    queued ───────────────▶ running ───────────────▶ succeeded
+      ▲  │                   │  │ │      dead_letter
+      │  │ release (attempt  │  │ └───────────────▶ failed ──── replay ───▶ queued
+      │  │ not counted) ◀────┘  │ retry
+      │  │                      ▼
+      │  │                   retrying ──── lease ───▶ running
+      │  ▼
+      │ cancel (queued, retrying or running) ───────▶ cancelled
+      │ expire (queued or retrying, past expires_at) ▶ expired
+      └ purge: ended jobs (not dead letters) finished before the result TTL are deleted
+
+| transition  | from                      | to        | fields written                          |
+|-------------|---------------------------|-----------|-----------------------------------------|
+| lease       | queued, retrying          | running   | attempts + 1, started_at, lease         |
+| succeed     | running (lease held)      | succeeded | result, finished_at, lease cleared      |
+| retry       | running (lease held)      | retrying  | error, available_at, retried_at         |
+| dead_letter | running (lease held)      | failed    | error, finished_at                      |
+| release     | running (lease held)      | queued    | attempts - 1, available_at, error       |
+| cancel      | queued, retrying, running | cancelled | finished_at, lease cleared              |
+| replay      | failed                    | queued    | attempts 0, result/error cleared        |
+| expire      | queued, retrying          | expired   | error, finished_at                      |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from genspool._ids import random_hex
+from genspool.core.job import TERMINAL, WAITING, Job, JobStatus
+
+__all__ = [
+    "ACTIVE",
+    "EXPIRED_ERROR",
+    "PURGEABLE",
+    "Change",
+    "LeaseSpec",
+    "cancel",
+    "dead_letter",
+    "expire",
+    "lease_spec",
+    "leased",
+    "release",
+    "replay",
+    "retry",
+    "succeed",
+]
+
+#: States a job can still leave by working: what ``depth`` counts and ``cancel`` accepts.
+ACTIVE = frozenset({*WAITING, JobStatus.RUNNING})
+#: Ended jobs that are deleted after the result TTL; dead letters (failed) are kept.
+PURGEABLE = frozenset(TERMINAL - {JobStatus.FAILED})
+EXPIRED_ERROR: dict[str, Any] = {"code": "expired", "message": "not started before expires_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A decided transition: store ``job`` if the stored record still has ``status`` and
+    ``lease_token`` (the fence); otherwise nothing happens."""
+
+    job: Job
+    status: JobStatus
+    lease_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSpec:
+    """What a backend's lease does to the jobs it picks: waiting jobs of ``model`` that are due
+    (``available_at <= now``) and not past ``expires_at``, highest priority first, then lowest
+    rank, then oldest ``available_at``; at most ``limit`` of them."""
+
+    model: str
+    limit: int
+    now: float
+    until: float
+    token: str
+    waiting: tuple[str, ...] = tuple(sorted(s.value for s in WAITING))
+    running: str = JobStatus.RUNNING.value
+    attempts_step: int = 1
+
+
+def lease_spec(model: str, limit: int, now: float, lease_s: float) -> LeaseSpec:
+    return LeaseSpec(model, limit, now, now + lease_s, random_hex(16))
+
+
+# Every transition below changes the job it is given in place and returns the Change: the copy
+# is the caller's to give up (a worker's leased copy, a record just read). This runs once per
+# job on the hot path, where a copy (dataclasses.replace, ~6 µs) would cost more than the write.
+
+
+def leased(job: Job, spec: LeaseSpec) -> Job:
+    """The job as a lease under ``spec`` leaves it (for backends that lease record by record)."""
+    job.status = JobStatus.RUNNING
+    job.attempts += spec.attempts_step
+    job.started_at = spec.now
+    job.lease_token, job.lease_expires_at = spec.token, spec.until
+    return job
+
+
+def _fence(job: Job, held: bool) -> tuple[JobStatus, str | None]:
+    """The state the decision was made on. A transition that needs the lease (``held``) fences
+    on it; a copy that holds none (say, one already reported) fences on a token no stored job
+    has, so reporting twice changes nothing."""
+    if not held:
+        return job.status, job.lease_token
+    if job.status is JobStatus.RUNNING and job.lease_token:
+        return JobStatus.RUNNING, job.lease_token
+    return JobStatus.RUNNING, ""
+
+
+def _fenced(job: Job, status: JobStatus, *, held: bool = True, **fields: Any) -> Change:
+    change = Change(job, *_fence(job, held))
+    job.status, job.lease_token, job.lease_expires_at = status, None, None
+    for name, value in fields.items():
+        setattr(job, name, value)
+    return change
+
+
+def succeed(job: Job, result: dict[str, Any], now: float) -> Change:
+    return _fenced(job, JobStatus.SUCCEEDED, result=result, error=None, finished_at=now)
+
+
+def dead_letter(job: Job, error: dict[str, Any], now: float) -> Change:
+    return _fenced(job, JobStatus.FAILED, result=None, error=error, finished_at=now)
+
+
+def retry(job: Job, error: dict[str, Any], at: float, now: float) -> Change:
+    return _fenced(
+        job,
+        JobStatus.RETRYING,
+        result=None,
+        error=error,
+        available_at=at,
+        retried_at=now,
+        finished_at=None,
+    )
+
+
+def release(job: Job, at: float, error: dict[str, Any] | None = None) -> Change:
+    """Back to the queue without counting the attempt (a draining worker, a call refused by a
+    breaker or a rate limit before it was made)."""
+    return _fenced(
+        job,
+        JobStatus.QUEUED,
+        attempts=max(job.attempts - 1, 0),
+        result=None,
+        error=error,
+        available_at=at,
+        finished_at=None,
+    )
+
+
+def cancel(job: Job, now: float) -> Change | None:
+    if job.status not in ACTIVE:
+        return None
+    return _fenced(job, JobStatus.CANCELLED, held=False, finished_at=now)
+
+
+def replay(job: Job, now: float) -> Change | None:
+    if job.status is not JobStatus.FAILED:
+        return None
+    return _fenced(
+        job,
+        JobStatus.QUEUED,
+        held=False,
+        attempts=0,
+        result=None,
+        error=None,
+        available_at=now,
+        retried_at=None,
+        finished_at=None,
+    )
+
+
+def expire(job: Job, now: float) -> Change | None:
+    if job.status not in WAITING or job.expires_at is None or job.expires_at > now:
+        return None
+    return _fenced(
+        job, JobStatus.EXPIRED, held=False, error=dict(EXPIRED_ERROR), finished_at=now
+    )

@@ -1,0 +1,259 @@
+"""The storage roles: what the core asks of a backend, one small interface per job to do.
+
+A backend is a class that fills one or more roles (the built-in ones fill them all); callers type
+against the role they use. :class:`Storage` composes the roles of one deployment, each from
+whichever backend serves it: with ``GENSPOOL_QUEUE_URL`` the jobs move on one server (Redis,
+NATS) while the record of every job lives in another (PostgreSQL), and the queue facade copies
+each change it makes into the store.
+
+* :class:`JobQueue` moves jobs: enqueue, lease, extend, and the fenced write of a transition
+  decided by :mod:`genspool.core.machine`. It holds no rules of its own: statuses, error bodies
+  and new field values arrive as parameters.
+* :class:`JobStore` keeps the record: reads, lists, whole-record upserts, purges.
+* :class:`Coordination`: slots of a model's ``max_concurrency`` and rate-limit buckets shared by
+  every process.
+* :class:`KeyValue`: small values (API keys, breaker states, the fair-share clock).
+* :class:`Signals`: events between processes and wake-ups of idle workers.
+
+Every role is also a :class:`Resource` (connect, close, and wiping its namespace for tests).
+Future capabilities (files, batches, vectors) add roles here, not methods to an existing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from genspool.core.job import Job, JobStatus
+from genspool.core.machine import Change, LeaseSpec
+
+__all__ = [
+    "Coordination",
+    "JobFilter",
+    "JobQueue",
+    "JobStore",
+    "KeyValue",
+    "Resource",
+    "Signals",
+    "Storage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    status: JobStatus | None = None
+    model: str | None = None
+    tenant: str | None = None
+    before: str | None = None  # cursor: ids strictly older than this one
+    limit: int = 50
+
+
+class Resource(ABC):  # noqa: B024 - every method is an optional hook
+    """Connections and a namespace: a SQLite file, a PostgreSQL schema, a Redis key prefix,
+    NATS streams and buckets."""
+
+    async def connect(self) -> None:  # noqa: B027
+        """Open connections and create the schema; idempotent."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Release connections."""
+
+    async def destroy(self) -> None:  # noqa: B027
+        """Delete everything stored under this URL; stays connected and empty (tests)."""
+
+    async def drop(self) -> None:
+        """Remove the namespace altogether (tests); by default the same as :meth:`destroy`."""
+        await self.destroy()
+
+
+class JobQueue(Resource):
+    """Where jobs wait and are leased. Every write is atomic; every write of a leased job is
+    fenced by its lease token."""
+
+    @abstractmethod
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs as given. A job whose (tenant, idempotency_key) exists yields the
+        stored job instead (the caller tells them apart by identity)."""
+
+    @abstractmethod
+    async def lease(self, spec: LeaseSpec) -> list[Job]:
+        """Apply :func:`genspool.core.machine.leased` to up to ``spec.limit`` due jobs, in the
+        order ``spec`` names, atomically; returns them in that order."""
+
+    @abstractmethod
+    async def extend(self, held: Sequence[tuple[str, str]], until: float) -> int:
+        """Push out the lease of ``(job_id, lease_token)`` pairs still held; returns how many."""
+
+    @abstractmethod
+    async def apply(self, changes: Sequence[Change]) -> set[str]:
+        """Write each ``change.job`` whose stored record still has ``change.status`` and
+        ``change.lease_token``, all in one atomic step; returns the ids written."""
+
+    @abstractmethod
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """The jobs that exist among ``job_ids``, in any order."""
+
+    @abstractmethod
+    async def stale_leases(self, now: float, limit: int) -> list[Job]:
+        """Running jobs whose lease ran out before ``now`` (their worker died or hung)."""
+
+    @abstractmethod
+    async def overdue(self, now: float, limit: int) -> list[Job]:
+        """Waiting jobs whose ``expires_at`` is at or before ``now``."""
+
+    @abstractmethod
+    async def purge(self, statuses: Sequence[str], finished_before: float) -> int:
+        """Delete jobs in ``statuses`` that finished before the given time; returns how many."""
+
+    @abstractmethod
+    async def depth(self, statuses: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per model, the count of jobs in each of ``statuses`` (those with any)."""
+
+    @abstractmethod
+    async def oldest_waiting(self) -> dict[str, float]:
+        """Per model, the ``created_at`` of the oldest job waiting to run, for load shedding by
+        queue age. A backend that keeps one line per priority may answer with the oldest job
+        at the head of a line."""
+
+
+class JobStore(Resource):
+    """The record of every job: what lists, dead letters and results are read from."""
+
+    @abstractmethod
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]: ...
+
+    @abstractmethod
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        """Jobs matching ``flt``, newest (highest id) first."""
+
+    @abstractmethod
+    async def put(self, jobs: Sequence[Job]) -> None:
+        """Store whole records as they are, replacing any with the same id (a mirror of the
+        queue that changed them)."""
+
+    @abstractmethod
+    async def purge(self, statuses: Sequence[str], finished_before: float) -> int: ...
+
+
+class Coordination(Resource):
+    @abstractmethod
+    async def acquire_slot(
+        self, name: str, holder: str, limit: int, ttl_s: float, now: float
+    ) -> bool:
+        """Take one of ``limit`` slots of ``name`` for ``holder`` until ``now + ttl_s``; a holder
+        that already has one renews it. Slots whose time ran out are free again (a dead
+        worker's slots come back by themselves). Returns whether ``holder`` now holds one."""
+
+    @abstractmethod
+    async def release_slot(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of ``name``; nothing when it holds none."""
+
+    @abstractmethod
+    async def reserve(
+        self, key: str, cost: float, rate_per_s: float, burst: float, now: float
+    ) -> float:
+        """Take ``cost`` units from the bucket ``key`` (refilling at ``rate_per_s`` up to
+        ``burst``) and return 0.0, or take nothing and return the seconds until it would
+        succeed. Atomic; the arithmetic is :func:`genspool.core.gcra.gcra`."""
+
+
+class KeyValue(Resource):
+    @abstractmethod
+    async def kv_put(self, namespace: str, key: str, value: bytes) -> None: ...
+
+    @abstractmethod
+    async def kv_get(self, namespace: str, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def kv_list(self, namespace: str) -> dict[str, bytes]: ...
+
+    @abstractmethod
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        """Remove a value; returns whether it existed."""
+
+
+class Signals(Resource):
+    """Events between processes, and wake-ups for idle workers.
+
+    A backend that sets ``cross_process_events`` carries opaque payloads from ``broadcast`` in
+    one process to ``listen`` in every process, its own included. Otherwise subscribers poll
+    the store, and an idle worker finds work enqueued elsewhere by polling every
+    ``poll_interval_s``; an enqueue in this process wakes its idle lanes at once (``notify``).
+    """
+
+    #: Whether events published by other processes reach this one by themselves.
+    cross_process_events: bool = False
+    #: How often an idle worker looks for work that another process enqueued.
+    poll_interval_s: float = 0.1
+
+    def __init__(self) -> None:
+        self._wakeups: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def broadcast(self, payload: bytes) -> None:  # noqa: B027 - optional
+        """Send ``payload`` to every process's listener (best effort; subscribers also poll)."""
+
+    async def listen(self, deliver: Callable[[bytes], None]) -> None:
+        """Call ``deliver`` with every broadcast payload until cancelled; reconnect by itself."""
+        await asyncio.Event().wait()
+
+    def notify(self, model: str) -> None:
+        self._wakeups[model].set()
+
+    async def wait_for_work(self, model: str, timeout: float) -> None:
+        event = self._wakeups[model]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), min(timeout, self.poll_interval_s))
+        event.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """The roles of one deployment. :meth:`of` takes them all from one backend."""
+
+    queue: JobQueue
+    store: JobStore
+    coordination: Coordination
+    kv: KeyValue
+    signals: Signals
+
+    @classmethod
+    def of(cls, backend: JobQueue) -> Storage:
+        """Every role from one backend that fills them all."""
+        roles = (JobStore, Coordination, KeyValue, Signals)
+        missing = [r.__name__ for r in roles if not isinstance(backend, r)]
+        if missing:
+            raise TypeError(f"{type(backend).__name__} does not fill {', '.join(missing)}")
+        return cls(backend, backend, backend, backend, backend)  # type: ignore[arg-type]
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether the store is apart from the queue, so each change is copied into it."""
+        return self.store is not self.queue  # type: ignore[comparison-overlap]
+
+    def parts(self) -> list[Resource]:
+        """The distinct backends, the store's first (it must be up before the queue copies)."""
+        out: list[Resource] = []
+        for part in (self.store, self.queue, self.coordination, self.kv, self.signals):
+            if not any(part is seen for seen in out):
+                out.append(part)
+        return out
+
+    async def connect(self) -> None:
+        for part in self.parts():
+            await part.connect()
+
+    async def close(self) -> None:
+        for part in reversed(self.parts()):
+            await part.close()
+
+    async def destroy(self) -> None:
+        for part in self.parts():
+            await part.destroy()
+
+    async def drop(self) -> None:
+        for part in self.parts():
+            await part.drop()
