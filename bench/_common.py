@@ -19,7 +19,7 @@ from genspool.backends.sqlite import SQLiteBackend
 from genspool.config import ModelConfig
 from genspool.core.queue import Queue
 from genspool.core.worker import Worker
-from genspool.providers.registry import ModelRegistry
+from genspool.runtime import ModelRegistry
 
 
 def median(values: Sequence[float]) -> float:

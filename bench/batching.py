@@ -56,9 +56,7 @@ MODEL = ModelConfig(
     name="all-minilm-l6-v2",
     provider="onnx_embedding",
     context_window=256,
-    max_batch_size=256,
-    max_wait_ms=5,
-    max_concurrency=1,
+    batching={"max_batch_size": 256, "max_wait_ms": 5, "max_concurrency": 1},
 )
 
 

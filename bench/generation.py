@@ -138,9 +138,8 @@ async def main() -> None:
     cfg = ModelConfig(
         name=MODEL,
         provider="llama_cpp",
-        max_batch_size=args.requests,
-        max_wait_ms=50,
-        threads=args.threads,
+        batching={"max_batch_size": args.requests, "max_wait_ms": 50},
+        options={"threads": args.threads},
     )
     # The worker serves its own copy of the model; this one is called directly.
     provider = LlamaChatProvider(MODEL, max_batch_size=args.requests, threads=args.threads)

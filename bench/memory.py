@@ -25,10 +25,12 @@ from genspool.config import ModelConfig
 from genspool.core.job import Job
 from genspool.core.queue import Queue
 from genspool.core.worker import Worker
-from genspool.providers.registry import ModelRegistry
+from genspool.runtime import ModelRegistry
 
 ECHO = ModelConfig(
-    name="echo", provider="echo", max_batch_size=256, max_wait_ms=0, max_concurrency=2
+    name="echo",
+    provider="echo",
+    batching={"max_batch_size": 256, "max_wait_ms": 0, "max_concurrency": 2},
 )
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello there, worker"}]}
 

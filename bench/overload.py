@@ -4,8 +4,9 @@ interactive requests going on beside them.
     python bench/overload.py [--seconds 15] [--capacity 40]
 
 Starts ``genspool serve`` (SQLite) with an echo model (named as such: it computes nothing) whose
-``latency_ms``, ``max_batch_size`` and ``max_concurrency`` give it a known capacity, and
-``max_queue_depth`` set to two seconds of that capacity. Three phases of ``--seconds`` each:
+``options.latency_ms``, ``batching.max_batch_size`` and ``max_concurrency`` give it a known
+capacity, and ``admission.max_queue_depth`` set to two seconds of that capacity. Three phases
+of ``--seconds`` each:
 
 1. unloaded: only the interactive requests (``POST /v1/chat/completions``, two per second,
    each waiting for its answer through the queue);
@@ -37,9 +38,10 @@ def models_yaml(capacity: float) -> str:
     latency_ms = 1000 * BATCH * CONCURRENCY / capacity
     return (
         "models:\n  - name: echo\n    provider: echo\n"
-        f"    latency_ms: {latency_ms:g}\n    max_batch_size: {BATCH}\n"
-        f"    max_concurrency: {CONCURRENCY}\n    max_wait_ms: 5\n"
-        f"    max_queue_depth: {int(2 * capacity)}\n"
+        f"    options: {{latency_ms: {latency_ms:g}}}\n"
+        f"    batching: {{max_batch_size: {BATCH}, max_wait_ms: 5,"
+        f" max_concurrency: {CONCURRENCY}}}\n"
+        f"    admission: {{max_queue_depth: {int(2 * capacity)}}}\n"
     )
 
 

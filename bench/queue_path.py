@@ -12,7 +12,11 @@ and worker are pinned to core 1 and the monitor to core 0 when ``taskset`` exist
 Usage::
 
     python bench/queue_path.py [--jobs N | --quick] [--runs 3]
-        [--peers celery,arq,taskiq,huey,bare-sqlite,genspool] [--timeout 300]
+        [--peers celery,arq,taskiq,huey,bare-sqlite,genspool] [--timeout 300] [--tree DIR]
+
+``--tree DIR`` runs genspool from another checkout of it (say ``git worktree add /tmp/base
+<commit>``): that tree's ``bench/peers/genspool_worker.py`` and its ``genspool`` package, so a
+change is measured against the commit before it in the same script run.
 
 Prints one line per run, then a table (medians with min-max) and genspool's ratios, and writes
 ``bench/results/queue_path.json``. Only the standard library is used here. Redis must be on
@@ -163,11 +167,13 @@ def last_json_line(stdout: str) -> dict[str, Any]:
     raise PeerError(f"no JSON line in output: {tail(stdout)!r}")
 
 
-def run_json(cmd: Sequence[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+def run_json(
+    cmd: Sequence[str], env: dict[str, str], timeout: float, cwd: Path = PEERS_DIR
+) -> dict[str, Any]:
     """Run a command to completion (bounded) and return its last JSON line."""
     try:
         proc = subprocess.run(
-            list(cmd), env=env, cwd=PEERS_DIR, capture_output=True, text=True, timeout=timeout
+            list(cmd), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as exc:
         raise PeerError(f"timed out after {timeout:.0f}s: {cmd}\n{tail(exc.stderr)}") from exc
@@ -492,15 +498,27 @@ def genspool_python() -> str:
     return str(venv_python) if venv_python.exists() else sys.executable
 
 
-def run_genspool(n_jobs: int, synchronous: str, timeout: float = 300.0) -> Result:
+def genspool_env(tree: Path | None) -> tuple[Path, dict[str, str]]:
+    """Where genspool_worker.py runs and its environment: this checkout, or ``tree``'s code
+    (first on PYTHONPATH, ahead of the editable install, for the worker process too)."""
+    if tree is None:
+        return PEERS_DIR, peer_env()
+    peers = tree / "bench" / "peers"
+    return peers, dict(peer_env(), PYTHONPATH=os.pathsep.join([str(peers), str(tree)]))
+
+
+def run_genspool(
+    n_jobs: int, synchronous: str, timeout: float = 300.0, tree: Path | None = None
+) -> Result:
     """Run ``python bench/peers/genspool_worker.py`` for one measurement of genspool."""
     result = Result(f"genspool {synchronous}", f"SQLite {synchronous} (WAL)", n_jobs)
+    cwd, env = genspool_env(tree)
 
     def body() -> Result:
         with tempfile.TemporaryDirectory(prefix="bench-genspool-") as tmp:
             cmd = [*pin(1), genspool_python(), "genspool_worker.py", "--jobs", str(n_jobs)]
             cmd += ["--synchronous", synchronous, "--workdir", tmp, "--timeout", str(timeout)]
-            report = run_json(cmd, peer_env(), timeout + 30)
+            report = run_json(cmd, env, timeout + 30, cwd)
         if "skipped" in report:
             result.skipped = str(report["skipped"])
             return result
@@ -515,7 +533,7 @@ def run_genspool(n_jobs: int, synchronous: str, timeout: float = 300.0) -> Resul
 # ============================================================================================
 
 
-def build_cases(peers: Sequence[str]) -> list[Case]:
+def build_cases(peers: Sequence[str], tree: Path | None = None) -> list[Case]:
     """The measurements for the chosen peers, in run order."""
     needs_redis = any(FRAMEWORK_SPECS[p].store == "redis" for p in peers if p in FRAMEWORKS)
     redis_label = (redis_durability() if needs_redis else None) or "unavailable: Redis"
@@ -528,7 +546,7 @@ def build_cases(peers: Sequence[str]) -> list[Case]:
         elif peer == "bare-sqlite":
             cases += [bare_case(s) for s in SYNC_LEVELS]
         elif peer == "genspool":
-            cases += [genspool_case(s) for s in SYNC_LEVELS]
+            cases += [genspool_case(s, tree) for s in SYNC_LEVELS]
     return cases
 
 
@@ -538,8 +556,10 @@ def bare_case(sync: str) -> Case:
     )
 
 
-def genspool_case(sync: str) -> Case:
-    return Case(f"genspool {sync}", f"SQLite {sync} (WAL)", lambda n, t: run_genspool(n, sync, t))
+def genspool_case(sync: str, tree: Path | None = None) -> Case:
+    return Case(
+        f"genspool {sync}", f"SQLite {sync} (WAL)", lambda n, t: run_genspool(n, sync, t, tree)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,6 +700,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--peers", default=",".join(DEFAULT_PEERS))
     parser.add_argument("--timeout", type=float, default=300.0, help="per subprocess, seconds")
+    parser.add_argument("--tree", type=Path, default=None, help="run genspool from this checkout")
     args = parser.parse_args(argv)
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = sorted(set(args.peers) - set(DEFAULT_PEERS))
@@ -710,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     env = environment(args.jobs, args.runs)
     print_header(env)
-    cases = build_cases(args.peers)
+    cases = build_cases(args.peers, args.tree)
     summaries = [Summary(c.label, c.durability) for c in cases]
     for run_no in range(1, args.runs + 1):
         for case, summary in zip(cases, summaries, strict=True):

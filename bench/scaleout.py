@@ -7,9 +7,10 @@ a new PostgreSQL database, a new SQLite file); enqueue N no-op jobs from one pro
 (that loop timed alone); start a monitor; then start W worker processes and time from their
 start to the last stored result (start-up included; also the steady-state rate, first to last
 result seen). The namespace is dropped afterwards. genspool runs the real ``genspool worker``
-command serving the zero-latency ``echo`` model (``max_batch_size: 256``, ``max_wait_ms: 0``,
-``max_concurrency: 8`` by default: 8 slots shared by all worker processes, each of which asks
-for up to 8, so that at W=2 both get some (4 each, as measured); ``--max-concurrency`` sets it).
+command serving the zero-latency ``echo`` model (``batching:`` ``max_batch_size: 256``,
+``max_wait_ms: 0``, ``max_concurrency: 8`` by default: 8 slots shared by all worker processes,
+each of which asks for up to 8, so that at W=2 both get some (4 each, as measured);
+``--max-concurrency`` sets it).
 
 Peers, tuned per ``/work/shared/PEERS.md``, each in its own venv under ``bench/.venvs/``:
 Redis: arq, taskiq, Celery (``-P solo``); PostgreSQL: Procrastinate 3 (concurrency 10, pool
@@ -103,9 +104,10 @@ PEERS_BY_BACKEND = {
 MODELS = """models:
   - name: echo
     provider: echo
-    max_batch_size: 256
-    max_wait_ms: 0
-    max_concurrency: {max_concurrency}
+    batching:
+      max_batch_size: 256
+      max_wait_ms: 0
+      max_concurrency: {max_concurrency}
 """
 
 

@@ -18,7 +18,7 @@ import time
 
 from _common import RawClient, pct, serving
 
-MODELS = "models:\n  - name: echo\n    provider: echo\n    max_batch_size: 64\n"
+MODELS = "models:\n  - name: echo\n    provider: echo\n    batching: {max_batch_size: 64}\n"
 JOB = {
     "url": "/v1/chat/completions",
     "body": {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]},

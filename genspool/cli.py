@@ -9,32 +9,37 @@ one line to stderr and exit non-zero.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from genspool.backends import backend_from_url, shown_url
+from genspool.backends import open_storage, shown_url
 from genspool.config import load_models
 from genspool.core.keys import KeyStore, SecretsFilter, parse_scopes
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.core.worker import Worker
-from genspool.exceptions import ConfigError, GenspoolError
+from genspool.exceptions import APIConnectionError, ConfigError, GenspoolError
 from genspool.resilience.shared import Shared
 from genspool.runtime import ModelCatalog, ModelRegistry
 from genspool.settings import Settings
+
+if TYPE_CHECKING:
+    from genspool.client import Client, Job
 
 __all__ = ["app", "main"]
 
@@ -118,7 +123,7 @@ def _api_parts(settings: Settings) -> tuple[Queue, ModelCatalog]:
 def _queue(settings: Settings) -> Queue:
     retry = RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
     return Queue(
-        backend_from_url(settings.database_url, queue_url=settings.queue_url),
+        open_storage(settings.database_url, queue_url=settings.queue_url),
         retry=retry,
         lease_s=settings.lease_s,
         result_ttl_s=settings.result_ttl_s,
@@ -134,7 +139,8 @@ async def _check(queue: Queue) -> None:
 def _serve(settings: Settings, *, with_worker: bool) -> None:
     import uvicorn
 
-    from genspool.api.app import Services, create_app
+    from genspool.api.app import create_app
+    from genspool.api.deps import build_services
 
     worker: Worker | None = None
     registry: ModelCatalog  # with a worker, a ModelRegistry; an API alone has the cards only
@@ -143,18 +149,16 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         worker = Worker(queue, registry)
     else:
         queue, registry = _api_parts(settings)
-    keys = KeyStore(queue.storage.kv, queue.storage.coordination, ttl_s=settings.key_cache_s)
-    auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, keys)))
-    services = Services(
+    services = build_services(
         queue,
         registry,
+        key_cache_s=settings.key_cache_s,
         max_body_bytes=settings.max_body_bytes,
         wait_timeout_s=settings.wait_timeout_s,
-        worker=worker,
-        keys=keys,
     )
+    auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, services.keys)))
     config = uvicorn.Config(
-        create_app(services),
+        create_app(services, worker=worker),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -269,25 +273,23 @@ async def _run_worker(queue: Queue, runner: Worker) -> None:
 # -- client commands -------------------------------------------------------------------------
 
 
-def _auth(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+@contextlib.contextmanager
+def _client(api_url: str, api_key: str | None) -> Iterator[Client]:
+    """A client of the API whose errors read as one line each: the server's message with its
+    status, or that the server cannot be reached."""
+    from genspool.client import Client  # client commands only; keeps worker start-up light
 
-
-def _call(api_url: str, method: str, path: str, api_key: str | None, **kwargs: Any) -> Any:
-    import httpx  # client commands only; keeps worker start-up light
-
-    url = api_url.rstrip("/") + path
     try:
-        response = httpx.request(method, url, timeout=60, headers=_auth(api_key), **kwargs)
-    except httpx.HTTPError as exc:
-        raise GenspoolError(f"cannot reach genspool at {api_url} ({exc}); is it running?") from exc
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        raise GenspoolError(f"HTTP {response.status_code}: {message}")
-    return response.json()
+        with Client(api_url, api_key, timeout=60) as client:
+            yield client
+    except APIConnectionError as exc:
+        cause = exc.__cause__ or exc
+        message = f"cannot reach genspool at {api_url} ({cause}); is it running?"
+        raise GenspoolError(message) from exc
+    except GenspoolError as exc:
+        if exc.response is None:
+            raise
+        raise GenspoolError(f"HTTP {exc.response.status_code}: {exc.message}") from exc
 
 
 @app.command()
@@ -305,15 +307,18 @@ def submit(
     api_key: Key = None,
 ) -> None:
     """Submit a job and print its id (or, with --wait, its answer)."""
-    job = _job_spec(prompt, model, embed, request, max_tokens)
-    created = _call(api_url, "POST", "/v1/jobs", api_key, json=job)
-    if not wait:
-        out.print(created["id"])
-        return
-    done = _wait(api_url, created["id"], api_key)
-    if done["status"] != "succeeded":
-        raise GenspoolError(f"job {done['id']} {done['status']}: {done.get('error')}")
-    body = done["result"]["body"]
+    spec = _job_spec(prompt, model, embed, request, max_tokens)
+    with _client(api_url, api_key) as client:
+        # Queue options from --json go through as given; the server says which it rejects.
+        options = {k: v for k, v in spec.items() if k not in ("url", "body")}
+        created = client.submit(spec["url"], spec.get("body", {}), extra_body=options)
+        if not wait:
+            out.print(created.id)
+            return
+        done = client.wait(created.id)
+    if done.status != "succeeded" or done.result is None:
+        raise GenspoolError(f"job {done.id} {done.status.value}: {done.to_dict().get('error')}")
+    body = dict(done.result.body)
     if body.get("object") == "chat.completion":
         out.print(body["choices"][0]["message"]["content"], markup=False)
     else:
@@ -346,33 +351,11 @@ def _job_spec(
     return {"url": "/v1/chat/completions", "body": body}
 
 
-def _wait(api_url: str, job_id: str, api_key: str | None) -> dict[str, Any]:
-    import httpx
-
-    url = f"{api_url.rstrip('/')}/v1/jobs/{job_id}/events"
-    try:
-        with httpx.stream("GET", url, timeout=None, headers=_auth(api_key)) as events:
-            for line in events.iter_lines():
-                if line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    if event.get("status") in {"succeeded", "failed", "cancelled", "expired"}:
-                        break
-    except httpx.HTTPError as exc:
-        raise GenspoolError(f"lost the event stream of {job_id}: {exc}") from exc
-    job: dict[str, Any] = _call(api_url, "GET", f"/v1/jobs/{job_id}", api_key)
-    return job
-
-
-def _table(rows: list[dict[str, Any]]) -> Table:
+def _table(jobs: Iterable[Job]) -> Table:
     table = Table("id", "status", "model", "attempts", "error")
-    for j in rows:
-        table.add_row(
-            j["id"],
-            j["status"],
-            j["model"],
-            str(j["attempts"]),
-            (j.get("error") or {}).get("message", "")[:60],
-        )
+    for j in jobs:
+        error = j.error.message if j.error is not None else ""
+        table.add_row(j.id, j.status.value, j.model, str(j.attempts), error[:60])
     return table
 
 
@@ -385,20 +368,24 @@ def jobs_list(
     api_key: Key = None,
 ) -> None:
     """List jobs, newest first."""
-    params = {k: v for k, v in {"status": status, "model": model, "limit": limit}.items() if v}
-    out.print(_table(_call(api_url, "GET", "/v1/jobs", api_key, params=params)["data"]))
+    with _client(api_url, api_key) as client:
+        # One page of ``limit`` jobs: the listing stops before it would fetch another.
+        jobs = list(itertools.islice(client.list(status=status, model=model, limit=limit), limit))
+    out.print(_table(jobs))
 
 
 @jobs_app.command("get")
 def jobs_get(job_id: str, api_url: Api = DEFAULT_API, api_key: Key = None) -> None:
     """Show one job as JSON."""
-    out.print_json(data=_call(api_url, "GET", f"/v1/jobs/{job_id}", api_key))
+    with _client(api_url, api_key) as client:
+        out.print_json(data=client.get(job_id).to_dict())
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, api_url: Api = DEFAULT_API, api_key: Key = None) -> None:
     """Cancel a queued or running job."""
-    out.print(_call(api_url, "POST", f"/v1/jobs/{job_id}/cancel", api_key)["status"])
+    with _client(api_url, api_key) as client:
+        out.print(client.cancel(job_id).status.value)
 
 
 @dlq_app.command("list")
@@ -408,28 +395,31 @@ def dlq_list(
     api_key: Key = None,
 ) -> None:
     """List dead letters, newest first."""
-    page = _call(api_url, "GET", "/v1/dlq", api_key, params={"limit": limit})
-    out.print(_table(page["data"]))
+    with _client(api_url, api_key) as client:
+        jobs = list(itertools.islice(client.dead_letters(limit=limit), limit))
+    out.print(_table(jobs))
 
 
 @dlq_app.command("replay")
 def dlq_replay(job_id: str, api_url: Api = DEFAULT_API, api_key: Key = None) -> None:
     """Queue a dead-lettered job again."""
-    out.print(_call(api_url, "POST", f"/v1/dlq/{job_id}/replay", api_key)["status"])
+    with _client(api_url, api_key) as client:
+        out.print(client.replay(job_id).status.value)
 
 
 # -- API keys (on the database) --------------------------------------------------------------
 
 
 def _on_keys(db: str | None, action: Callable[[KeyStore], Awaitable[T]]) -> T:
-    backend = backend_from_url(_settings(db, None).database_url)
+    settings = _settings(db, None)
+    storage = open_storage(settings.database_url, queue_url=settings.queue_url)
 
     async def run() -> T:
-        await backend.connect()
+        await storage.connect()
         try:
-            return await action(KeyStore(backend))
+            return await action(KeyStore(storage.kv, storage.coordination))
         finally:
-            await backend.close()
+            await storage.close()
 
     return asyncio.run(run())
 

@@ -156,7 +156,9 @@ class ModelConfig(BaseModel):
     breaker: BreakerConfig = BreakerConfig()
     admission: AdmissionConfig = AdmissionConfig()
     options: ProviderOptions = Field(
-        ProviderOptions(), description="The provider's own section, validated by its plugin."
+        default_factory=ProviderOptions,
+        validate_default=True,  # an absent section may still lack required options
+        description="The provider's own section, validated by its plugin.",
     )
 
     @model_validator(mode="before")
@@ -182,7 +184,10 @@ class ModelConfig(BaseModel):
         if "provider" not in info.data:  # an unknown provider is reported on its own
             return ProviderOptions()
         kind = get_plugin(info.data["provider"]).options
-        return value if isinstance(value, kind) else kind.model_validate(value or {})
+        if isinstance(value, kind):
+            return value
+        empty = value is None or type(value) is ProviderOptions  # the default: no section
+        return kind.model_validate({} if empty else value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

@@ -16,11 +16,11 @@ any backend URL (``--db``), the way the other peer modules' commands do (see ``_
 * ``enqueue --db URL --jobs N``: submit N jobs with ``Queue.submit_many`` in batches of 1000;
   prints ``{"n": N, "seconds": S}``, the loop alone;
 * ``wait --db URL --jobs N --ready FILE``: the monitor. It counts finished jobs as N minus the
-  unfinished ones in ``backend.depth()`` (SQLite, PostgreSQL, Redis: an indexed count or one
+  unfinished ones in ``Queue.depth()`` (SQLite, PostgreSQL, Redis: an indexed count or one
   hash read); on NATS, where ``depth()`` scans every record, it counts the purge notices the
   backend publishes for each job that ended (one stream-info request). After the last one it
   checks through the library that no job is unfinished or failed;
-* ``drop --db URL``: remove the run's namespace (``Backend.drop()``).
+* ``drop --db URL``: remove the run's namespace (``Storage.drop()``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from _common import Tracker, emit, emit_enqueue
 
-from genspool.backends import JobFilter
+from genspool.backends import JobFilter, open_storage
 from genspool.backends.sqlite import SQLiteBackend
 from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
@@ -49,9 +49,7 @@ from genspool.core.queue import Queue
 MODELS = """models:
   - name: echo
     provider: echo
-    max_batch_size: 256
-    max_wait_ms: 0
-    max_concurrency: 2
+    batching: {max_batch_size: 256, max_wait_ms: 0, max_concurrency: 2}
 """
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "noop"}]}
 
@@ -93,7 +91,7 @@ def watch(db: str, n: int, deadline: float) -> dict[str, float | int]:
 
 async def enqueue_url(url: str, n: int) -> float:
     """Submit ``n`` echo jobs to the backend at ``url`` in batches of 1000; the loop's time."""
-    async with Queue.from_url(url) as queue:
+    async with Queue(open_storage(url)) as queue:
         jobs = [Job(url="/v1/chat/completions", body=BODY, model="echo") for _ in range(n)]
         start = time.perf_counter()
         for i in range(0, n, 1000):
@@ -103,7 +101,7 @@ async def enqueue_url(url: str, n: int) -> float:
 
 async def unfinished(queue: Queue) -> int:
     """Jobs still queued, running or retrying, per the backend's own count."""
-    return sum(sum(per.values()) for per in (await queue.backend.depth()).values())
+    return sum(sum(per.values()) for per in (await queue.depth()).values())
 
 
 async def nats_counter(url: str) -> Callable[[], Awaitable[int]]:
@@ -125,7 +123,7 @@ async def nats_counter(url: str) -> Callable[[], Awaitable[int]]:
 
 async def watch_url(url: str, n: int, ready: Path | None, timeout: float, poll_s: float) -> None:
     """The monitor: poll the count of finished jobs until it reaches ``n``, then verify."""
-    async with Queue.from_url(url) as queue:
+    async with Queue(open_storage(url)) as queue:
         if url.startswith("nats"):
             count = await nats_counter(url)
         else:
@@ -151,8 +149,8 @@ async def watch_url(url: str, n: int, ready: Path | None, timeout: float, poll_s
 
 
 async def drop_url(url: str) -> None:
-    async with Queue.from_url(url) as queue:
-        await queue.backend.drop()
+    async with Queue(open_storage(url)) as queue:
+        await queue.storage.drop()
 
 
 def subcommand(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ import fastapi.routing
 from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 
+from genspool.api.deps import services
 from genspool.core.job import now
 from genspool.core.keys import ApiKey, KeyStore, Scope
 from genspool.exceptions import Forbidden, RateLimited
@@ -84,7 +85,7 @@ async def authorize(conn: HTTPConnection) -> Caller:
     needed, submits = declared(getattr(conn.scope.get("route"), "endpoint", None))
     if needed == "public":
         return _ANONYMOUS
-    store: KeyStore = conn.app.state.services.keys
+    store = services(conn).keys
     if not await store.enabled():
         return OPEN
     key = await store.authenticate(_token(conn))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import HTTPConnection
 
-from genspool.api.app import Services
 from genspool.api.auth import Principal, requires
+from genspool.api.deps import Services, Svc
 from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
 from genspool.core.job import Job, JobStatus
@@ -19,14 +17,9 @@ from genspool.core.keys import Scope
 from genspool.core.models import PROMPT_TOKENS
 from genspool.exceptions import InvalidRequest
 
-__all__ = ["JobCreate", "router", "services"]
+__all__ = ["JobCreate", "build_job", "router"]
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-
-
-def services(conn: HTTPConnection) -> Services:
-    svc: Services = conn.app.state.services
-    return svc
 
 
 class JobCreate(BaseModel):
@@ -47,12 +40,11 @@ class JobCreate(BaseModel):
 
 
 def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job:
-    cfg, prompt_tokens = validate_request(svc.registry, spec.url, spec.body)
-    if spec.expires_at is not None and spec.expires_at <= time.time():
+    cfg, prompt_tokens = validate_request(svc.catalog, spec.url, spec.body)
+    if spec.expires_at is not None and spec.expires_at <= svc.queue.clock():
         raise InvalidRequest(
             f"expires_at: {spec.expires_at} is already in the past", param="expires_at"
         )
-    assert svc.admission is not None  # set by create_app
     svc.admission.check(cfg, spec.priority)  # last: a refused request is not counted
     metadata = dict(spec.metadata)
     metadata.pop(PROMPT_TOKENS, None)  # only the API's own count goes on to the worker
@@ -75,8 +67,7 @@ def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job
 
 @router.post("/jobs", status_code=202, summary="Submit a job; answers at once with its id")
 @requires(Scope.SUBMIT, submits=True)
-async def submit(request: Request, caller: Principal, spec: JobCreate) -> JSONResponse:
-    svc = services(request)
+async def submit(svc: Svc, caller: Principal, spec: JobCreate) -> JSONResponse:
     job = build_job(svc, spec, tenant=caller.tenant)
     stored = await svc.queue.submit(job)
     status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key
@@ -85,20 +76,20 @@ async def submit(request: Request, caller: Principal, spec: JobCreate) -> JSONRe
 
 @router.get("/jobs/{job_id}", summary="A job, with its result once it has one")
 @requires(Scope.READ)
-async def get_job(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
-    return (await services(request).queue.get(job_id, caller.sees)).public()
+async def get_job(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
+    return (await svc.queue.get(job_id, caller.sees)).public()
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
 @requires(Scope.SUBMIT)
-async def cancel_job(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
-    return (await services(request).queue.cancel(job_id, caller.sees)).public()
+async def cancel_job(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
+    return (await svc.queue.cancel(job_id, caller.sees)).public()
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a queued or running job")
 @requires(Scope.SUBMIT)
-async def delete_job(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
-    return await cancel_job(request, caller, job_id)
+async def delete_job(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
+    return await cancel_job(svc, caller, job_id)
 
 
 #: ``?tenant=``: admin only; a key without ``admin`` always sees its own tenant.
@@ -108,7 +99,7 @@ TenantQuery = Annotated[str | None, Query(description="Admin: only this tenant's
 @router.get("/jobs", summary="Jobs, newest first; page with ?after=<last id>")
 @requires(Scope.READ)
 async def list_jobs(
-    request: Request,
+    svc: Svc,
     caller: Principal,
     status: JobStatus | None = None,
     model: str | None = None,
@@ -117,13 +108,13 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     flt = JobFilter(status, model, caller.listing(tenant), before=after, limit=limit)
-    return await _page(services(request), flt)
+    return await _page(svc, flt)
 
 
 @router.get("/dlq", summary="Dead letters: jobs that failed for good, newest first")
 @requires(Scope.READ)
 async def list_dead_letters(
-    request: Request,
+    svc: Svc,
     caller: Principal,
     model: str | None = None,
     tenant: TenantQuery = None,
@@ -131,13 +122,13 @@ async def list_dead_letters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     flt = JobFilter(JobStatus.FAILED, model, caller.listing(tenant), before=after, limit=limit)
-    return await _page(services(request), flt)
+    return await _page(svc, flt)
 
 
 @router.post("/dlq/{job_id}/replay", summary="Queue a dead-lettered job again")
 @requires(Scope.SUBMIT)
-async def replay(request: Request, caller: Principal, job_id: str) -> dict[str, Any]:
-    return (await services(request).queue.replay(job_id, caller.sees)).public()
+async def replay(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
+    return (await svc.queue.replay(job_id, caller.sees)).public()
 
 
 async def _page(svc: Services, flt: JobFilter) -> dict[str, Any]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from genspool.api.auth import requires
-from genspool.core.keys import KeyStore, Scope
+from genspool.api.deps import Svc
+from genspool.core.keys import Scope
 
 __all__ = ["KeyCreate", "router"]
 
@@ -24,28 +25,21 @@ class KeyCreate(BaseModel):
     rpm: int | None = Field(None, ge=1, description="Most submissions per minute.")
 
 
-def _store(request: Request) -> KeyStore:
-    store: KeyStore = request.app.state.services.keys
-    return store
-
-
 @router.get("/keys", summary="API keys (never their secrets)")
 @requires(Scope.ADMIN)
-async def list_keys(request: Request) -> dict[str, Any]:
-    keys = await _store(request).list_keys()
+async def list_keys(svc: Svc) -> dict[str, Any]:
+    keys = await svc.keys.list_keys()
     return {"object": "list", "data": [k.public() for k in keys]}
 
 
 @router.post("/keys", status_code=201, summary="Create an API key; the key is shown only here")
 @requires(Scope.ADMIN)
-async def create_key(request: Request, spec: KeyCreate) -> dict[str, Any]:
-    key, token = await _store(request).create(
-        spec.tenant, spec.scopes, name=spec.name, rpm=spec.rpm
-    )
+async def create_key(svc: Svc, spec: KeyCreate) -> dict[str, Any]:
+    key, token = await svc.keys.create(spec.tenant, spec.scopes, name=spec.name, rpm=spec.rpm)
     return {**key.public(), "key": token}
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key for good")
 @requires(Scope.ADMIN)
-async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
-    return (await _store(request).revoke(key_id)).public()
+async def revoke_key(svc: Svc, key_id: str) -> dict[str, Any]:
+    return (await svc.keys.revoke(key_id)).public()

@@ -17,12 +17,14 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from genspool.api.app import Services, error_response
 from genspool.api.auth import Principal, requires
-from genspool.api.routes_jobs import JobCreate, build_job, services
+from genspool.api.deps import Services, Svc
+from genspool.api.errors import error_response
+from genspool.api.routes_jobs import JobCreate, build_job
 from genspool.api.routes_ops import breaker_states
 from genspool.api.routes_push import SSE_HEADERS
-from genspool.core.job import TERMINAL, Job, JobStatus
+from genspool.core.events import Event, TokenDelta
+from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
 from genspool.exceptions import InvalidRequest
 from genspool.providers.base import CHAT, EMBEDDINGS
@@ -37,8 +39,7 @@ INTERACTIVE_PRIORITY = 10
 
 @router.get("/models", summary="The served models")
 @requires(Scope.READ)
-async def list_models(request: Request) -> dict[str, Any]:
-    svc = services(request)
+async def list_models(svc: Svc) -> dict[str, Any]:
     breakers = await breaker_states(svc)
     data = [
         {
@@ -48,19 +49,18 @@ async def list_models(request: Request) -> dict[str, Any]:
             "owned_by": "genspool",
             "provider": cfg.provider,
             "context_window": cfg.context_window,
-            "endpoints": sorted(svc.registry.card(cfg.name).endpoints),
+            "endpoints": sorted(svc.catalog.card(cfg.name).endpoints),
             "breaker": breakers[cfg.name],
         }
-        for cfg in svc.registry
+        for cfg in svc.catalog
     ]
     return {"object": "list", "data": data}
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions, through the queue")
 @requires(Scope.SUBMIT, submits=True)
-async def chat_completions(request: Request, caller: Principal) -> Any:
+async def chat_completions(request: Request, svc: Svc, caller: Principal) -> Any:
     body = await _json_body(request)
-    svc = services(request)
     job = _build(svc, CHAT, body, caller.tenant)
     if body.get("stream"):
         events = svc.queue.subscribe([job.id])  # before submitting: no token may be missed
@@ -73,8 +73,7 @@ async def chat_completions(request: Request, caller: Principal) -> Any:
 
 @router.post("/embeddings", summary="OpenAI embeddings, through the queue")
 @requires(Scope.SUBMIT, submits=True)
-async def embeddings(request: Request, caller: Principal) -> Any:
-    svc = services(request)
+async def embeddings(request: Request, svc: Svc, caller: Principal) -> Any:
     job = _build(svc, EMBEDDINGS, await _json_body(request), caller.tenant)
     return await _answer(svc, await svc.queue.submit(job))
 
@@ -111,7 +110,7 @@ def _job_error(job: Job) -> JSONResponse:
 
 
 async def _chunks(
-    svc: Services, job: Job, body: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
+    svc: Services, job: Job, body: dict[str, Any], events: AsyncGenerator[Event, None]
 ) -> AsyncIterator[bytes]:
     chunk_id, created = f"chatcmpl-{job.id}", int(time.time())
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -130,10 +129,10 @@ async def _chunks(
     sent = ""
     async with contextlib.aclosing(events):
         async for event in events:
-            if "delta" in event:
-                sent += event["delta"]
-                yield chunk({"content": event["delta"]})
-            elif event["status"] in TERMINAL or event["status"] == "not_found":
+            if isinstance(event, TokenDelta):
+                sent += event.delta
+                yield chunk({"content": event.delta})
+            elif event.ends:
                 async for tail in _final(svc, job, sent, chunk, include_usage):
                     yield tail
                 break

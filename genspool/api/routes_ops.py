@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from genspool.api.app import Services
 from genspool.api.auth import requires
+from genspool.api.deps import Services, Svc
 from genspool.core.keys import Scope
 from genspool.resilience import NAMESPACE
 
@@ -24,10 +24,10 @@ router = APIRouter(prefix="/v1", tags=["ops"])
 async def breaker_states(svc: Services) -> dict[str, dict[str, Any]]:
     """Each model's breaker as last stored: ``closed`` until it first moves, ``disabled`` for
     a model without one; models served only by other processes are included."""
-    stored = await svc.registry.shared.kv.kv_list(NAMESPACE)
+    stored = await svc.catalog.shared.kv.kv_list(NAMESPACE)
     states: dict[str, dict[str, Any]] = {}
-    for cfg in svc.registry:
-        has = svc.registry.has_breaker(cfg.name)
+    for cfg in svc.catalog:
+        has = svc.catalog.has_breaker(cfg.name)
         states[cfg.name] = {"state": "closed" if has else "disabled", "opens_count": 0}
     for model, raw in sorted(stored.items()):
         states[model] = orjson.loads(raw)
@@ -36,8 +36,7 @@ async def breaker_states(svc: Services) -> dict[str, dict[str, Any]]:
 
 @router.get("/breakers", summary="The circuit breaker of each model")
 @requires(Scope.READ)  # model health, like /v1/models: no tenant's data
-async def list_breakers(request: Request) -> dict[str, Any]:
-    svc: Services = request.app.state.services
+async def list_breakers(svc: Svc) -> dict[str, Any]:
     states = await breaker_states(svc)
     data = [{"object": "breaker", "model": m, **s} for m, s in states.items()]
     return {"object": "list", "data": data}

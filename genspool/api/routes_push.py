@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from genspool.api.auth import Principal, requires
-from genspool.api.routes_jobs import services
+from genspool.api.deps import Svc
 from genspool.core.keys import Scope
 from genspool.core.queue import Queue
 
@@ -30,27 +30,27 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @router.get("/jobs/{job_id}/events", summary="Server-Sent Events of one job until it ends")
 @requires(Scope.READ)
-async def job_events(request: Request, caller: Principal, job_id: str) -> StreamingResponse:
-    queue = services(request).queue
+async def job_events(svc: Svc, caller: Principal, job_id: str) -> StreamingResponse:
+    queue = svc.queue
     await queue.get(job_id, caller.sees)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[bytes]:
         events = queue.subscribe([job_id], tenant=caller.sees)
         async with contextlib.aclosing(events):
             async for event in events:
-                yield b"data: " + orjson.dumps(event) + b"\n\n"
+                yield b"data: " + orjson.dumps(event.public()) + b"\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.websocket("/ws")
 @requires(Scope.READ)
-async def websocket(ws: WebSocket, caller: Principal) -> None:
+async def websocket(ws: WebSocket, svc: Svc, caller: Principal) -> None:
     """Send ``{"subscribe": ["<id>", ...]}`` (as often as you like); events arrive as JSON.
     Another tenant's job answers ``not_found``, like an unknown one. The API key goes in the
     ``Authorization`` header or, from a browser, in ``?token=``."""
     await ws.accept()
-    queue = services(ws).queue
+    queue = svc.queue
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     sender = asyncio.create_task(_send_all(ws, outbox))
     feeds: set[asyncio.Task[None]] = set()
@@ -94,7 +94,7 @@ async def _feed(
     events = queue.subscribe(ids, tenant=tenant)
     async with contextlib.aclosing(events):
         async for event in events:
-            outbox.put_nowait(event)
+            outbox.put_nowait(event.public())
 
 
 async def _send_all(ws: WebSocket, outbox: asyncio.Queue[dict[str, Any]]) -> None:

@@ -8,24 +8,24 @@ an optional extra raises :class:`~genspool.exceptions.ConfigError` naming the ex
 
 from __future__ import annotations
 
-import importlib
+import functools
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from genspool.backends._urls import shown_url
 from genspool.core.roles import JobFilter, Storage
 from genspool.exceptions import ConfigError
 
-__all__ = ["SCHEMES", "JobFilter", "Storage", "backend_from_url", "open_storage", "shown_url"]
+__all__ = ["GROUP", "JobFilter", "Storage", "backend_from_url", "open_storage", "shown_url"]
 
-#: scheme -> ("module:Class", extra that installs its driver)
-SCHEMES: dict[str, tuple[str, str | None]] = {
-    "memory": ("genspool.backends.memory:MemoryBackend", None),
-    "sqlite": ("genspool.backends.sqlite:SQLiteBackend", None),
-    "postgresql": ("genspool.backends.postgres:PostgresBackend", "postgres"),
-    "postgres": ("genspool.backends.postgres:PostgresBackend", "postgres"),
-    "redis": ("genspool.backends.redis:RedisBackend", "redis"),
-    "nats": ("genspool.backends.nats:NatsBackend", "nats"),
-}
+#: Entry point group: URL scheme -> "module:Class [extra]", the extra installing its driver.
+#: genspool's own are declared in its pyproject.toml; another package may add schemes.
+GROUP = "genspool.backends"
+
+
+@functools.cache
+def schemes() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
 def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
@@ -41,16 +41,16 @@ def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
 def backend_from_url(url: str) -> Any:
     """The backend object at ``url`` (it fills every role)."""
     scheme = url.partition("://")[0].split("+", 1)[0] if "://" in url else ""
-    if scheme not in SCHEMES:
-        known = ", ".join(f"{s}://" for s in SCHEMES)
+    found = schemes().get(scheme)
+    if found is None:
+        known = ", ".join(f"{s}://" for s in sorted(schemes()))
         raise ConfigError(
             f"unsupported database URL {shown_url(url)!r}: the scheme must be one of {known}"
         )
-    target, extra = SCHEMES[scheme]
-    module_name, cls_name = target.split(":")
     try:
-        module = importlib.import_module(module_name)
+        cls = found.load()
     except ImportError as exc:
+        extra = found.extras[0] if found.extras else None
         hint = f'; install it with pip install "genspool[{extra}]"' if extra else ""
         raise ConfigError(f"the {scheme}:// backend needs {exc.name}{hint}") from exc
-    return getattr(module, cls_name).from_url(url)
+    return cls.from_url(url)

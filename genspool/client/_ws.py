@@ -8,6 +8,7 @@ cannot see, and ``{"error": ...}`` for a message it cannot read.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 
 import httpx
@@ -82,13 +83,16 @@ class Subscription:
     def __init__(self, config: Config, ids: Iterable[str] | None) -> None:
         self._config, self._watch = config, _Watch(ids)
         self._ws: ClientConnection | None = None
+        self._exit = contextlib.ExitStack()
 
     def __enter__(self) -> Subscription:
         try:
-            self._ws = connect(
-                self._config.ws_url,
-                additional_headers=self._config.headers,
-                open_timeout=self._config.timeout.connect,
+            self._ws = self._exit.enter_context(
+                connect(
+                    self._config.ws_url,
+                    additional_headers=self._config.headers,
+                    open_timeout=self._config.timeout.connect,
+                )
             )
         except (OSError, WebSocketException) as exc:
             raise _connect_error(exc, self._config.ws_url) from exc
@@ -99,8 +103,7 @@ class Subscription:
         self.close()
 
     def close(self) -> None:
-        if self._ws is not None:
-            self._ws.close()
+        self._exit.close()
 
     def add(self, ids: Iterable[str]) -> None:
         """Subscribe to more jobs, also while iterating."""

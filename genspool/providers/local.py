@@ -70,9 +70,7 @@ def _onnx_card(config: ModelConfig) -> ModelCard:
     from genspool.providers.onnx_embed import TextCounter
 
     served = onnx_plugin.served(config)
-    return ModelCard(
-        config.name, served, config.context_window, TextCounter(), MINILM_DIMENSIONS
-    )
+    return ModelCard(config.name, served, config.context_window, TextCounter(), MINILM_DIMENSIONS)
 
 
 llama_plugin = ProviderPlugin(

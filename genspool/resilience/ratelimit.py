@@ -11,7 +11,8 @@ here), else by the provider, else about four characters a token; plus its ``max_
 When a reservation is refused, the batch *waits* for it — as long as the job's deadline leaves
 ``reserve_s`` for the call afterwards. Past that, the batch is not sent: each request gets a
 retryable :class:`~genspool.exceptions.ModelRateLimited` with ``retry_after`` = the wait, and
-the queue brings the job back then (that uses up one of its attempts). The request budget is
+the queue brings the job back then, without using up one of its attempts (nothing was sent;
+``ModelRateLimited.counts_as_attempt`` is False). The request budget is
 taken first; if the token budget then refuses, the requests already counted stay counted — the
 limiter errs on the slow side.
 """
@@ -92,7 +93,9 @@ class RateLimit(Layer):
     async def _take(self, key: str, cost: float, per_minute: int) -> ModelRateLimited | None:
         """Reserve ``cost`` from ``key``, waiting while the deadline allows; the refusal else."""
         while True:
-            wait = await self.shared.limits.reserve(key, cost, per_minute / 60, per_minute, self.clock())
+            wait = await self.shared.limits.reserve(
+                key, cost, per_minute / 60, per_minute, self.clock()
+            )
             if wait <= 0:
                 return None
             if wait > self._may_wait():

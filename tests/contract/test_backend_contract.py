@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from genspool.core.roles import JobFilter
 from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
+from genspool.core.roles import JobFilter
 from genspool.exceptions import CircuitOpen, Conflict, ModelError, NotFound
 
 CHAT = "/v1/chat/completions"

@@ -28,12 +28,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from _restarts import broadcast_arrives, eventually, run, wait_until, work_wakes
 
 from genspool.backends import backend_from_url
 from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
 from genspool.exceptions import BackendError
+from tests.contract._restarts import broadcast_arrives, eventually, run, wait_until, work_wakes
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -81,7 +81,7 @@ async def hammer(q: Queue, stop: asyncio.Event, errors: list[BaseException]) -> 
     """Keep calling the backend through the restart, recording every failure."""
     while not stop.is_set():
         try:
-            await q.backend.depth()
+            await q.depth()
         except Exception as exc:
             errors.append(exc)
         await asyncio.sleep(0.02)
@@ -106,7 +106,7 @@ async def _restart_mid_run(q: Queue, other: Queue) -> None:
     stop, errors = asyncio.Event(), []
     load = asyncio.create_task(hammer(q, stop, errors))
     assert await shell(RESTART) == 0, "pg_ctlcluster restart failed"
-    await eventually(q.backend.depth)
+    await eventually(q.depth)
     stop.set()
     await load
     assert all(isinstance(e, BackendError) for e in errors), errors
@@ -126,8 +126,9 @@ async def _restart_mid_run(q: Queue, other: Queue) -> None:
     # The listener reconnected: an event that another connection broadcasts now arrives, and
     # work that another connection enqueues wakes an idle worker at once (not at its poll).
     await _broadcast_arrives(q, other)
-    await q.backend.wait_for_work("m", 0.0)  # forget earlier wake-ups
-    waiter = asyncio.create_task(q.backend.wait_for_work("m", 5.0))
+    signals = q.storage.signals
+    await signals.wait_for_work("m", 0.0)  # forget earlier wake-ups
+    waiter = asyncio.create_task(signals.wait_for_work("m", 5.0))
     await asyncio.sleep(0.05)
     started = time.monotonic()
     await other.submit(job("wake up"))
@@ -143,8 +144,8 @@ async def _broadcast_arrives(q: Queue, other: Queue) -> None:
                 stored = await eventually(lambda: other.submit(job("from elsewhere")))
                 sent.add(stored.id)
                 try:
-                    event: dict[str, Any] = await asyncio.wait_for(sub.queue.get(), 1.0)
+                    event = await asyncio.wait_for(sub.queue.get(), 1.0)
                 except TimeoutError:
                     continue  # broadcast while the listener was still reconnecting: again
-                if event["id"] in sent:
+                if event.id in sent:
                     return

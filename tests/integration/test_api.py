@@ -9,14 +9,14 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
-Server = Spawner = Any  # the fixtures' classes live in tests/conftest.py
+from tests.helpers.processes import Server, Spawner, ws_until_terminal
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
@@ -30,9 +30,8 @@ def slow(name: str, latency_ms: float, **more: Any) -> dict[str, Any]:
     return {
         "name": name,
         "provider": "echo",
-        "latency_ms": latency_ms,
-        "max_batch_size": 1,
-        "max_concurrency": 1,
+        "options": {"latency_ms": latency_ms},
+        "batching": {"max_batch_size": 1, "max_concurrency": 1},
         **more,
     }
 
@@ -43,7 +42,13 @@ MODELS: list[dict[str, Any]] = [
     {"name": "pager", "provider": "echo"},
     {"name": "tiny", "provider": "echo", "context_window": 16},
     # Always times out (the batch takes 300 ms, the model allows 50 ms): a real way to fail.
-    {"name": "doomed", "provider": "echo", "latency_ms": 300, "timeout_s": 0.05, "max_attempts": 2},
+    {
+        "name": "doomed",
+        "provider": "echo",
+        "max_attempts": 2,
+        "limits": {"timeout_s": 0.05},
+        "options": {"latency_ms": 300},
+    },
     slow("slow-prio", 600),
     slow("slow-cancel", 500),
     slow("slow-expire", 1000),
@@ -407,9 +412,9 @@ def test_unreachable_openai_model_dead_letters_after_max_attempts(spawner: Spawn
     remote = {
         "name": "remote",
         "provider": "openai",
-        "base_url": f"http://127.0.0.1:{closed}/v1",
+        "options": {"base_url": f"http://127.0.0.1:{closed}/v1"},
         "max_attempts": 2,
-        "timeout_s": 5,
+        "limits": {"timeout_s": 5},
     }
     server = spawner.server([remote, {"name": "echo", "provider": "echo"}], env=ENV)
     job = server.chat("remote", "hello?")
@@ -458,13 +463,12 @@ def test_sse_streams_each_state_change_then_the_result(server: Server) -> None:
 
 
 def test_websocket_delivers_events_of_several_jobs(
-    server: Server, ws_events: Callable[..., list[dict[str, Any]]]
-) -> None:
+    server: Server) -> None:
     a = server.submit({"model": "slow-ws", "input": "a"}, url=EMBEDDINGS)
     b = server.submit({"model": "slow-ws", "input": "b"}, url=EMBEDDINGS)
     with connect(server.ws_url, open_timeout=5, close_timeout=2) as ws:
         ws.send(json.dumps({"subscribe": [a["id"], b["id"]]}))
-        events = ws_events(ws, {a["id"], b["id"]})
+        events = ws_until_terminal(ws, {a["id"], b["id"]})
         for job in (a, b):
             mine = [e for e in events if e["id"] == job["id"]]
             assert mine[-1]["status"] == "succeeded"
@@ -506,13 +510,12 @@ def test_websocket_invalid_messages_get_an_error_and_the_connection_stays_usable
 
 
 def test_websocket_streams_chat_tokens_before_the_terminal_event(
-    server: Server, ws_events: Callable[..., list[dict[str, Any]]]
-) -> None:
+    server: Server) -> None:
     content = "one two three four five"
     job = server.chat("slow-ws", content)
     with connect(server.ws_url, open_timeout=5, close_timeout=2) as ws:
         ws.send(json.dumps({"subscribe": [job["id"]]}))
-        events = ws_events(ws, {job["id"]})
+        events = ws_until_terminal(ws, {job["id"]})
     deltas = [e["delta"] for e in events if "delta" in e]
     assert len(deltas) >= 2, events
     assert "".join(deltas) == content
@@ -722,8 +725,18 @@ def test_a_streamed_body_over_the_limit_is_413_too(server: Server) -> None:
 
 
 SPLIT_MODELS: list[dict[str, Any]] = [
-    {"name": "echo", "provider": "echo", "latency_ms": 20, "max_batch_size": 4},
-    {"name": "slow", "provider": "echo", "latency_ms": 800, "max_batch_size": 1},
+    {
+        "name": "echo",
+        "provider": "echo",
+        "options": {"latency_ms": 20},
+        "batching": {"max_batch_size": 4},
+    },
+    {
+        "name": "slow",
+        "provider": "echo",
+        "options": {"latency_ms": 800},
+        "batching": {"max_batch_size": 1},
+    },
 ]
 
 
@@ -757,13 +770,12 @@ def test_sse_on_the_api_process_sees_jobs_run_by_workers(split: Server) -> None:
 
 
 def test_websocket_on_the_api_process_sees_jobs_run_by_workers(
-    split: Server, ws_events: Callable[..., list[dict[str, Any]]]
-) -> None:
+    split: Server) -> None:
     a = split.chat("slow", "first over ws")
     b = split.chat("echo", "second over ws")
     with connect(split.ws_url, open_timeout=5, close_timeout=2) as ws:
         ws.send(json.dumps({"subscribe": [a["id"], b["id"]]}))
-        events = ws_events(ws, {a["id"], b["id"]}, timeout=8)
+        events = ws_until_terminal(ws, {a["id"], b["id"]}, timeout=8)
     for job, content in ((a, "first over ws"), (b, "second over ws")):
         last = [e for e in events if e["id"] == job["id"]][-1]
         assert last["status"] == "succeeded", events

@@ -19,14 +19,25 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-Server = Spawner = Any  # the fixtures' classes live in tests/conftest.py
+from tests.helpers.processes import Server, Spawner
 
 CHAT = "/v1/chat/completions"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
 MODELS: list[dict[str, Any]] = [
     {"name": "echo", "provider": "echo"},
-    {"name": "slow", "provider": "echo", "latency_ms": 800, "max_batch_size": 1},
-    {"name": "doomed", "provider": "echo", "latency_ms": 300, "timeout_s": 0.05, "max_attempts": 1},
+    {
+        "name": "slow",
+        "provider": "echo",
+        "options": {"latency_ms": 800},
+        "batching": {"max_batch_size": 1},
+    },
+    {
+        "name": "doomed",
+        "provider": "echo",
+        "max_attempts": 1,
+        "limits": {"timeout_s": 0.05},
+        "options": {"latency_ms": 300},
+    },
 ]
 ENV = {"GENSPOOL_KEY_CACHE_S": "1", "GENSPOOL_RETRY_BASE_S": "0.05"}
 #: Scopes the routes that exist today must declare; routes added later are checked by what

@@ -9,14 +9,25 @@ from typing import Any
 
 import pytest
 
-Server = Spawner = Any  # the fixtures' classes live in tests/conftest.py
+from tests.helpers.processes import Server, Spawner
 
 EMBED = "all-minilm-l6-v2"
 MODELS: list[dict[str, Any]] = [
     {"name": "echo", "provider": "echo"},
     {"name": EMBED, "provider": "onnx_embedding", "context_window": 256},
-    {"name": "slow", "provider": "echo", "latency_ms": 1000, "max_batch_size": 1},
-    {"name": "doomed", "provider": "echo", "latency_ms": 300, "timeout_s": 0.05, "max_attempts": 1},
+    {
+        "name": "slow",
+        "provider": "echo",
+        "options": {"latency_ms": 1000},
+        "batching": {"max_batch_size": 1},
+    },
+    {
+        "name": "doomed",
+        "provider": "echo",
+        "max_attempts": 1,
+        "limits": {"timeout_s": 0.05},
+        "options": {"latency_ms": 300},
+    },
 ]
 JOB_ID = re.compile(r"^job_[0-9a-f]+$")
 
@@ -175,7 +186,7 @@ def test_serve_with_an_invalid_models_file_names_the_field(spawner: Spawner) -> 
     bad = spawner.models(
         [
             {"name": "ok", "provider": "echo"},
-            {"name": "broken", "provider": "echo", "max_batch_size": 0},
+            {"name": "broken", "provider": "echo", "batching": {"max_batch_size": 0}},
         ],
         "bad.yaml",
     )
@@ -188,7 +199,7 @@ def test_serve_with_an_invalid_models_file_names_the_field(spawner: Spawner) -> 
         "--db",
         spawner.sqlite_url(spawner.root / "x.db"),
     )
-    one_line_error(result, "models[1].max_batch_size", "greater than 0")
+    one_line_error(result, "models[1].batching.max_batch_size", "greater than 0")
 
     unknown = spawner.models([{"name": "x", "provider": "echo", "bacth_size": 4}], "typo.yaml")
     result = spawner.run(
@@ -206,7 +217,13 @@ def test_serve_with_an_invalid_models_file_names_the_field(spawner: Spawner) -> 
     result = spawner.run(
         "worker", "--config", str(provider), "--db", spawner.sqlite_url(spawner.root / "x.db")
     )
-    one_line_error(result, "models[0].provider")
+    one_line_error(result, "models[0].provider", "unknown provider 'vllm'", "echo, llama_cpp")
+
+    flat = spawner.models([{"name": "x", "provider": "echo", "max_batch_size": 4}], "flat.yaml")
+    result = spawner.run(
+        "worker", "--config", str(flat), "--db", spawner.sqlite_url(spawner.root / "x.db")
+    )
+    one_line_error(result, "models[0]", "max_batch_size -> batching.max_batch_size")
 
 
 def test_serve_with_a_missing_api_key_names_the_variable(spawner: Spawner) -> None:
@@ -215,8 +232,7 @@ def test_serve_with_a_missing_api_key_names_the_variable(spawner: Spawner) -> No
             {
                 "name": "remote",
                 "provider": "openai",
-                "base_url": "http://127.0.0.1:9/v1",
-                "api_key_env": "NOPE_KEY",
+                "options": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "NOPE_KEY"},
             }
         ],
         "key.yaml",

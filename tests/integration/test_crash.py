@@ -12,7 +12,6 @@ import asyncio
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -23,20 +22,17 @@ from genspool.core.job import Job
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.core.worker import Worker
-from genspool.providers.registry import ModelRegistry
-
-Spawner = Any  # the fixture's class lives in tests/conftest.py
+from genspool.runtime import ModelRegistry
+from tests.helpers.processes import Spawner
 
 CHAT = "/v1/chat/completions"
 ENV = {"GENSPOOL_LEASE_S": "2", "GENSPOOL_RETRY_BASE_S": "0.05", "GENSPOOL_RETRY_CAP_S": "0.2"}
 CRASHY = {
     "name": "crashy",
     "provider": "echo",
-    "latency_ms": 200,
-    "max_batch_size": 8,
-    "max_concurrency": 2,
-    "max_wait_ms": 5,
     "max_attempts": 3,
+    "batching": {"max_batch_size": 8, "max_concurrency": 2, "max_wait_ms": 5},
+    "options": {"latency_ms": 200},
 }
 
 
@@ -121,10 +117,8 @@ def test_sigterm_drains_the_batch_in_flight_and_exits(spawner: Spawner) -> None:
     slow = {
         "name": "drain",
         "provider": "echo",
-        "latency_ms": 1500,
-        "max_batch_size": 4,
-        "max_concurrency": 1,
-        "max_wait_ms": 50,
+        "batching": {"max_batch_size": 4, "max_concurrency": 1, "max_wait_ms": 50},
+        "options": {"latency_ms": 1500},
     }
     api = spawner.server([slow], command="api", env=ENV)
     ids = submit_chats(api.url, "drain", [f"drain {i}" for i in range(4)])
@@ -148,10 +142,15 @@ def test_sigterm_drains_the_batch_in_flight_and_exits(spawner: Spawner) -> None:
 def test_sigterm_hands_back_leased_jobs_without_counting_the_attempt(spawner: Spawner) -> None:
     # The first worker leases jobs and keeps gathering a bigger batch (max_wait_ms 20 s); the
     # second worker serves the same model name without waiting.
-    gathering = {"name": "gather", "provider": "echo", "max_batch_size": 100, "max_wait_ms": 20_000}
+    gathering = {
+        "name": "gather",
+        "provider": "echo",
+        "batching": {"max_batch_size": 100, "max_wait_ms": 20_000},
+    }
     api = spawner.server([gathering], command="api", env=ENV)
     assert api.config is not None
-    eager = spawner.models([{**gathering, "max_wait_ms": 5}], "eager.yaml")
+    eager_batching = {"max_batch_size": 100, "max_wait_ms": 5}
+    eager = spawner.models([{**gathering, "batching": eager_batching}], "eager.yaml")
     ids = submit_chats(api.url, "gather", [f"handed back {i}" for i in range(3)])
 
     first = spawner.worker(api.db, api.config, env=ENV)
@@ -180,7 +179,10 @@ async def test_drain_timeout_hands_back_the_jobs_of_unfinished_batches(tmp_path:
     file, with an echo model whose batch takes far longer than the drain timeout."""
     url = f"sqlite:///{tmp_path}/drain.db"
     cfg = ModelConfig(
-        name="stuck", provider="echo", latency_ms=60_000, max_batch_size=4, max_wait_ms=20
+        name="stuck",
+        provider="echo",
+        options={"latency_ms": 60_000},
+        batching={"max_batch_size": 4, "max_wait_ms": 20},
     )
     queue = Queue(SQLiteBackend.from_url(url), lease_s=30, retry=RetryPolicy(base_s=0.05))
     async with queue:
@@ -196,7 +198,7 @@ async def test_drain_timeout_hands_back_the_jobs_of_unfinished_batches(tmp_path:
         worker = Worker(queue, ModelRegistry([cfg]), drain_timeout_s=0.3)
         run = asyncio.create_task(worker.run())
         async with asyncio.timeout(10):
-            while [j.status.value for j in await queue.backend.get_many([j.id for j in jobs])] != [
+            while [j.status.value for j in await queue.get_many([j.id for j in jobs])] != [
                 "running"
             ] * 3:
                 await asyncio.sleep(0.05)
@@ -204,12 +206,12 @@ async def test_drain_timeout_hands_back_the_jobs_of_unfinished_batches(tmp_path:
         worker.stop()
         await asyncio.wait_for(run, 5)
         assert time.monotonic() - t0 < 2
-        after = await queue.backend.get_many([j.id for j in jobs])
+        after = await queue.get_many([j.id for j in jobs])
         assert [(j.status.value, j.attempts, j.lease_token) for j in after] == [
             ("queued", 0, None)
         ] * 3, [j.public() for j in after]
 
-        fast = ModelConfig(name="stuck", provider="echo", max_wait_ms=5)
+        fast = ModelConfig(name="stuck", provider="echo", batching={"max_wait_ms": 5})
         second = Worker(queue, ModelRegistry([fast]))
         task = asyncio.create_task(second.run())
         try:

@@ -21,10 +21,9 @@ import pytest
 from genspool.config import ModelConfig
 from genspool.exceptions import ModelError
 from genspool.providers.base import CHAT, Request
-from genspool.providers.registry import ModelRegistry
+from genspool.runtime import ModelRegistry
 from genspool.testing.faults import FaultServer
-
-Server = Spawner = Any  # the fixtures' classes live in tests/conftest.py
+from tests.helpers.processes import Server, Spawner
 
 ENV = {"GENSPOOL_RETRY_BASE_S": "0.05", "GENSPOOL_RETRY_CAP_S": "0.4"}
 
@@ -73,7 +72,7 @@ def fault_process() -> Iterator[FaultProcess]:
 
 
 def remote(name: str, faults: FaultServer | FaultProcess, **more: Any) -> dict[str, Any]:
-    return {"name": name, "provider": "openai", "base_url": f"{faults.url}/v1", **more}
+    return {"name": name, "provider": "openai", "options": {"base_url": f"{faults.url}/v1"}, **more}
 
 
 def chat_body(model: str, i: int) -> dict[str, Any]:
@@ -117,12 +116,11 @@ def test_a_thousand_jobs_under_faults_all_end_and_respect_their_limits(
     model = remote(
         "flaky",
         faults,
-        timeout_s=timeout_s,
         max_attempts=max_attempts,
-        call_retries=0,  # one request per job attempt, so the server's counts are attempts
-        breaker=False,  # the breaker has its own test; here, the queue's retries alone
-        max_batch_size=8,
-        max_concurrency=16,
+        # call_retries 0: one request per job attempt, so the server's counts are attempts
+        limits={"timeout_s": timeout_s, "call_retries": 0},
+        breaker={"enabled": False},  # the breaker has its own test; here, the queue's retries
+        batching={"max_batch_size": 8, "max_concurrency": 16},
     )
     server = spawner.server([model], env=ENV)
     started = time.monotonic()
@@ -193,14 +191,10 @@ def test_the_breaker_opens_stops_calls_and_closes_after_recovery(
     model = remote(
         "fragile",
         faults,
-        timeout_s=2,
-        call_retries=0,
+        limits={"timeout_s": 2, "call_retries": 0},
         max_attempts=30,  # enough to outlast the outage: each refusal uses an attempt
-        breaker_failures=5,
-        breaker_cooldown_s=cooldown,
-        breaker_probes=1,
-        max_batch_size=4,
-        max_concurrency=2,
+        breaker={"failures": 5, "cooldown_s": cooldown, "probes": 1},
+        batching={"max_batch_size": 4, "max_concurrency": 2},
     )
     server = spawner.server([model], env=ENV)
     assert breaker(server, "fragile")["state"] == "closed"
@@ -247,7 +241,13 @@ def test_a_failing_model_falls_back_and_the_answer_says_who_answered(
 ) -> None:
     faults.configure(error_rate=1.0)
     models = [
-        remote("primary", faults, call_retries=0, breaker_failures=3, fallbacks=["backup"]),
+        remote(
+            "primary",
+            faults,
+            limits={"call_retries": 0},
+            breaker={"failures": 3},
+            fallbacks=["backup"],
+        ),
         {"name": "backup", "provider": "echo"},
     ]
     server = spawner.server(models, env=ENV)
@@ -269,10 +269,9 @@ async def test_in_call_retries_recover_blips_within_their_bounds() -> None:
         cfg = ModelConfig(
             name="blippy",
             provider="openai",
-            base_url=f"{url}/v1",
-            call_retries=3,
-            breaker=False,
-            timeout_s=5,
+            options={"base_url": f"{url}/v1"},
+            limits={"call_retries": 3, "timeout_s": 5},
+            breaker={"enabled": False},
         )
         registry = ModelRegistry([cfg])
         stack = registry.provider("blippy")

@@ -26,8 +26,7 @@ import pytest
 from websockets.sync.client import connect
 
 from genspool.backends import backend_from_url
-
-Spawner = Any  # the fixture's class lives in tests/conftest.py
+from tests.helpers.processes import Spawner, ws_until_terminal
 
 CHAT = "/v1/chat/completions"
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -36,19 +35,16 @@ MODELS = [
     {
         "name": "echo",
         "provider": "echo",
-        "latency_ms": 40,
-        "max_batch_size": 4,
-        "max_wait_ms": 5,
-        "max_concurrency": 2,
+        "batching": {"max_batch_size": 4, "max_wait_ms": 5, "max_concurrency": 2},
+        "options": {"latency_ms": 40},
     },
-    {"name": "streamed", "provider": "echo", "latency_ms": 300},
+    {"name": "streamed", "provider": "echo", "options": {"latency_ms": 300}},
     # One batch of one at a time, across all workers: runs of its jobs never overlap.
     {
         "name": "solo",
         "provider": "echo",
-        "latency_ms": 150,
-        "max_batch_size": 1,
-        "max_concurrency": 1,
+        "batching": {"max_batch_size": 1, "max_concurrency": 1},
+        "options": {"latency_ms": 150},
     },
 ]
 
@@ -104,8 +100,7 @@ def submit(client: httpx.Client, model: str, text: str) -> str:
 
 
 def test_two_apis_two_workers_one_killed(
-    spawner: Spawner, target: Target, ws_events: Callable[..., list[dict[str, Any]]]
-) -> None:
+    spawner: Spawner, target: Target) -> None:
     config = spawner.models(MODELS)
     api1 = spawner.server(config, command="api", db_url=target.url, env=target.env)
     api2 = spawner.server(config, command="api", db_url=target.url, env=target.env)
@@ -116,7 +111,7 @@ def test_two_apis_two_workers_one_killed(
     with connect(api1.ws_url, open_timeout=5, close_timeout=2) as ws:
         job = submit(api2.client, "streamed", "across three processes")
         ws.send(json.dumps({"subscribe": [job]}))
-        events = _and_a_second_more(ws, ws_events(ws, {job}, timeout=20))
+        events = _and_a_second_more(ws, ws_until_terminal(ws, {job}, timeout=20))
     statuses = [e["status"] for e in events if "delta" not in e]
     text = "across three processes"
     assert statuses[-1] == "succeeded", statuses
@@ -135,7 +130,7 @@ def test_two_apis_two_workers_one_killed(
         )
         workers[0].kill()
         assert workers[0].popen.returncode == -signal.SIGKILL
-        events = _and_a_second_more(ws, ws_events(ws, set(ids), timeout=60))
+        events = _and_a_second_more(ws, ws_until_terminal(ws, set(ids), timeout=60))
     finals = Counter(e["id"] for e in events if e["status"] in TERMINAL and "delta" not in e)
     assert set(finals) == set(ids) and set(finals.values()) == {1}, finals.most_common(3)
     jobs = [api2.get(i) for i in ids]

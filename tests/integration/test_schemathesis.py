@@ -12,11 +12,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-Spawner = Any  # the fixture's class lives in tests/conftest.py
+from tests.helpers.processes import Spawner
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 MODELS = [

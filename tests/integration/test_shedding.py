@@ -11,24 +11,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-Spawner = Any  # the fixture's class lives in tests/conftest.py
+from tests.helpers.processes import Spawner
 
 CHAT = "/v1/chat/completions"
 SHED = {
     "name": "shed",
     "provider": "echo",
-    "latency_ms": 50,
-    "max_batch_size": 1,
-    "max_concurrency": 1,
-    "max_queue_depth": 20,
+    "batching": {"max_batch_size": 1, "max_concurrency": 1},
+    "admission": {"max_queue_depth": 20},
+    "options": {"latency_ms": 50},
 }
 AGED = {
     "name": "aged",
     "provider": "echo",
-    "latency_ms": 400,
-    "max_batch_size": 1,
-    "max_concurrency": 1,
-    "max_queue_age_s": 1.0,
+    "batching": {"max_batch_size": 1, "max_concurrency": 1},
+    "admission": {"max_queue_age_s": 1.0},
+    "options": {"latency_ms": 400},
 }
 
 

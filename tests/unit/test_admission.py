@@ -1,4 +1,4 @@
-"""Load shedding decisions, on a real SQLite queue, with an injected clock."""
+"""Load shedding decisions, on the in-memory queue, with an injected clock."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from genspool.api.admission import Admission
+from genspool.backends.memory import MemoryBackend
 from genspool.config import ModelConfig
 from genspool.core.job import Job
 from genspool.core.queue import Queue
 from genspool.exceptions import RateLimited
 
-DEEP = ModelConfig(name="m", provider="echo", max_queue_depth=3)
-OLD = ModelConfig(name="o", provider="echo", max_queue_age_s=10)
+DEEP = ModelConfig(name="m", provider="echo", admission={"max_queue_depth": 3})
+OLD = ModelConfig(name="o", provider="echo", admission={"max_queue_age_s": 10})
 FREE = ModelConfig(name="f", provider="echo")
 
 
@@ -22,8 +23,8 @@ def job(model: str) -> Job:
 
 
 async def test_depth_limit_counts_the_snapshot_and_what_was_admitted_since(tmp_path: Path) -> None:
-    async with Queue.from_url(f"sqlite:///{tmp_path}/a.db") as queue:
-        shed = Admission(queue.backend, [DEEP, FREE])
+    async with Queue(MemoryBackend()) as queue:
+        shed = Admission(queue, [DEEP, FREE])
         await queue.submit_many([job("m"), job("m")])
         await shed.refresh()
         shed.check(DEEP)  # 2 waiting + this one = 3
@@ -36,8 +37,8 @@ async def test_depth_limit_counts_the_snapshot_and_what_was_admitted_since(tmp_p
 
 async def test_retry_after_follows_the_drain_rate(tmp_path: Path) -> None:
     now = [1000.0]
-    async with Queue.from_url(f"sqlite:///{tmp_path}/a.db") as queue:
-        shed = Admission(queue.backend, [DEEP], clock=lambda: now[0])
+    async with Queue(MemoryBackend()) as queue:
+        shed = Admission(queue, [DEEP], clock=lambda: now[0])
         await queue.submit_many([job("m") for _ in range(23)])
         await shed.refresh()
         await queue.lease("m", 20)  # the model drains 20 jobs in 2 s
@@ -49,10 +50,10 @@ async def test_retry_after_follows_the_drain_rate(tmp_path: Path) -> None:
 
 
 async def test_age_limit_sheds_bulk_but_not_interactive_work(tmp_path: Path) -> None:
-    async with Queue.from_url(f"sqlite:///{tmp_path}/a.db") as queue:
+    async with Queue(MemoryBackend()) as queue:
         submitted = await queue.submit(job("o"))
         now = submitted.created_at + 25.0
-        shed = Admission(queue.backend, [OLD], clock=lambda: now)
+        shed = Admission(queue, [OLD], clock=lambda: now)
         await shed.refresh()
         with pytest.raises(RateLimited, match=r"has waited 25\.0 s and its max_queue_age_s is 10"):
             shed.check(OLD)

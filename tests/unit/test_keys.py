@@ -1,5 +1,5 @@
 """Unit tests of API keys: the token format, hashing, scopes, redaction, and the key store on a
-real SQLite backend (with an injected clock for the cache, so nothing sleeps)."""
+in-memory backend (with an injected clock for the cache, so nothing sleeps)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from genspool.api.auth import OPEN, Caller
-from genspool.backends import backend_from_url
-from genspool.backends.base import Backend
+from genspool.backends.memory import MemoryBackend as Backend
 from genspool.core.keys import (
     ApiKey,
     KeyStore,
@@ -38,7 +37,7 @@ class Clock:
 
 @pytest.fixture
 async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
-    b = backend_from_url(f"sqlite:///{tmp_path / 'keys.db'}")
+    b = Backend()
     await b.connect()
     try:
         yield b

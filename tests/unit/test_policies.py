@@ -12,10 +12,10 @@ import pytest
 
 from genspool.api.validation import validate_request
 from genspool.config import DEFAULT_MODELS, ModelConfig, load_models
-from genspool.core.events import EventHub
+from genspool.core.events import EventHub, JobChanged, TokenDelta
 from genspool.core.retry import RetryPolicy
 from genspool.exceptions import ConfigError, ContextWindowExceeded, InvalidRequest, UnknownModel
-from genspool.providers.registry import ModelRegistry
+from genspool.runtime import ModelCatalog
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
@@ -38,8 +38,8 @@ def test_retry_decision() -> None:
 async def test_event_hub_routes_by_job_and_to_wildcards() -> None:
     hub = EventHub()
     one, every = hub.subscribe(["a"]), hub.subscribe(None)
-    hub.publish({"id": "a", "status": "running"})
-    hub.publish({"id": "b", "status": "running"})
+    hub.publish(JobChanged("a", "running"))
+    hub.publish(JobChanged("b", "running"))
     assert one.queue.qsize() == 1 and every.queue.qsize() == 2
     assert hub.wants("a") and hub.wants("zzz")  # the wildcard listens to everything
     one.close()
@@ -51,15 +51,17 @@ async def test_a_full_subscriber_drops_instead_of_blocking() -> None:
     hub = EventHub(maxsize=2)
     sub = hub.subscribe(["a"])
     for i in range(5):
-        hub.publish({"id": "a", "status": "running", "delta": str(i)})
+        hub.publish(TokenDelta("a", str(i)))
     assert sub.queue.qsize() == 2 and sub.dropped == 3
     await asyncio.sleep(0)
 
 
 def test_models_file_errors_name_the_entry_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "m.yaml"
-    bad.write_text("models:\n  - name: x\n    provider: llama_cpp\n    max_batch_size: 0\n")
-    with pytest.raises(ConfigError, match=r"models\[0\]\.max_batch_size"):
+    bad.write_text(
+        "models:\n  - name: x\n    provider: llama_cpp\n    batching: {max_batch_size: 0}\n"
+    )
+    with pytest.raises(ConfigError, match=r"models\[0\]\.batching\.max_batch_size"):
         load_models(bad)
     bad.write_text("models:\n  - name: x\n    provider: openai\n")
     with pytest.raises(ConfigError, match="base_url"):
@@ -69,11 +71,11 @@ def test_models_file_errors_name_the_entry_and_field(tmp_path: Path) -> None:
         load_models(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_models(tmp_path / "missing.yaml")
-    assert load_models(None) == list(DEFAULT_MODELS)
+    assert load_models(None) == [ModelConfig.model_validate(m) for m in DEFAULT_MODELS]
 
 
-def registry() -> ModelRegistry:
-    return ModelRegistry(
+def registry() -> ModelCatalog:
+    return ModelCatalog(
         [
             ModelConfig(name="echo", provider="echo", context_window=20),
             ModelConfig(name="all-minilm-l6-v2", provider="onnx_embedding", context_window=256),
@@ -90,7 +92,7 @@ def chat(content: str = "hi", **extra: object) -> dict[str, object]:
 
 def test_validation_accepts_a_good_request_and_names_bad_fields() -> None:
     reg = registry()
-    assert validate_request(reg, CHAT, chat()).name == "echo"
+    assert validate_request(reg, CHAT, chat()) == (reg.config("echo"), 1)
     with pytest.raises(UnknownModel, match="all-minilm-l6-v2, echo"):
         validate_request(reg, CHAT, {**chat(), "model": "gpt-9"})
     with pytest.raises(InvalidRequest, match=r"body\.messages\.0\.role"):

@@ -22,7 +22,6 @@ from genspool.exceptions import (
     ModelTimeout,
 )
 from genspool.providers.base import CHAT, EMBEDDINGS, Provider, Request, Response
-from genspool.providers.registry import ModelRegistry
 from genspool.resilience import (
     NAMESPACE,
     Breaker,
@@ -35,11 +34,13 @@ from genspool.resilience import (
     LocalShared,
     PerRequest,
     RateLimit,
+    Shared,
     State,
     find_layer,
 )
 from genspool.resilience.layer import Layer
 from genspool.resilience.ratelimit import request_tokens
+from genspool.runtime import ModelRegistry
 
 Result = Response | ModelError
 
@@ -122,7 +123,7 @@ def breaker_stack(
     provider: Provider, clock: FakeClock, shared: LocalShared | None = None, **policy: Any
 ) -> BreakerLayer:
     breaker = Breaker(BreakerPolicy(**policy), clock)
-    return BreakerLayer(provider, breaker=breaker, shared=shared or LocalShared())
+    return BreakerLayer(provider, breaker=breaker, shared=Shared(*[shared or LocalShared()] * 2))
 
 
 # -- circuit breaker --------------------------------------------------------------------------
@@ -271,7 +272,7 @@ async def test_a_provider_that_raises_counts_as_failing() -> None:
 async def test_limiter_waits_as_long_as_the_reservation_says() -> None:
     clock, shared = FakeClock(), RecordingShared()
     inner = ScriptedProvider()
-    layer = RateLimit(inner, shared=shared, rpm=60, clock=clock, sleep=clock.sleep)
+    layer = RateLimit(inner, shared=Shared(shared, shared), rpm=60, clock=clock, sleep=clock.sleep)
     for _ in range(6):
         await layer.handle(batch(10))  # 60 requests: one minute's burst
     assert clock.slept == [] and inner.requests == 60
@@ -285,20 +286,22 @@ async def test_tokens_are_prompt_plus_max_tokens_or_a_default() -> None:
     clock, shared = FakeClock(), RecordingShared()
     inner = ScriptedProvider()
     layer = RateLimit(
-        inner, shared=shared, tpm=6000, clock=clock, sleep=clock.sleep, default_completion_tokens=50
+        inner, shared=Shared(shared, shared), tpm=6000, clock=clock, sleep=clock.sleep, default_completion_tokens=50
     )
     requests = [chat("a b c", max_tokens=10), chat("d e"), chat("f", max_completion_tokens=7)]
     await layer.handle(requests)
     assert shared.reservations == [("tpm:m", (3 + 10) + (2 + 50) + (1 + 7), 100.0, 6000)]
     embed = Request(EMBEDDINGS, {"model": "m", "input": "x" * 40})
     assert request_tokens(inner, embed, 50) == 11  # no tokenizer: ~4 characters a token
+    counted = Request(CHAT, chat("a b c").body, prompt_tokens=40)  # as the API counted it
+    assert request_tokens(inner, counted, 50) == 40 + 50  # not tokenized again
 
 
 async def test_limiter_waits_only_while_the_job_deadline_allows() -> None:
     clock, shared = FakeClock(), LocalShared()
     inner = ScriptedProvider()
     limited = RateLimit(
-        inner, shared=shared, rpm=6, clock=clock, sleep=clock.sleep, reserve_s=2.0
+        inner, shared=Shared(shared, shared), rpm=6, clock=clock, sleep=clock.sleep, reserve_s=2.0
     )  # 0.1 request/s: each request past the burst waits 10 s
     stack = JobDeadline(limited, timeout_s=15, clock=clock)
     await stack.handle(batch(6))
@@ -464,7 +467,7 @@ def test_fallbacks_must_name_served_models_and_not_loop(tmp_path: Path) -> None:
 
 def test_call_timeout_cannot_exceed_the_job_timeout() -> None:
     with pytest.raises(ValueError, match="call_timeout_s"):
-        ModelConfig(name="a", provider="echo", timeout_s=5, call_timeout_s=10)
+        ModelConfig(name="a", provider="echo", limits={"timeout_s": 5, "call_timeout_s": 10})
 
 
 # -- composition ------------------------------------------------------------------------------
@@ -480,7 +483,11 @@ def layers(provider: Provider) -> list[str]:
 
 def test_the_stack_order_is_fixed() -> None:
     remote = ModelConfig(
-        name="r", provider="openai", base_url="http://127.0.0.1:9/v1", rpm=60, fallbacks=["e"]
+        name="r",
+        provider="openai",
+        options={"base_url": "http://127.0.0.1:9/v1"},
+        limits={"rpm": 60},
+        fallbacks=["e"],
     )
     registry = ModelRegistry([remote, ModelConfig(name="e", provider="echo")])
     assert layers(registry.provider("r")) == [
@@ -495,17 +502,21 @@ def test_the_stack_order_is_fixed() -> None:
     ]
     # In-process models: no endpoint to protect, no in-call retry, unless asked for.
     assert layers(registry.provider("e")) == ["JobDeadline", "CallTimeout", "EchoProvider"]
-    echo = ModelRegistry([ModelConfig(name="e", provider="echo", breaker=True)]).provider("e")
-    assert find_layer(echo, BreakerLayer) is not None
+    echo = ModelRegistry([ModelConfig(name="e", provider="echo", breaker={"enabled": True})])
+    assert find_layer(echo.provider("e"), BreakerLayer) is not None
+    assert echo.has_breaker("e") and registry.has_breaker("r") and not registry.has_breaker("e")
+    retrying = ModelConfig(name="e", provider="echo", limits={"call_retries": 1})
+    assert "InCallRetry" in layers(ModelRegistry([retrying]).provider("e"))
 
 
 async def test_a_registry_without_a_backend_serves_through_its_layers() -> None:
-    registry = ModelRegistry([ModelConfig(name="e", provider="echo", rpm=600, tpm=60_000)])
+    limits = {"rpm": 600, "tpm": 60_000}
+    registry = ModelRegistry([ModelConfig(name="e", provider="echo", limits=limits)])
     stack = registry.provider("e")
     assert stack.endpoints == frozenset({CHAT, EMBEDDINGS})
     assert stack.count_tokens(CHAT, chat("a b").body) == 2
     assert getattr(stack, "dimensions", None) == 8  # provider attributes show through
     result = (await stack.handle([chat("hello there")]))[0]
     assert isinstance(result, dict) and result["model"] == "e"
-    assert isinstance(registry.shared, LocalShared)
+    assert isinstance(registry.shared.kv, LocalShared)
     await registry.aclose()

@@ -1,16 +1,16 @@
-"""A process's share of a model's max_concurrency, on a real SQLite backend."""
+"""A process's share of a model's max_concurrency, on the in-memory backend."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from genspool.backends.sqlite import SQLiteBackend
+from genspool.backends.memory import MemoryBackend
 from genspool.core.slots import Slots
 
 
 async def test_held_slots_are_reused_and_given_back_for_others(tmp_path: Path) -> None:
-    backend = SQLiteBackend(tmp_path / "s.db")
+    backend = MemoryBackend()
     await backend.connect()
     a = Slots(backend, "m", 2, owner="a", ttl_s=30, hold_s=0.2, cool_s=0.2)
     b = Slots(backend, "m", 2, owner="b", ttl_s=30, hold_s=0.2, cool_s=0.2)

@@ -1,8 +1,10 @@
--- enqueue: ARGV[2..] holds one JSON object per job: its hash fields, every value a string.
--- Returns per job 0 when stored now, or the stored job (same id, or same tenant and
--- idempotency key) that the caller gets instead.
+-- enqueue: ARGV[3] = now (the caller's clock: only which waiting line a job starts in), then
+-- one JSON object per job: its hash fields, every value a string. Returns per job 0 when
+-- stored now, or the stored job (same id, or same tenant and idempotency key) that the caller
+-- gets instead.
+local now = tonumber(ARGV[3])
 local out, models, idem = {}, {}, P .. ':idem'
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   local t = cjson.decode(ARGV[i])
   local stored = false
   if redis.call('EXISTS', job_key(t.id)) == 1 then
@@ -23,13 +25,7 @@ for i = 2, #ARGV do
       hash[#hash + 1] = value
     end
     redis.call('HSET', job_key(t.id), unpack(hash))
-    local due = tonumber(t.available_at) <= tonumber(t.created_at) -- else a scheduled job
-    make_ready(t.id, t.model, t.priority, t.rank, t.available_at, t.expires_at, due)
-    zadd(P .. ':ids', 0, t.id)
-    zadd(P .. ':ids:status:queued', 0, t.id)
-    zadd(P .. ':ids:model:' .. t.model, 0, t.id)
-    zadd(P .. ':ids:tenant:' .. t.tenant, 0, t.id)
-    count('queued', t.model, 1)
+    local due = reindex(t.id, nil, t, now)
     models[t.model] = models[t.model] or due
     out[#out + 1] = 0
   end

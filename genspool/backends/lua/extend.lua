@@ -1,12 +1,13 @@
--- extend: ARGV = P, until, then (id, lease token) pairs. Returns how many leases were held.
-local untl, n = ARGV[2], 0
-for i = 3, #ARGV, 2 do
+-- extend: ARGV[3..] = until, then (id, lease token) pairs. Returns how many leases were held.
+-- Every transition out of a lease clears its token, so a matching token is a held lease.
+local untl, n = ARGV[3], 0
+for i = 4, #ARGV, 2 do
   local id, key = ARGV[i], job_key(ARGV[i])
-  local h = redis.call('HMGET', key, 'status', 'lease_token')
-  if h[1] == 'running' and h[2] == ARGV[i + 1] then
+  if ARGV[i + 1] ~= '' and redis.call('HGET', key, 'lease_token') == ARGV[i + 1] then
     redis.call('HSET', key, 'lease_expires_at', untl)
-    redis.call('ZADD', P .. ':leased', untl, id)
+    zadd(P .. ':leased', untl, id)
     n = n + 1
   end
 end
+flush()
 return n

@@ -1,6 +1,8 @@
--- lease: ARGV = P, model, limit, now, until, token. Returns the leased jobs in the order they
+-- lease: ARGV[3..] = model, limit, now, until, token, running status, attempts step (a
+-- LeaseSpec; ARGV[2] holds its waiting statuses). Returns the leased jobs in the order they
 -- were taken: highest priority first, then lowest rank, then oldest available_at.
-local model, limit, now, untl, token = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local model, limit, now, untl, token = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local running, step = ARGV[8], ARGV[9]
 local nnow = tonumber(now)
 local prios, delayed = P .. ':prios:' .. model, P .. ':delayed:' .. model
 
@@ -32,19 +34,22 @@ for _, prio in ipairs(redis.call('ZREVRANGE', prios, 0, -1)) do
       if not WAITING[h[1]] then
         -- a stale entry: nothing to do
       elseif h[2] and tonumber(h[2]) <= nnow then
-        -- Past expires_at: it leaves the ready set but stays waiting, for expire() to end
-        -- (and report), found through the expiring index.
+        -- Past expires_at: it leaves the ready set but stays waiting, for overdue() to find
+        -- through the expiring index.
       elseif tonumber(h[3]) > nnow then
         zadd(delayed, h[3], id) -- made ready by a caller whose clock is ahead of ours
       else
-        redis.call('HSET', key, 'status', 'running', 'lease_token', token,
+        redis.call('HSET', key, 'status', running, 'lease_token', token,
           'lease_expires_at', untl, 'started_at', now)
-        redis.call('HINCRBY', key, 'attempts', 1)
+        redis.call('HINCRBY', key, 'attempts', step)
         zadd(P .. ':leased', untl, id)
         if h[2] then
           zrem(P .. ':expiring', id)
         end
-        restatus(id, model, h[1], 'running')
+        zrem(P .. ':ids:status:' .. h[1], id)
+        zadd(P .. ':ids:status:' .. running, 0, id)
+        count(h[1], model, -1)
+        count(running, model, 1)
         out[#out + 1] = id
       end
     end

@@ -1,11 +1,11 @@
--- list: ARGV = P, before ('' = from the newest), limit, budget, status, model, tenant
+-- list: ARGV[3..] = before ('' = from the newest), limit, budget, status, model, tenant
 -- ('' = any). Walks the smallest index among the filters newest first (ids are time-ordered,
 -- so a reverse lexicographic range is a reverse chronological one) and checks the other
 -- filters on each job. Looks at no more than budget ids per call, so a rare combination of
 -- filters cannot stall the server. Returns {cursor, jobs}: a non-empty cursor means the
 -- budget ran out before limit jobs were found; call again with it as before.
-local before, limit, budget = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local want = {ARGV[5], ARGV[6], ARGV[7]}
+local before, limit, budget = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local want = {ARGV[6], ARGV[7], ARGV[8]}
 local names, columns = {'status', 'model', 'tenant'}, {6, 4, 2} -- positions in FIELDS
 local index, smallest = P .. ':ids', nil
 for k, name in ipairs(names) do

@@ -1,25 +1,31 @@
--- purge: ARGV = P, finished_before, limit. Deletes ended jobs (never dead letters) that
--- finished before the given time. Returns {index entries looked at, jobs deleted}.
-local ids = redis.call('ZRANGEBYSCORE', P .. ':finished', '-inf', '(' .. ARGV[2],
-  'LIMIT', 0, ARGV[3])
-local purged = 0
-for _, id in ipairs(ids) do
-  local key = job_key(id)
-  local h = redis.call('HMGET', key, 'status', 'tenant', 'model', 'idempotency_key')
-  redis.call('ZREM', P .. ':finished', id)
-  if ENDED[h[1]] then
-    redis.call('UNLINK', key)
-    redis.call('ZREM', P .. ':ids', id)
-    redis.call('ZREM', P .. ':ids:status:' .. h[1], id)
-    redis.call('ZREM', P .. ':ids:model:' .. h[3], id)
-    redis.call('ZREM', P .. ':ids:tenant:' .. h[2], id)
-    if h[4] then
-      local field = idem_field(h[2], h[4])
-      if redis.call('HGET', P .. ':idem', field) == id then
-        redis.call('HDEL', P .. ':idem', field)
+-- purge: ARGV[3..] = finished_before, limit, then the statuses to purge. Deletes jobs in those
+-- statuses that finished before the given time, at most limit index entries looked at.
+-- Returns {index entries looked at, jobs deleted}.
+local before, budget, purged, looked = '(' .. ARGV[3], tonumber(ARGV[4]), 0, 0
+local idem = P .. ':idem'
+for s = 5, #ARGV do
+  local finished = P .. ':finished:' .. ARGV[s]
+  local ids = redis.call('ZRANGEBYSCORE', finished, '-inf', before, 'LIMIT', 0, budget - looked)
+  looked = looked + #ids
+  for _, id in ipairs(ids) do
+    local old = read_indexed(id)
+    if old and old.status == ARGV[s] then
+      redis.call('UNLINK', job_key(id))
+      reindex(id, old, nil, 0)
+      if old.idempotency_key then
+        local field = idem_field(old.tenant, old.idempotency_key)
+        if redis.call('HGET', idem, field) == id then
+          redis.call('HDEL', idem, field)
+        end
       end
+      purged = purged + 1
+    else
+      zrem(finished, id)
     end
-    purged = purged + 1
+  end
+  if looked >= budget then
+    break
   end
 end
-return {#ids, purged}
+flush()
+return {looked, purged}

@@ -1,8 +1,8 @@
--- reserve: ARGV = P, key, now, cost, rate_per_s, burst. gcra() of base.py, line for line, on
--- doubles; returns the wait in seconds as a string (%.17g keeps every bit of a double).
-local key = P .. ':limit:' .. ARGV[2]
-local now, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
-local rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- reserve: ARGV[3..] = key, now, cost, rate_per_s, burst. gcra() of core/gcra.py, line for
+-- line, on doubles; returns the wait in seconds as a string (%.17g keeps every bit of a double).
+local key = P .. ':limit:' .. ARGV[3]
+local now, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
+local rate, burst = tonumber(ARGV[6]), tonumber(ARGV[7])
 local stored = redis.call('GET', key)
 local tat = stored and tonumber(stored)
 if not tat or tat == 0 then -- Python's `tat or now`

@@ -1,19 +1,21 @@
 -- Named queries of the PostgreSQL backend. Each starts with "-- name: <name>".
 -- Placeholders are psycopg's %(name)s. Batches travel as arrays taken apart by unnest(), so a
--- batch of any size is one statement and one round trip.
+-- batch of any size is one statement and one round trip. No status is spelled here: the
+-- statuses a query reads or writes arrive as parameters, decided in genspool.core.machine.
 
 -- name: insert
 INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
                   idempotency_key, metadata, expires_at, created_at, available_at, rank)
-SELECT id, tenant, url, model, body, 'queued', priority, 0, max_attempts,
+SELECT id, tenant, url, model, body, status, priority, attempts, max_attempts,
        idempotency_key, metadata, expires_at, created_at, available_at, rank
   FROM unnest(%(id)s::text[], %(tenant)s::text[], %(url)s::text[], %(model)s::text[],
-              %(body)s::bytea[], %(priority)s::integer[], %(max_attempts)s::integer[],
+              %(body)s::bytea[], %(status)s::text[], %(priority)s::integer[],
+              %(attempts)s::integer[], %(max_attempts)s::integer[],
               %(idempotency_key)s::text[], %(metadata)s::bytea[],
               %(expires_at)s::float8[], %(created_at)s::float8[], %(available_at)s::float8[],
               %(rank)s::float8[])
-       AS i (id, tenant, url, model, body, priority, max_attempts, idempotency_key,
-             metadata, expires_at, created_at, available_at, rank);
+       AS i (id, tenant, url, model, body, status, priority, attempts, max_attempts,
+             idempotency_key, metadata, expires_at, created_at, available_at, rank);
 
 -- name: insert_keyed
 -- One row per input job, in input order: whether it was inserted, else the stored job that
@@ -22,17 +24,18 @@ SELECT id, tenant, url, model, body, 'queued', priority, 0, max_attempts,
 WITH input AS (
     SELECT *
       FROM unnest(%(id)s::text[], %(tenant)s::text[], %(url)s::text[], %(model)s::text[],
-                  %(body)s::bytea[], %(priority)s::integer[], %(max_attempts)s::integer[],
+                  %(body)s::bytea[], %(status)s::text[], %(priority)s::integer[],
+                  %(attempts)s::integer[], %(max_attempts)s::integer[],
                   %(idempotency_key)s::text[], %(metadata)s::bytea[],
                   %(expires_at)s::float8[], %(created_at)s::float8[],
                   %(available_at)s::float8[], %(rank)s::float8[])
            WITH ORDINALITY
-           AS i (id, tenant, url, model, body, priority, max_attempts, idempotency_key,
-                 metadata, expires_at, created_at, available_at, rank, ord)
+           AS i (id, tenant, url, model, body, status, priority, attempts, max_attempts,
+                 idempotency_key, metadata, expires_at, created_at, available_at, rank, ord)
 ), ins AS (
     INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
                       idempotency_key, metadata, expires_at, created_at, available_at, rank)
-    SELECT id, tenant, url, model, body, 'queued', priority, 0, max_attempts,
+    SELECT id, tenant, url, model, body, status, priority, attempts, max_attempts,
            idempotency_key, metadata, expires_at, created_at, available_at, rank
       FROM input
      ORDER BY ord
@@ -51,11 +54,13 @@ SELECT {columns} FROM jobs WHERE tenant = %(tenant)s AND idempotency_key = %(key
 
 -- name: lease
 -- SKIP LOCKED: concurrent leasers pass over each other's rows instead of queueing on them.
+-- Sent unprepared, so it is planned with the waiting statuses in hand: only then can the
+-- planner use the partial index jobs_ready (a generic plan scans and sorts the whole table).
 UPDATE jobs
-   SET status = 'running', lease_token = %(token)s, lease_expires_at = %(until)s,
-       attempts = attempts + 1, started_at = %(now)s
+   SET status = %(running)s, lease_token = %(token)s, lease_expires_at = %(until)s,
+       attempts = attempts + %(attempts_step)s, started_at = %(now)s
  WHERE id IN (SELECT id FROM jobs
-               WHERE model = %(model)s AND status IN ('queued', 'retrying')
+               WHERE model = %(model)s AND status = ANY(%(waiting)s::text[])
                  AND available_at <= %(now)s
                  AND (expires_at IS NULL OR expires_at > %(now)s)
                ORDER BY priority DESC, rank, available_at
@@ -66,62 +71,53 @@ RETURNING {columns};
 -- name: extend
 UPDATE jobs SET lease_expires_at = %(until)s
   FROM unnest(%(id)s::text[], %(token)s::text[]) AS held (id, token)
- WHERE jobs.id = held.id AND jobs.lease_token = held.token AND jobs.status = 'running';
+ WHERE jobs.id = held.id AND jobs.lease_token = held.token AND jobs.status = %(running)s;
 
--- name: finish
--- Fencing: an outcome applies only while its job is running under the same lease token; the
--- check and the write are one statement, so a worker that lost its lease changes nothing.
+-- name: apply
+-- Fencing: a change is written only while its job still has the status and lease token the
+-- change was decided on; the check and the write are one statement, so a worker that lost its
+-- lease, or a cancel that lost a race, changes nothing. Fields that never change after enqueue
+-- (body, priority, rank, ...) are not written.
 UPDATE jobs
-   SET status = o.status, result = o.result, error = o.error,
-       attempts = jobs.attempts - (o.status = 'queued')::integer,
-       available_at = coalesce(o.available_at, jobs.available_at),
-       retried_at = CASE WHEN o.status = 'retrying' THEN %(now)s ELSE jobs.retried_at END,
-       finished_at = CASE WHEN o.status IN ('queued', 'retrying') THEN NULL ELSE %(now)s END,
-       lease_token = NULL, lease_expires_at = NULL
-  FROM unnest(%(id)s::text[], %(token)s::text[], %(status)s::text[], %(result)s::bytea[],
-              %(error)s::bytea[], %(available_at)s::float8[])
-       AS o (id, token, status, result, error, available_at)
- WHERE jobs.id = o.id AND jobs.lease_token = o.token AND jobs.status = 'running'
-RETURNING jobs.id, jobs.model, jobs.status, jobs.available_at;
+   SET status = c.status, attempts = c.attempts, available_at = c.available_at,
+       started_at = c.started_at, retried_at = c.retried_at, finished_at = c.finished_at,
+       lease_token = c.lease_token, lease_expires_at = c.lease_expires_at,
+       result = c.result, error = c.error
+  FROM unnest(%(id)s::text[], %(expected_status)s::text[], %(expected_token)s::text[],
+              %(status)s::text[], %(attempts)s::integer[], %(available_at)s::float8[],
+              %(started_at)s::float8[], %(retried_at)s::float8[], %(finished_at)s::float8[],
+              %(lease_token)s::text[], %(lease_expires_at)s::float8[], %(result)s::bytea[],
+              %(error)s::bytea[])
+       AS c (id, expected_status, expected_token, status, attempts, available_at, started_at,
+             retried_at, finished_at, lease_token, lease_expires_at, result, error)
+ WHERE jobs.id = c.id AND jobs.status = c.expected_status
+   AND jobs.lease_token IS NOT DISTINCT FROM c.expected_token
+RETURNING jobs.id;
 
--- name: expired_leases
+-- name: stale_leases
 SELECT {columns} FROM jobs
- WHERE status = 'running' AND lease_expires_at < %(now)s
+ WHERE status = %(running)s AND lease_expires_at < %(now)s
  ORDER BY lease_expires_at LIMIT %(limit)s;
+
+-- name: overdue
+SELECT {columns} FROM jobs
+ WHERE status = ANY(%(waiting)s::text[]) AND expires_at IS NOT NULL AND expires_at <= %(now)s
+ ORDER BY expires_at LIMIT %(limit)s;
 
 -- name: get_many
 SELECT {columns} FROM jobs WHERE id = ANY(%(ids)s::text[]);
 
--- name: cancel
-UPDATE jobs
-   SET status = 'cancelled', finished_at = %(now)s, lease_token = NULL, lease_expires_at = NULL
- WHERE id = %(id)s AND status IN ('queued', 'retrying', 'running')
-RETURNING {columns};
-
--- name: replay
-UPDATE jobs
-   SET status = 'queued', attempts = 0, result = NULL, error = NULL,
-       available_at = %(now)s, finished_at = NULL, retried_at = NULL
- WHERE id = %(id)s AND status = 'failed'
-RETURNING {columns};
-
--- name: expire
-UPDATE jobs SET status = 'expired', finished_at = %(now)s, error = %(error)s
- WHERE status IN ('queued', 'retrying') AND expires_at IS NOT NULL AND expires_at <= %(now)s
-RETURNING {columns};
-
 -- name: purge
 -- Stored broadcasts go too: by then every listener has long read them.
 WITH old_events AS (DELETE FROM events WHERE created_at < %(events_before)s)
-DELETE FROM jobs
- WHERE status IN ('succeeded', 'cancelled', 'expired') AND finished_at < %(before)s;
+DELETE FROM jobs WHERE status = ANY(%(statuses)s::text[]) AND finished_at < %(before)s;
 
 -- name: oldest_waiting
-SELECT model, min(created_at) FROM jobs WHERE status IN ('queued', 'retrying') GROUP BY model;
+SELECT model, min(created_at) FROM jobs WHERE status = ANY(%(waiting)s::text[]) GROUP BY model;
 
 -- name: depth
 SELECT model, status, count(*) FROM jobs
- WHERE status IN ('queued', 'retrying', 'running') GROUP BY model, status;
+ WHERE status = ANY(%(statuses)s::text[]) GROUP BY model, status;
 
 -- name: slot_acquire
 SELECT acquire_slot(%(name)s, %(holder)s, %(limit)s, %(until)s, %(now)s);
@@ -188,14 +184,25 @@ INSERT INTO schema_version (version, applied_at) VALUES (%(version)s, %(now)s);
 SELECT pg_advisory_xact_lock(hashtextextended('genspool.migrate:' || %(schema)s, 0));
 
 -- name: put
--- The whole record of a job, as another backend (the queue of a split deployment) holds it.
-INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
-                  idempotency_key, metadata, expires_at, created_at, available_at, started_at,
-                  retried_at, finished_at, lease_token, lease_expires_at, result, error, rank)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+-- Whole records, as another backend (the queue of a split deployment) holds them; a batch is
+-- one statement. Ids are unique within a batch (ON CONFLICT cannot touch a row twice).
+INSERT INTO jobs ({columns})
+SELECT *
+  FROM unnest(%(id)s::text[], %(tenant)s::text[], %(url)s::text[], %(model)s::text[],
+              %(body)s::bytea[], %(status)s::text[], %(priority)s::integer[],
+              %(attempts)s::integer[], %(max_attempts)s::integer[],
+              %(idempotency_key)s::text[], %(metadata)s::bytea[], %(expires_at)s::float8[],
+              %(created_at)s::float8[], %(available_at)s::float8[], %(started_at)s::float8[],
+              %(retried_at)s::float8[], %(finished_at)s::float8[], %(lease_token)s::text[],
+              %(lease_expires_at)s::float8[], %(result)s::bytea[], %(error)s::bytea[],
+              %(rank)s::float8[])
 ON CONFLICT (id) DO UPDATE SET
-    status = excluded.status, attempts = excluded.attempts,
-    available_at = excluded.available_at, started_at = excluded.started_at,
-    retried_at = excluded.retried_at, finished_at = excluded.finished_at,
-    lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at,
-    result = excluded.result, error = excluded.error, rank = excluded.rank;
+    tenant = excluded.tenant, url = excluded.url, model = excluded.model, body = excluded.body,
+    status = excluded.status, priority = excluded.priority, attempts = excluded.attempts,
+    max_attempts = excluded.max_attempts, idempotency_key = excluded.idempotency_key,
+    metadata = excluded.metadata, expires_at = excluded.expires_at,
+    created_at = excluded.created_at, available_at = excluded.available_at,
+    started_at = excluded.started_at, retried_at = excluded.retried_at,
+    finished_at = excluded.finished_at, lease_token = excluded.lease_token,
+    lease_expires_at = excluded.lease_expires_at, result = excluded.result,
+    error = excluded.error, rank = excluded.rank;

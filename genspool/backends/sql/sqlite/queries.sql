@@ -1,9 +1,16 @@
 -- Named queries of the SQLite backend. Each starts with "-- name: <name>".
+--
+-- No status is written here: {columns} is the row layout of genspool/backends/_sql.py, and
+-- {waiting}, {statuses} are lists of status literals that sqlite.py writes in from the core's
+-- sets (genspool/core/job.py, genspool/core/machine.py) when it first runs a query, never from
+-- a caller's string. Literals, not bound parameters: SQLite uses a partial index only when the
+-- query's IN list is the index's own, value for value and in the same order (see sqlite.py).
+-- A lone status is a bound parameter (`status = ?` still matches `WHERE status = 'running'`).
 
 -- name: insert
 INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
                   idempotency_key, metadata, expires_at, created_at, available_at, rank)
-VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
 
 -- name: by_idempotency_key
@@ -11,10 +18,10 @@ SELECT {columns} FROM jobs WHERE tenant = ? AND idempotency_key = ?;
 
 -- name: lease
 UPDATE jobs
-   SET status = 'running', lease_token = :token, lease_expires_at = :until,
-       attempts = attempts + 1, started_at = :now
+   SET status = :running, lease_token = :token, lease_expires_at = :until,
+       attempts = attempts + :step, started_at = :now
  WHERE seq IN (SELECT seq FROM jobs
-                WHERE model = :model AND status IN ('queued', 'retrying')
+                WHERE model = :model AND status IN ({waiting})
                   AND available_at <= :now
                   AND (expires_at IS NULL OR expires_at > :now)
                 ORDER BY priority DESC, rank, available_at
@@ -22,61 +29,39 @@ UPDATE jobs
 RETURNING {columns};
 
 -- name: extend
-UPDATE jobs SET lease_expires_at = ?
- WHERE id = ? AND lease_token = ? AND status = 'running';
+UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND status = ?;
 
--- name: held
-SELECT id, lease_token FROM jobs WHERE status = 'running' AND id IN ({ids});
+-- name: fence
+-- The stored state a change is decided on; {ids} is one "?" per id.
+SELECT id, status, lease_token FROM jobs WHERE id IN ({ids});
 
--- name: succeed
+-- name: write
+-- Every field a transition may change (genspool/core/machine.py). The fence was checked in the
+-- same transaction, so the row is matched by id alone, with positional parameters: about half
+-- the cost per row of a statement with named ones.
 UPDATE jobs
-   SET status = 'succeeded', result = ?, finished_at = ?, lease_token = NULL,
-       lease_expires_at = NULL
+   SET status = ?, attempts = ?, available_at = ?, started_at = ?, retried_at = ?,
+       finished_at = ?, lease_token = ?, lease_expires_at = ?, result = ?, error = ?
  WHERE id = ?;
 
--- name: finish
-UPDATE jobs
-   SET status = :status, result = :result, error = :error,
-       attempts = attempts - (:status = 'queued'),
-       available_at = coalesce(:available_at, available_at),
-       retried_at = CASE WHEN :status = 'retrying' THEN :now ELSE retried_at END,
-       finished_at = CASE WHEN :status IN ('queued', 'retrying') THEN NULL ELSE :now END,
-       lease_token = NULL, lease_expires_at = NULL
- WHERE id = :id;
-
--- name: expired_leases
+-- name: stale_leases
 SELECT {columns} FROM jobs
- WHERE status = 'running' AND lease_expires_at < ?
+ WHERE status = ? AND lease_expires_at < ?
  ORDER BY lease_expires_at LIMIT ?;
 
--- name: cancel
-UPDATE jobs
-   SET status = 'cancelled', finished_at = ?, lease_token = NULL, lease_expires_at = NULL
- WHERE id = ? AND status IN ('queued', 'retrying', 'running')
-RETURNING {columns};
-
--- name: replay
-UPDATE jobs
-   SET status = 'queued', attempts = 0, result = NULL, error = NULL, available_at = ?,
-       finished_at = NULL, retried_at = NULL
- WHERE id = ? AND status = 'failed'
-RETURNING {columns};
-
--- name: expire
-UPDATE jobs SET status = 'expired', finished_at = :now,
-       error = '{"code": "expired", "message": "not started before expires_at"}'
- WHERE status IN ('queued', 'retrying') AND expires_at IS NOT NULL AND expires_at <= :now
-RETURNING {columns};
+-- name: overdue
+SELECT {columns} FROM jobs
+ WHERE status IN ({waiting}) AND expires_at IS NOT NULL AND expires_at <= ?
+ ORDER BY expires_at LIMIT ?;
 
 -- name: purge
-DELETE FROM jobs WHERE status IN ('succeeded', 'cancelled', 'expired') AND finished_at < ?;
+DELETE FROM jobs WHERE status IN ({statuses}) AND finished_at < ?;
 
 -- name: oldest_waiting
-SELECT model, min(created_at) FROM jobs WHERE status IN ('queued', 'retrying') GROUP BY model;
+SELECT model, min(created_at) FROM jobs WHERE status IN ({waiting}) GROUP BY model;
 
 -- name: depth
-SELECT model, status, count(*) FROM jobs
- WHERE status IN ('queued', 'retrying', 'running') GROUP BY model, status;
+SELECT model, status, count(*) FROM jobs WHERE status IN ({statuses}) GROUP BY model, status;
 
 -- name: slot_prune
 DELETE FROM slots WHERE name = ? AND expires_at <= ?;
@@ -113,7 +98,7 @@ SELECT key, value FROM kv WHERE namespace = ? ORDER BY key;
 DELETE FROM kv WHERE namespace = ? AND key = ?;
 
 -- name: put
--- The whole record of a job, as another backend (the queue of a split deployment) holds it.
+-- The whole record of a job, as the queue that changed it holds it.
 INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
                   idempotency_key, metadata, expires_at, created_at, available_at, started_at,
                   retried_at, finished_at, lease_token, lease_expires_at, result, error, rank)

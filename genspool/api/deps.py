@@ -1,0 +1,71 @@
+"""What the routes depend on: the :class:`Services` of one app and the FastAPI dependencies
+that hand them out.
+
+:func:`build_services` makes every part from a queue and a model catalog, so no field is ever
+missing; :func:`genspool.api.app.create_app` installs the result on the app and route modules
+ask for it with :data:`Svc` (or :func:`services` on a connection they already hold). Route
+modules import this module, never :mod:`genspool.api.app`, which imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from genspool.api.admission import Admission
+from genspool.core.keys import KeyStore
+from genspool.core.queue import Queue
+from genspool.runtime.catalog import ModelCatalog
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "Services", "Svc", "build_services", "services"]
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a route reaches: built once per app, complete from the start."""
+
+    queue: Queue
+    #: The served models as cards (no provider built); a ModelRegistry when a worker runs here.
+    catalog: ModelCatalog
+    keys: KeyStore
+    admission: Admission
+    max_body_bytes: int
+    #: How long the OpenAI-compatible routes wait for a job's result.
+    wait_timeout_s: float
+
+
+def build_services(
+    queue: Queue,
+    catalog: ModelCatalog,
+    *,
+    key_cache_s: float = 5.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    wait_timeout_s: float = 600.0,
+    admission_refresh_s: float = 0.5,
+) -> Services:
+    """The services of an app over ``queue``: API keys in the queue's key-value store, load
+    shedding by the models' own limits, on the queue's clock."""
+    storage = queue.storage
+    return Services(
+        queue=queue,
+        catalog=catalog,
+        keys=KeyStore(storage.kv, storage.coordination, ttl_s=key_cache_s),
+        admission=Admission(queue, list(catalog), refresh_s=admission_refresh_s, clock=queue.clock),
+        max_body_bytes=max_body_bytes,
+        wait_timeout_s=wait_timeout_s,
+    )
+
+
+def services(conn: HTTPConnection) -> Services:
+    """The services of the app that received ``conn`` (a request or a WebSocket)."""
+    svc: Services = conn.app.state.services
+    return svc
+
+
+#: A route parameter: ``svc: Svc``.
+Svc = Annotated[Services, Depends(services)]

@@ -1,0 +1,69 @@
+"""The one sweep over timers of any kind (:mod:`genspool.backends.nats.timers`): fetch the
+kind's messages, put back those not due, judge the due ones on their records, act on what was
+found, then ack or put back each message as judged. Each call costs O(due), not O(jobs)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+from nats.aio.msg import Msg
+
+from genspool.backends.nats._client import Conn
+from genspool.backends.nats._records import Records
+from genspool.backends.nats.lanes import Verdict
+from genspool.backends.nats.timers import KINDS, Judge
+from genspool.core.job import Job
+
+__all__ = ["FETCH_BATCH", "sweep"]
+
+FETCH_BATCH = 256
+#: What to do with the jobs of a message judged "take" (purge deletes them); whether it did.
+Act = Callable[[Sequence[Job]], Awaitable[None]]
+
+
+async def _settle(msg: Msg, verdict: Verdict) -> None:
+    if verdict in ("drop", "take"):
+        await msg.ack()
+    else:
+        await msg.nak(delay=max(float(verdict), 0.001))
+
+
+async def sweep(
+    conn: Conn,
+    records: Records,
+    kind: str,
+    at: float,
+    judge: Judge,
+    *,
+    limit: float = math.inf,
+    act: Act | None = None,
+) -> list[Job]:
+    """The jobs that ``kind``'s due timers found at time ``at`` (at least ``limit`` when there
+    are that many; the caller trims)."""
+    timer = KINDS[kind]
+    durable = conn.timer(kind)[0]
+    found: list[Job] = []
+    while len(found) < limit:
+        msgs = await conn.fetch(conn.timer_stream, durable, FETCH_BATCH)
+        due = []
+        for msg in msgs:
+            note = orjson.loads(msg.data)
+            delay = timer.delay(note, at)
+            if delay is None:
+                due.append((msg, note))
+            else:
+                await msg.nak(delay=max(delay, 0.001))
+        recs = await records.get_many(i for _, n in due for i in timer.ids(n))
+        wall = time.time()
+        for msg, note in due:
+            verdict, jobs = judge(note, recs, at, wall - msg.metadata.timestamp.timestamp())
+            if verdict == "take" and act is not None:
+                await act(jobs)
+            found += jobs
+            await _settle(msg, verdict)
+        if len(msgs) < FETCH_BATCH:
+            break
+    return found

@@ -1,0 +1,113 @@
+"""genspool's whole API in one process, for tests: no port, no subprocess, no sleeping.
+
+:func:`serve` builds the app exactly as ``genspool serve`` does (the same
+:func:`~genspool.api.deps.build_services` and :func:`~genspool.api.app.create_app`) over the
+in-memory backend, runs its lifespan, and hands back an ``httpx.AsyncClient`` whose transport
+calls the app directly (like starlette's ``TestClient``, but async, so a test can also await the
+queue in between). With ``worker=True`` a worker runs in the same event loop, so submitted jobs
+complete; models are plain dicts as in a models file, e.g. ``{"name": "echo", "provider":
+"echo"}`` (:mod:`genspool.providers.echo` computes nothing and answers at once).
+
+:class:`FakeClock` is a clock that moves only when told: pass it as ``clock`` and shift it with
+:meth:`FakeClock.advance` where a test needs lease expiry, retry backoff, expiry or result TTL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from genspool.api.app import create_app
+from genspool.api.deps import Services, build_services
+from genspool.backends import open_storage
+from genspool.config import ModelConfig
+from genspool.core.queue import Queue
+from genspool.core.retry import RetryPolicy
+from genspool.core.worker import Worker
+from genspool.resilience.shared import Shared
+from genspool.runtime import ModelCatalog, ModelRegistry
+
+__all__ = ["BASE_URL", "FakeClock", "InProcess", "serve"]
+
+BASE_URL = "http://genspool.test"
+
+
+class FakeClock:
+    """Unix time that stands still until :meth:`advance` moves it (starts at the real now)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds``; returns the new time."""
+        self.now += seconds
+        return self.now
+
+
+@dataclass(frozen=True, slots=True)
+class InProcess:
+    """A running app: its client, its parts, and its worker when it has one."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    services: Services
+    worker: Worker | None
+
+    @property
+    def queue(self) -> Queue:
+        return self.services.queue
+
+
+def models_of(models: Iterable[ModelConfig | Mapping[str, Any]]) -> list[ModelConfig]:
+    return [m if isinstance(m, ModelConfig) else ModelConfig.model_validate(m) for m in models]
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    models: Iterable[ModelConfig | Mapping[str, Any]],
+    *,
+    url: str | None = None,
+    worker: bool = False,
+    clock: Callable[[], float] = time.time,
+    retry: RetryPolicy | None = None,
+    lease_s: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+    **options: Any,
+) -> AsyncIterator[InProcess]:
+    """The API over ``url`` (default: a fresh ``memory://`` store) with its lifespan running.
+    ``options`` go to :func:`~genspool.api.deps.build_services` (``max_body_bytes``,
+    ``key_cache_s``, ``wait_timeout_s``, ``admission_refresh_s``)."""
+    storage = open_storage(url or f"memory://inprocess-{uuid.uuid4().hex[:12]}")
+    queue = Queue(storage, retry=retry, lease_s=lease_s, clock=clock)
+    shared = Shared(storage.coordination, storage.kv)
+    configs = models_of(models)
+    catalog = (
+        ModelRegistry(configs, backend=shared, clock=clock)
+        if worker
+        else ModelCatalog(configs, shared=shared)
+    )
+    services = build_services(queue, catalog, **options)
+    runner = Worker(queue, catalog, maintain_s=0.05) if isinstance(catalog, ModelRegistry) else None
+    app = create_app(services, worker=runner)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=transport, base_url=BASE_URL, headers=dict(headers or {})
+            ) as client,
+        ):
+            yield InProcess(app, client, services, runner)
+    finally:
+        if url is None:
+            await storage.drop()
