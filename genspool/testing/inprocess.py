@@ -34,7 +34,7 @@ from genspool.core.worker import Worker
 from genspool.resilience.shared import Shared
 from genspool.runtime import ModelCatalog, ModelRegistry
 
-__all__ = ["BASE_URL", "FakeClock", "InProcess", "serve"]
+__all__ = ["BASE_URL", "App", "FakeClock", "InProcess", "build", "serve"]
 
 BASE_URL = "http://genspool.test"
 
@@ -55,11 +55,10 @@ class FakeClock:
 
 
 @dataclass(frozen=True, slots=True)
-class InProcess:
-    """A running app: its client, its parts, and its worker when it has one."""
+class App:
+    """An app built as ``genspool serve`` builds it, with its parts; nothing started yet."""
 
     app: FastAPI
-    client: httpx.AsyncClient
     services: Services
     worker: Worker | None
 
@@ -68,12 +67,18 @@ class InProcess:
         return self.services.queue
 
 
+@dataclass(frozen=True, slots=True)
+class InProcess(App):
+    """A running app and a client that calls it directly."""
+
+    client: httpx.AsyncClient
+
+
 def models_of(models: Iterable[ModelConfig | Mapping[str, Any]]) -> list[ModelConfig]:
     return [m if isinstance(m, ModelConfig) else ModelConfig.model_validate(m) for m in models]
 
 
-@contextlib.asynccontextmanager
-async def serve(
+def build(
     models: Iterable[ModelConfig | Mapping[str, Any]],
     *,
     url: str | None = None,
@@ -81,12 +86,12 @@ async def serve(
     clock: Callable[[], float] = time.time,
     retry: RetryPolicy | None = None,
     lease_s: float = 30.0,
-    headers: Mapping[str, str] | None = None,
     **options: Any,
-) -> AsyncIterator[InProcess]:
-    """The API over ``url`` (default: a fresh ``memory://`` store) with its lifespan running.
-    ``options`` go to :func:`~genspool.api.deps.build_services` (``max_body_bytes``,
-    ``key_cache_s``, ``wait_timeout_s``, ``admission_refresh_s``)."""
+) -> App:
+    """The app over ``url`` (default: a fresh ``memory://`` store), with a worker in the same
+    event loop when ``worker`` is true. ``options`` go to
+    :func:`~genspool.api.deps.build_services` (``max_body_bytes``, ``key_cache_s``,
+    ``wait_timeout_s``, ``admission_refresh_s``)."""
     storage = open_storage(url or f"memory://inprocess-{uuid.uuid4().hex[:12]}")
     queue = Queue(storage, retry=retry, lease_s=lease_s, clock=clock)
     shared = Shared(storage.coordination, storage.kv)
@@ -98,8 +103,21 @@ async def serve(
     )
     services = build_services(queue, catalog, **options)
     runner = Worker(queue, catalog, maintain_s=0.05) if isinstance(catalog, ModelRegistry) else None
-    app = create_app(services, worker=runner)
-    transport = httpx.ASGITransport(app=app)
+    return App(create_app(services, worker=runner), services, runner)
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    models: Iterable[ModelConfig | Mapping[str, Any]],
+    *,
+    headers: Mapping[str, str] | None = None,
+    **options: Any,
+) -> AsyncIterator[InProcess]:
+    """:func:`build` the app, run its lifespan, and yield it with an ``httpx.AsyncClient``
+    whose transport calls it directly; the in-memory store is dropped at the end."""
+    built = build(models, **options)
+    transport = httpx.ASGITransport(app=built.app)
+    app = built.app
     try:
         async with (
             app.router.lifespan_context(app),
@@ -107,7 +125,7 @@ async def serve(
                 transport=transport, base_url=BASE_URL, headers=dict(headers or {})
             ) as client,
         ):
-            yield InProcess(app, client, services, runner)
+            yield InProcess(app, built.services, built.worker, client)
     finally:
-        if url is None:
-            await storage.drop()
+        if options.get("url") is None:
+            await built.queue.storage.drop()

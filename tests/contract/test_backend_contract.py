@@ -255,48 +255,6 @@ async def _lease_eventually(q: Queue, model: str, timeout: float = 5.0) -> Job:
     return got[0]
 
 
-async def test_slots_are_limited_shared_and_expire(make_queue: Callable[..., Queue]) -> None:
-    a, b = make_queue(), make_queue()  # two connections, as two processes would have
-    async with a, b:
-        t = time.time()
-        assert await a.storage.coordination.acquire_slot("model:m", "w1", 2, 0.3, t)
-        assert await b.storage.coordination.acquire_slot("model:m", "w2", 2, 0.3, t)
-        assert not await b.storage.coordination.acquire_slot("model:m", "w3", 2, 0.3, t)
-        assert await a.storage.coordination.acquire_slot("model:m", "w1", 2, 0.3, t)  # a holder renews
-        assert await a.storage.coordination.acquire_slot("model:other", "w3", 2, 0.3, t)
-        await a.storage.coordination.release_slot("model:m", "w1")
-        assert await b.storage.coordination.acquire_slot("model:m", "w3", 2, 0.3, t)
-        # w2 and w3 stop renewing (their worker died): their slots come back after the ttl
-        assert not await a.storage.coordination.acquire_slot("model:m", "w4", 2, 0.3, time.time())
-        assert await a.storage.coordination.acquire_slot("model:m", "w4", 2, 0.3, time.time() + 0.5)
-
-
-async def test_reserve_is_a_shared_rate_limit(make_queue: Callable[..., Queue]) -> None:
-    a, b = make_queue(), make_queue()
-    async with a, b:
-        t = 1_000.0
-        waits = [await (a, b)[i % 2].storage.coordination.reserve("rpm:m", 1, 10.0, 3, t) for i in range(4)]
-        assert waits[:3] == [0.0, 0.0, 0.0] and abs(waits[3] - 0.1) < 1e-6
-        assert await b.storage.coordination.reserve("rpm:m", 1, 10.0, 3, t + 0.1) == 0.0
-        assert await a.storage.coordination.reserve("rpm:other", 1, 10.0, 3, t) == 0.0
-        # a cost above the burst waits for a full bucket instead of failing forever
-        assert await a.storage.coordination.reserve("tpm:m", 50, 10.0, 20, t) == 0.0
-        assert await a.storage.coordination.reserve("tpm:m", 1, 10.0, 20, t) > 2.9
-
-
-async def test_kv_round_trip(queue: Queue) -> None:
-    kv = queue.storage.kv
-    assert await kv.kv_get("keys", "k1") is None
-    await kv.kv_put("keys", "k1", b'{"tenant": "a"}')
-    await kv.kv_put("keys", "k2", b"\x00\xff")
-    await kv.kv_put("other", "k1", b"x")
-    await kv.kv_put("keys", "k2", b"two")
-    assert await kv.kv_get("keys", "k1") == b'{"tenant": "a"}'
-    assert await kv.kv_list("keys") == {"k1": b'{"tenant": "a"}', "k2": b"two"}
-    assert await kv.kv_delete("keys", "k1") and not await kv.kv_delete("keys", "k1")
-    assert await kv.kv_list("keys") == {"k2": b"two"}
-
-
 async def test_events_reach_a_subscriber_on_another_connection(
     make_queue: Callable[..., Queue],
 ) -> None:

@@ -88,7 +88,7 @@ def test_submit_subscribe_result(client: Client) -> None:
         assert final[j.id].status is JobStatus.SUCCEEDED
         assert result is not None and result.text == f"hello {i}"
         done = client.wait(j.id, timeout=15)
-        assert done.metadata == {"n": i}
+        assert done.metadata["n"] == i
         assert done.result is not None and done.result.text == f"hello {i}"
 
 

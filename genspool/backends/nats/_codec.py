@@ -12,7 +12,17 @@ import orjson
 
 from genspool.core.job import Job, JobStatus
 
-__all__ = ["Rec", "decode", "encode", "name_token", "priority_token", "token", "untoken"]
+__all__ = [
+    "Rec",
+    "decode",
+    "encode",
+    "idem_key",
+    "name_token",
+    "priority_token",
+    "token",
+    "untoken",
+    "work_subject",
+]
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 

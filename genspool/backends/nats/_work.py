@@ -96,7 +96,9 @@ class Work:
             )
             for j in jobs
         }
-        await asyncio.gather(*(n for j in records.values() for n in self.records.notices(j, None, 0)))
+        await asyncio.gather(
+            *(n for j in records.values() for n in self.records.notices(j, None, 0))
+        )
         kv = self.conn.bucket("jobs")
         try:
             await asyncio.gather(*(kv.create(i, encode(j)) for i, j in records.items()))

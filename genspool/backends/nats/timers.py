@@ -78,9 +78,7 @@ def lease(note: Note, recs: Mapping[str, Rec], now: float, age: float) -> tuple[
     return max(min(later), 0.001), gone
 
 
-def expire(
-    waiting: Container[str], active: Container[str]
-) -> Judge:
+def expire(waiting: Container[str], active: Container[str]) -> Judge:
     """The judge of expiry timers, given the core's status sets."""
 
     def judge(
