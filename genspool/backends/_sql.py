@@ -8,6 +8,7 @@ Migrations are numbered files (``001_init.sql``); queries live in ``queries.sql`
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -58,32 +59,29 @@ def dumps_or_none(value: Any) -> bytes | None:
     return None if value is None else orjson.dumps(value)
 
 
+#: Job's fields in the order its constructor takes them, which row_to_job passes positionally.
+_JOB_FIELDS = (
+    "url", "body", "model", "id", "tenant", "status", "priority", "attempts", "max_attempts",
+    "idempotency_key", "metadata", "expires_at", "created_at", "available_at", "rank",
+    "started_at", "retried_at", "finished_at", "lease_token", "lease_expires_at", "result",
+    "error",
+)  # fmt: skip
+if tuple(f.name for f in dataclasses.fields(Job)) != _JOB_FIELDS:  # pragma: no cover
+    raise ImportError("Job's fields changed: update row_to_job and _JOB_FIELDS in _sql.py")
+_STATUS = {s.value: s for s in JobStatus}
+
+
 def row_to_job(r: Sequence[Any]) -> Job:
-    """A job from a row of ``COLUMNS``; JSON columns hold orjson bytes."""
+    """A job from a row of ``COLUMNS``; JSON columns hold orjson bytes.
+
+    Every leased job passes here once, so the call is positional and the status a dict lookup:
+    half the time of keyword arguments and ``JobStatus(value)`` (measured, 22 fields)."""
     return Job(
-        id=r[0],
-        tenant=r[1],
-        url=r[2],
-        model=r[3],
-        body=_loads(r[4]),
-        status=JobStatus(r[5]),
-        priority=r[6],
-        attempts=r[7],
-        max_attempts=r[8],
-        idempotency_key=r[9],
-        metadata=_loads(r[10]) if r[10] else {},
-        expires_at=r[11],
-        created_at=r[12],
-        available_at=r[13],
-        started_at=r[14],
-        retried_at=r[15],
-        finished_at=r[16],
-        lease_token=r[17],
-        lease_expires_at=r[18],
-        result=_loads(r[19]) if r[19] is not None else None,
-        error=_loads(r[20]) if r[20] is not None else None,
-        rank=r[21],
-    )
+        r[2], _loads(r[4]), r[3], r[0], r[1], _STATUS[r[5]], r[6], r[7], r[8], r[9],
+        _loads(r[10]) if r[10] else {}, r[11], r[12], r[13], r[21], r[14], r[15], r[16], r[17],
+        r[18], _loads(r[19]) if r[19] is not None else None,
+        _loads(r[20]) if r[20] is not None else None,
+    )  # fmt: skip
 
 
 def job_to_row(j: Job) -> tuple[Any, ...]:

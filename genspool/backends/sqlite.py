@@ -138,29 +138,51 @@ def _new_row(j: Job) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _written_row(j: Job) -> tuple[Any, ...]:
-    """The fields of the ``write`` query: what a transition may change, then the id."""
+def _written_row(c: Change) -> tuple[Any, ...]:
+    """The parameters of the ``write`` query: what a transition may change, the id, the fence.
+    Statuses are bound as themselves (a JobStatus is a str): ``.value`` of an enum costs more
+    than the rest of the row."""
+    j = c.job
+    result, error = j.result, j.error
     return (
-        j.status.value, j.attempts, j.available_at, j.started_at, j.retried_at, j.finished_at,
-        j.lease_token, j.lease_expires_at, dumps_or_none(j.result), dumps_or_none(j.error), j.id,
+        j.status, j.attempts, j.available_at, j.started_at, j.retried_at, j.finished_at,
+        j.lease_token, j.lease_expires_at, None if result is None else orjson.dumps(result),
+        None if error is None else orjson.dumps(error), j.id, c.status, c.lease_token,
     )  # fmt: skip
 
 
-def _fenced(db: sqlite3.Connection, changes: Sequence[Change]) -> list[Change]:
+def _write_fenced(db: sqlite3.Connection, changes: Sequence[Change]) -> list[Change]:
+    """Write the changes whose fence holds, in one transaction; returns them.
+
+    One fenced ``executemany`` does it when every fence holds, the bulk of the traffic: a
+    separate read of the fences first cost 1 us a row more (measured, 256-row batches of
+    successes: 10.3 us a row against 11.4). When some fence failed, ``executemany`` cannot say
+    which, so the transaction starts again: read the fences, write the changes that hold."""
+    rows = [_written_row(c) for c in changes]
+    if db.executemany(Q["write"], rows).rowcount == len(rows):
+        return list(changes)
+    db.execute("ROLLBACK")
+    db.execute("BEGIN IMMEDIATE")
+    held = _held(db, changes)
+    db.executemany(Q["write"], [_written_row(c) for c in held])
+    return held
+
+
+def _held(db: sqlite3.Connection, changes: Sequence[Change]) -> list[Change]:
     """The changes whose stored (status, lease_token) is still the one they were decided on,
     in order; a later change of the same job is checked against the earlier one's result."""
-    ids = list(dict.fromkeys(c.job.id for c in changes))
+    ids = list(dict.fromkeys([c.job.id for c in changes]))
     stored: dict[str, tuple[str, str | None]] = {}
     for i in range(0, len(ids), _FENCE_CHUNK):
         chunk = ids[i : i + _FENCE_CHUNK]
         sql = Q["fence"].replace("{ids}", ",".join("?" * len(chunk)))
-        stored.update((job_id, (s, t)) for job_id, s, t in db.execute(sql, chunk))
+        stored.update({job_id: (s, t) for job_id, s, t in db.execute(sql, chunk)})
     held = []
-    for change in changes:
+    for change in changes:  # a JobStatus is a str: it compares equal to the stored text
         job = change.job
-        if stored.get(job.id) == (change.status.value, change.lease_token):
+        if stored.get(job.id) == (change.status, change.lease_token):
             held.append(change)
-            stored[job.id] = (job.status.value, job.lease_token)
+            stored[job.id] = (job.status, job.lease_token)
     return held
 
 
@@ -276,15 +298,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     async def apply(self, changes: Sequence[Change]) -> set[str]:
         if not changes:
             return set()
-
-        def apply(db: sqlite3.Connection) -> list[Change]:
-            # The fence is read and the rows written in one IMMEDIATE transaction: no other
-            # writer, in this process or another, can change a job in between.
-            held = _fenced(db, changes)
-            db.executemany(Q["write"], [_written_row(c.job) for c in held])
-            return held
-
-        held = await self._w.run(_write(apply))
+        held = await self._w.run(_write(lambda db: _write_fenced(db, changes)))
         for model in {c.job.model for c in held if c.job.status in WAITING}:
             self.notify(model)
         return {c.job.id for c in held}

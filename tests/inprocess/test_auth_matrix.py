@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from genspool.testing.inprocess import InProcess, build
 from tests.helpers.api import (
@@ -131,9 +130,11 @@ async def test_a_key_revoked_while_the_app_runs_is_refused_at_once(
 
 def ws_refusal(client: TestClient, path: str, headers: dict[str, str] | None = None) -> int:
     """The HTTP status with which the app refused a WebSocket handshake."""
-    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(path, headers):
+    connecting = client.websocket_connect(path, headers=headers or {})
+    with pytest.raises(WebSocketDenialResponse) as refused, connecting:
         pass
-    return refused.value.code
+    assert_error(refused.value, refused.value.status_code)
+    return refused.value.status_code
 
 
 def test_websocket_needs_a_key_with_read_in_the_header_or_the_query() -> None:
@@ -141,11 +142,12 @@ def test_websocket_needs_a_key_with_read_in_the_header_or_the_query() -> None:
     built = build(MODELS)
     with TestClient(built.app) as client:
         keys: Keys = client.portal.call(make_keys, built.services.keys)  # type: ignore[union-attr]
-        assert ws_refusal(client, "/v1/ws") == 1008
-        for headers in (bearer(UNKNOWN_KEY), bearer(keys.revoked), bearer(keys.a_submit)):
-            assert ws_refusal(client, "/v1/ws", headers) == 1008
-        assert ws_refusal(client, f"/v1/ws?token={UNKNOWN_KEY}") == 1008
+        assert ws_refusal(client, "/v1/ws") == 401
+        for headers in (bearer(UNKNOWN_KEY), bearer(keys.revoked)):
+            assert ws_refusal(client, "/v1/ws", headers) == 401
+        assert ws_refusal(client, f"/v1/ws?token={UNKNOWN_KEY}") == 401
+        assert ws_refusal(client, "/v1/ws", bearer(keys.a_submit)) == 403
         for path, headers in (("/v1/ws", bearer(keys.a_read)), (f"/v1/ws?token={keys.a}", {})):
-            with client.websocket_connect(path, headers) as ws:
+            with client.websocket_connect(path, headers=headers) as ws:
                 ws.send_json({"subscribe": ["job_nope"]})
                 assert ws.receive_json()["status"] == "not_found"

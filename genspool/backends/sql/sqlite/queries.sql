@@ -31,18 +31,17 @@ RETURNING {columns};
 -- name: extend
 UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND status = ?;
 
--- name: fence
--- The stored state a change is decided on; {ids} is one "?" per id.
-SELECT id, status, lease_token FROM jobs WHERE id IN ({ids});
-
 -- name: write
--- Every field a transition may change (genspool/core/machine.py). The fence was checked in the
--- same transaction, so the row is matched by id alone, with positional parameters: about half
--- the cost per row of a statement with named ones.
+-- Every field a transition may change (genspool/core/machine.py), on condition that the stored
+-- job is still the one the change was decided on (the fence).
 UPDATE jobs
    SET status = ?, attempts = ?, available_at = ?, started_at = ?, retried_at = ?,
        finished_at = ?, lease_token = ?, lease_expires_at = ?, result = ?, error = ?
- WHERE id = ?;
+ WHERE id = ? AND status = ? AND lease_token IS ?;
+
+-- name: fence
+-- The stored state changes are decided on; {ids} is one "?" per id.
+SELECT id, status, lease_token FROM jobs WHERE id IN ({ids});
 
 -- name: stale_leases
 SELECT {columns} FROM jobs
