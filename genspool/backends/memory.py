@@ -155,7 +155,9 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         gone = [
             j
             for j in self._s.jobs.values()
-            if j.status in statuses and j.finished_at is not None and j.finished_at < finished_before
+            if j.status in statuses
+            and j.finished_at is not None
+            and j.finished_at < finished_before
         ]
         for job in gone:
             del self._s.jobs[job.id]
@@ -237,4 +239,3 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
 
     async def kv_delete(self, namespace: str, key: str) -> bool:
         return self._s.kv.pop((namespace, key), None) is not None
-

@@ -130,8 +130,9 @@ def _write(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connectio
 
 
 def _new_row(j: Job) -> tuple[Any, ...]:
+    """The parameters of the ``insert`` query (a JobStatus is bound as the str it is)."""
     return (
-        j.id, j.tenant, j.url, j.model, orjson.dumps(j.body), j.status.value, j.priority,
+        j.id, j.tenant, j.url, j.model, orjson.dumps(j.body), j.status, j.priority,
         j.attempts, j.max_attempts, j.idempotency_key,
         dumps_or_none(j.metadata) if j.metadata else None, j.expires_at, j.created_at,
         j.available_at or j.created_at, j.rank,

@@ -186,6 +186,4 @@ def replay(job: Job, now: float) -> Change | None:
 def expire(job: Job, now: float) -> Change | None:
     if job.status not in WAITING or job.expires_at is None or job.expires_at > now:
         return None
-    return _fenced(
-        job, JobStatus.EXPIRED, held=False, error=dict(EXPIRED_ERROR), finished_at=now
-    )
+    return _fenced(job, JobStatus.EXPIRED, held=False, error=dict(EXPIRED_ERROR), finished_at=now)

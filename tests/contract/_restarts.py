@@ -52,7 +52,7 @@ async def broadcast_arrives(sender: Queue, got: list[bytes], tag: str) -> None:
     while not any(p.startswith(tag.encode() + b" ") for p in got):
         assert time.monotonic() < deadline, f"no {tag!r} broadcast arrived in 10 s"
         with contextlib.suppress(BackendError):
-            await sender.backend.broadcast(tag.encode() + b" []")
+            await sender.storage.signals.broadcast(tag.encode() + b" []")
         await asyncio.sleep(0.1)
 
 
@@ -61,7 +61,7 @@ async def work_wakes(q: Queue, other: Queue, job: Callable[[str], Job]) -> float
     idle lane (polling is turned off, so only the work channel can)."""
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        waiter = asyncio.create_task(q.backend.wait_for_work("w", 5.0))
+        waiter = asyncio.create_task(q.storage.signals.wait_for_work("w", 5.0))
         await asyncio.sleep(0.05)
         await eventually(lambda: other.submit(job("w")))
         enqueued = time.monotonic()

@@ -17,6 +17,7 @@ from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
 from genspool.core.roles import JobFilter
 from genspool.exceptions import CircuitOpen, Conflict, ModelError, NotFound
+from genspool.testing.inprocess import FakeClock
 
 CHAT = "/v1/chat/completions"
 RESULT = {"status_code": 200, "body": {"object": "chat.completion", "choices": []}}
@@ -78,14 +79,16 @@ async def test_complete_stores_result_once(queue: Queue) -> None:
 async def test_expired_lease_is_redelivered_and_stale_worker_is_fenced(
     make_queue: Callable[..., Queue],
 ) -> None:
-    q = make_queue(lease_s=0.2)
+    clock = FakeClock(time.time() + 1)  # ahead of the jobs made below, which use real time
+    q = make_queue(lease_s=30.0, clock=clock)
     async with q:
         await q.submit(job())
         (stale,) = await q.lease("m", 1)
-        await asyncio.sleep(0.3)
+        clock.advance(31.0)
         assert (await q.maintain())["reclaimed"] == 1
         retried = await q.get(stale.id)
         assert retried.status is JobStatus.RETRYING and "lease expired" in retried.error["message"]
+        clock.advance(1.0)  # past the retry's backoff
         fresh = await _lease_eventually(q, "m")
         assert fresh.id == stale.id and fresh.attempts == 2
         assert await q.complete([(stale, {"status_code": 200, "body": {"stale": True}})]) == []
@@ -94,12 +97,13 @@ async def test_expired_lease_is_redelivered_and_stale_worker_is_fenced(
 
 
 async def test_heartbeat_keeps_the_lease(make_queue: Callable[..., Queue]) -> None:
-    q = make_queue(lease_s=0.3)
+    clock = FakeClock(time.time() + 1)  # ahead of the jobs made below, which use real time
+    q = make_queue(lease_s=30.0, clock=clock)
     async with q:
         await q.submit(job())
         leased = await q.lease("m", 1)
         for _ in range(3):
-            await asyncio.sleep(0.15)
+            clock.advance(15.0)
             assert await q.heartbeat(leased) == 1
         assert (await q.maintain())["reclaimed"] == 0
         assert (await q.get(leased[0].id)).status is JobStatus.RUNNING
@@ -177,26 +181,31 @@ async def test_release_hands_back_without_counting_the_attempt(queue: Queue) -> 
     assert (await queue.lease("m", 1))[0].attempts == 1
 
 
-async def test_jobs_not_started_before_expires_at_expire(queue: Queue) -> None:
-    soon = await queue.submit(job(expires_at=time.time() + 0.2))
-    later = await queue.submit(job(expires_at=time.time() + 60))
-    await asyncio.sleep(0.3)
-    assert [j.id for j in await queue.lease("m", 10)] == [later.id]
-    assert (await queue.maintain())["expired"] == 1
-    expired = await queue.get(soon.id)
+async def test_jobs_not_started_before_expires_at_expire(
+    make_queue: Callable[..., Queue],
+) -> None:
+    clock = FakeClock(time.time() + 1)  # ahead of the jobs made below, which use real time
+    async with make_queue(clock=clock) as queue:
+        soon = await queue.submit(job(expires_at=clock() + 20))
+        later = await queue.submit(job(expires_at=clock() + 600))
+        clock.advance(30.0)
+        assert [j.id for j in await queue.lease("m", 10)] == [later.id]
+        assert (await queue.maintain())["expired"] == 1
+        expired = await queue.get(soon.id)
     assert expired.status is JobStatus.EXPIRED and expired.error["code"] == "expired"
 
 
 async def test_results_are_purged_after_ttl_but_dead_letters_stay(
     make_queue: Callable[..., Queue],
 ) -> None:
-    q = make_queue(result_ttl_s=0.2)
+    clock = FakeClock(time.time() + 1)  # ahead of the jobs made below, which use real time
+    q = make_queue(result_ttl_s=60.0, clock=clock)
     async with q:
         ok, dead = await q.submit(job()), await q.submit(job(max_attempts=1))
         leased = {j.id: j for j in await q.lease("m", 2)}
         await q.complete([(leased[ok.id], RESULT)])
         await q.fail([(leased[dead.id], ModelError("boom"))])
-        await asyncio.sleep(0.3)
+        clock.advance(61.0)
         assert (await q.maintain())["purged"] == 1
         with contextlib.suppress(NotFound):
             await q.get(ok.id)

@@ -113,15 +113,15 @@ async def test_queue_recovers_after_a_nats_restart(
     other = Queue(backend_from_url(backend_url))
     await other.connect()
     got: list[bytes] = []
-    listener = asyncio.create_task(queue.backend.listen(got.append))
-    queue.backend.poll_interval_s = 30.0
+    listener = asyncio.create_task(queue.storage.signals.listen(got.append))
+    queue.storage.signals.poll_interval_s = 30.0
     try:
         keyed = await queue.submit(job(idempotency_key="k1"))
         waiting = await queue.submit_many([job(priority=i % 2) for i in range(4)])
         ids = {keyed.id, *(j.id for j in waiting)}
         leased = await queue.lease("m", 2)
         assert len(leased) == 2
-        await queue.backend.kv_put("keys", "k", b"value")
+        await queue.storage.kv.kv_put("keys", "k", b"value")
         await broadcast_arrives(other, got, "before")
         assert await work_wakes(queue, other, job) < 0.1
 
@@ -138,12 +138,13 @@ async def test_queue_recovers_after_a_nats_restart(
         await _start_server()
         back_at = time.monotonic()
         # Nothing stored before the restart is lost: records, leases, keys, small values.
-        stored = {j.id: j for j in await eventually(lambda: queue.backend.get_many(list(ids)))}
+        found = await eventually(lambda: queue.storage.queue.get_many(list(ids)))
+        stored = {j.id: j for j in found}
         assert set(stored) == ids
         running = {i for i, j in stored.items() if j.status is JobStatus.RUNNING}
         assert running == {j.id for j in leased}
         assert (await eventually(lambda: queue.submit(job(idempotency_key="k1")))).id == keyed.id
-        assert await queue.backend.kv_get("keys", "k") == b"value"
+        assert await queue.storage.kv.kv_get("keys", "k") == b"value"
         assert len(await queue.complete([(j, RESULT) for j in leased])) == 2
         rest = await eventually(lambda: queue.lease("m", 10))
         assert {j.id for j in rest} == ids - running

@@ -91,8 +91,8 @@ async def test_queue_recovers_after_a_redis_restart(
     other = Queue(backend_from_url(backend_url))
     await other.connect()
     got: list[bytes] = []
-    listener = asyncio.create_task(queue.backend.listen(got.append))
-    queue.backend.poll_interval_s = 30.0
+    listener = asyncio.create_task(queue.storage.signals.listen(got.append))
+    queue.storage.signals.poll_interval_s = 30.0
     try:
         await queue.submit_many([job() for _ in range(5)])
         assert len(await queue.lease("m", 2)) == 2

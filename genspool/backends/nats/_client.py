@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,9 @@ RECONNECT_BASE_S, RECONNECT_CAP_S = 0.1, 1.0
 RECONNECT_GRACE_S = 2.0
 #: A message fetched but never acked (its taker died mid-call) comes back after this.
 ACK_WAIT_S = 30.0
+#: A caller's clock that moved ahead of real time by more than this since its last fetch from a
+#: consumer (a test's clock, an NTP step) may have made due what naks hid for longer.
+CLOCK_JUMP_S = 0.5
 TIMER_KINDS = ("lease", "expire", "purge")
 
 
@@ -60,6 +64,7 @@ class Conn:
         self.js: JetStreamContext | None = None
         self.kv: dict[str, KeyValue] = {}
         self.consumers: set[str] = set()
+        self.skews: dict[str, float] = {}  # durable -> the caller's clock minus real time
         self.connected = asyncio.Event()
         p = prefix
         self.work_stream, self.timer_stream = f"{p}_work", f"{p}_timers"
@@ -159,11 +164,28 @@ class Conn:
         )
         self.consumers.add(durable)
 
+    async def refresh(
+        self, stream: str, durable: str, subject: str, at: float, idle_s: float | None = None
+    ) -> None:
+        """Start a consumer afresh when the caller's clock jumped ahead: a nak's delay is
+        real time, measured against the caller's clock, so messages put back before the jump
+        would stay hidden although due. A new consumer redelivers every message at once (a
+        concurrent taker's acks are then lost, and the records make the redelivery harmless)."""
+        skew, last = at - time.time(), self.skews.get(durable)
+        self.skews[durable] = skew
+        if last is None or skew - last <= CLOCK_JUMP_S or durable not in self.consumers:
+            return
+        log.info("clock jumped %.1f s ahead: restarting consumer %s", skew - last, durable)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.jet().delete_consumer(stream, durable)
+        await self.add_consumer(stream, durable, subject, idle_s)
+
     async def close(self) -> None:
         nc, self.nc, self.js = self.nc, None, None
         self.connected.clear()
         self.kv.clear()
         self.consumers.clear()
+        self.skews.clear()
         if nc is not None and not nc.is_closed:
             await quietly(nc.close())
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import orjson
 from nats.aio.msg import Msg
 
-from genspool.backends.nats._client import Conn
+from genspool.backends.nats._client import Conn, ConsumerGone
 from genspool.backends.nats._records import Records
 from genspool.backends.nats.lanes import Verdict
 from genspool.backends.nats.timers import KINDS, Judge
@@ -31,6 +31,14 @@ async def _settle(msg: Msg, verdict: Verdict) -> None:
         await msg.nak(delay=max(float(verdict), 0.001))
 
 
+async def _fetch(conn: Conn, durable: str, subject: str) -> list[Msg]:
+    try:
+        return await conn.fetch(conn.timer_stream, durable, FETCH_BATCH)
+    except ConsumerGone:  # restarted by another process (or dropped): make it again
+        await conn.add_consumer(conn.timer_stream, durable, subject)
+        return await conn.fetch(conn.timer_stream, durable, FETCH_BATCH)
+
+
 async def sweep(
     conn: Conn,
     records: Records,
@@ -44,10 +52,11 @@ async def sweep(
     """The jobs that ``kind``'s due timers found at time ``at`` (at least ``limit`` when there
     are that many; the caller trims)."""
     timer = KINDS[kind]
-    durable = conn.timer(kind)[0]
+    durable, subject = conn.timer(kind)
+    await conn.refresh(conn.timer_stream, durable, subject, at)
     found: list[Job] = []
     while len(found) < limit:
-        msgs = await conn.fetch(conn.timer_stream, durable, FETCH_BATCH)
+        msgs = await _fetch(conn, durable, subject)
         due = []
         for msg in msgs:
             note = orjson.loads(msg.data)

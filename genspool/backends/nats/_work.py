@@ -143,7 +143,9 @@ class Work:
         for _ in range(FETCH_ROUNDS):  # more rounds only when fetched messages were stale
             want = spec.limit - len(out)
             shares = await self._plan(model_token, want)
-            fetched = await asyncio.gather(*(self._fetch_lane(ln, n) for ln, n in shares.items()))
+            fetched = await asyncio.gather(
+                *(self._fetch_lane(ln, n, spec.now) for ln, n in shares.items())
+            )
             msgs = [m for batch in fetched for m in batch]
             out += await self._take(msgs, spec)
             if len(out) >= spec.limit or len(msgs) < want:
@@ -171,9 +173,10 @@ class Work:
         note = orjson.loads(base64.b64decode(answer["message"]["data"]))
         return float(note["k"])
 
-    async def _fetch_lane(self, lane: Lane, batch: int) -> list[Msg]:
+    async def _fetch_lane(self, lane: Lane, batch: int, now: float) -> list[Msg]:
         durable = lane.subject.replace(".", "_")
         conn = self.conn
+        await conn.refresh(conn.work_stream, durable, lane.subject, now, LANE_IDLE_S)
         for _ in range(2):
             if durable not in conn.consumers:
                 # A tenant's lane lives while it is used; the server drops it when idle and
