@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from genspool.core.roles import KeyValue
 from genspool.core.job import Job
+from genspool.core.roles import KeyValue
 
 __all__ = ["FairShare"]
 

@@ -18,7 +18,7 @@ from typing import Any
 from genspool.core import machine
 from genspool.core.events import Event, EventHub, JobChanged, Subscription
 from genspool.core.fairness import FairShare
-from genspool.core.job import WAITING, Job, JobStatus
+from genspool.core.job import WAITING, Job
 from genspool.core.machine import ACTIVE, PURGEABLE, Change
 from genspool.core.relay import Relay
 from genspool.core.retry import RetryPolicy

@@ -193,7 +193,7 @@ class Signals(Resource):
     def __init__(self) -> None:
         self._wakeups: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    async def broadcast(self, payload: bytes) -> None:  # noqa: B027 - optional
+    async def broadcast(self, payload: bytes) -> None:
         """Send ``payload`` to every process's listener (best effort; subscribers also poll)."""
 
     async def listen(self, deliver: Callable[[bytes], None]) -> None:

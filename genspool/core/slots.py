@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from genspool.core.roles import Coordination
 from genspool.core.job import now
+from genspool.core.roles import Coordination
 
 __all__ = ["Slots"]
 

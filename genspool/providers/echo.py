@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 
 from genspool.exceptions import ModelError
 from genspool.providers.base import CHAT, EMBEDDINGS, Provider, Request, Response
-from genspool.providers.plugins import ModelCard, ProviderOptions, ProviderPlugin, options_of
+from genspool.providers.plugins import (
+    ModelCard,
+    ModelSpec,
+    ProviderOptions,
+    ProviderPlugin,
+    options_of,
+)
 from genspool.providers.shapes import chat_completion, embedding_list
-
-if TYPE_CHECKING:
-    from genspool.config import ModelConfig
 
 __all__ = ["EchoOptions", "EchoProvider", "count_words", "plugin"]
 
@@ -91,12 +94,12 @@ class EchoOptions(ProviderOptions):
     dimensions: int = Field(8, gt=0, le=64, description="Size of the embedding vectors.")
 
 
-def _create(config: ModelConfig, env: Mapping[str, str]) -> EchoProvider:
+def _create(config: ModelSpec, env: Mapping[str, str]) -> EchoProvider:
     opts = options_of(config, EchoOptions)
     return EchoProvider(config.name, latency_ms=opts.latency_ms, dimensions=opts.dimensions)
 
 
-def _card(config: ModelConfig) -> ModelCard:
+def _card(config: ModelSpec) -> ModelCard:
     dimensions = options_of(config, EchoOptions).dimensions
     return ModelCard(
         config.name, plugin.served(config), config.context_window, count_words, dimensions

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from genspool.providers.base import CHAT, EMBEDDINGS, Provider
-from genspool.providers.plugins import ModelCard, ProviderOptions, ProviderPlugin, options_of
-
-if TYPE_CHECKING:
-    from genspool.config import ModelConfig
+from genspool.providers.plugins import (
+    ModelCard,
+    ModelSpec,
+    ProviderOptions,
+    ProviderPlugin,
+    options_of,
+)
 
 __all__ = ["LlamaOptions", "OnnxOptions", "llama_plugin", "onnx_plugin"]
 
@@ -36,7 +38,7 @@ class OnnxOptions(ProviderOptions):
     threads: int | None = Field(None, gt=0, description="onnxruntime intra-op threads.")
 
 
-def _llama(config: ModelConfig, env: Mapping[str, str]) -> Provider:
+def _llama(config: ModelSpec, env: Mapping[str, str]) -> Provider:
     from genspool.providers.llama import LlamaChatProvider
 
     opts = options_of(config, LlamaOptions)
@@ -50,7 +52,7 @@ def _llama(config: ModelConfig, env: Mapping[str, str]) -> Provider:
     )
 
 
-def _llama_card(config: ModelConfig) -> ModelCard:
+def _llama_card(config: ModelSpec) -> ModelCard:
     from genspool.providers.llama import PromptCounter
 
     path = options_of(config, LlamaOptions).model_path
@@ -59,14 +61,14 @@ def _llama_card(config: ModelConfig) -> ModelCard:
     return ModelCard(config.name, served, config.context_window, counter, close=counter.close)
 
 
-def _onnx(config: ModelConfig, env: Mapping[str, str]) -> Provider:
+def _onnx(config: ModelSpec, env: Mapping[str, str]) -> Provider:
     from genspool.providers.onnx_embed import OnnxEmbeddingProvider
 
     opts = options_of(config, OnnxOptions)
     return OnnxEmbeddingProvider(config.name, model_path=opts.model_path, threads=opts.threads)
 
 
-def _onnx_card(config: ModelConfig) -> ModelCard:
+def _onnx_card(config: ModelSpec) -> ModelCard:
     from genspool.providers.onnx_embed import TextCounter
 
     served = onnx_plugin.served(config)

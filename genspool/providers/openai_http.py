@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from pydantic import Field
 
 from genspool.exceptions import ConfigError, ModelError, ModelTimeout
 from genspool.providers.base import CHAT, EMBEDDINGS, Provider, Request, Response
-from genspool.providers.plugins import ProviderOptions, ProviderPlugin, options_of
-
-if TYPE_CHECKING:
-    from genspool.config import ModelConfig
+from genspool.providers.plugins import ModelSpec, ProviderOptions, ProviderPlugin, options_of
 
 __all__ = ["OpenAIOptions", "OpenAIProvider", "plugin", "retry_after_s"]
 
@@ -113,7 +110,7 @@ class OpenAIOptions(ProviderOptions):
     remote_model: str | None = Field(None, description="Model name at the remote; default name.")
 
 
-def _create(config: ModelConfig, env: Mapping[str, str]) -> OpenAIProvider:
+def _create(config: ModelSpec, env: Mapping[str, str]) -> OpenAIProvider:
     opts = options_of(config, OpenAIOptions)
     key = env.get(opts.api_key_env) if opts.api_key_env else None
     if opts.api_key_env and key is None:

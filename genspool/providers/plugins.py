@@ -21,19 +21,17 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from genspool.exceptions import ConfigError
 from genspool.providers.base import Provider
 
-if TYPE_CHECKING:
-    from genspool.config import ModelConfig
-
 __all__ = [
     "GROUP",
     "ModelCard",
+    "ModelSpec",
     "ProviderOptions",
     "ProviderPlugin",
     "TokenCounter",
@@ -41,6 +39,40 @@ __all__ = [
     "known_providers",
     "options_of",
 ]
+
+
+class _Batching(Protocol):
+    @property
+    def max_batch_size(self) -> int: ...
+
+
+class _Limits(Protocol):
+    @property
+    def call_timeout(self) -> float: ...
+
+
+class ModelSpec(Protocol):
+    """What a plugin reads of a model's configuration (:class:`genspool.config.ModelConfig`
+    has it): providers stay below the config in the package layers."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def context_window(self) -> int: ...
+
+    @property
+    def endpoints(self) -> list[str] | None: ...
+
+    @property
+    def options(self) -> ProviderOptions: ...
+
+    @property
+    def batching(self) -> _Batching: ...
+
+    @property
+    def limits(self) -> _Limits: ...
+
 
 GROUP = "genspool.providers"
 OptionsT = TypeVar("OptionsT", bound="ProviderOptions")
@@ -75,8 +107,8 @@ class ModelCard:
     close: Callable[[], None] | None = None
 
 
-Factory = Callable[["ModelConfig", Mapping[str, str]], Provider]
-CardMaker = Callable[["ModelConfig"], ModelCard]
+Factory = Callable[[ModelSpec, Mapping[str, str]], Provider]
+CardMaker = Callable[[ModelSpec], ModelCard]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +131,16 @@ class ProviderPlugin:
     #: The genspool extra that installs what ``create`` imports, named when it is missing.
     extra: str | None = None
 
-    def served(self, config: ModelConfig) -> frozenset[str]:
+    def served(self, config: ModelSpec) -> frozenset[str]:
         return frozenset(config.endpoints) if config.endpoints else self.endpoints
 
-    def model_card(self, config: ModelConfig) -> ModelCard:
+    def model_card(self, config: ModelSpec) -> ModelCard:
         if self.card is not None:
             return self.card(config)
         return ModelCard(config.name, self.served(config), config.context_window)
 
 
-def options_of(config: ModelConfig, kind: type[OptionsT]) -> OptionsT:
+def options_of(config: ModelSpec, kind: type[OptionsT]) -> OptionsT:
     """The model's ``options`` as the provider's own type (for its factory and card)."""
     if not isinstance(config.options, kind):
         raise ConfigError(f"model {config.name!r}: options are not {kind.__name__}")

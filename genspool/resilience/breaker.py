@@ -15,9 +15,10 @@ call after them.
 While open, requests are not sent: each gets a retryable
 :class:`~genspool.exceptions.CircuitOpen` whose ``retry_after`` is the rest of the cool-down, so
 the queue brings the job back when a probe can go, without using up one of the job's attempts
-(the call was never made; ``CircuitOpen.counts_as_attempt`` is False). Each process keeps its own breaker (decisions need no round
-trip); every transition is written to the shared key-value role (namespace ``breakers``, key = model) so
-any API process can show it — with several workers, the last transition written is shown.
+(the call was never made; ``CircuitOpen.counts_as_attempt`` is False). Each process keeps its
+own breaker (decisions need no round trip); every transition is written to the shared key-value
+role (namespace ``breakers``, key = model) so any API process can show it — with several
+workers, the last transition written is shown.
 """
 
 from __future__ import annotations

@@ -286,7 +286,12 @@ async def test_tokens_are_prompt_plus_max_tokens_or_a_default() -> None:
     clock, shared = FakeClock(), RecordingShared()
     inner = ScriptedProvider()
     layer = RateLimit(
-        inner, shared=Shared(shared, shared), tpm=6000, clock=clock, sleep=clock.sleep, default_completion_tokens=50
+        inner,
+        shared=Shared(shared, shared),
+        tpm=6000,
+        clock=clock,
+        sleep=clock.sleep,
+        default_completion_tokens=50,
     )
     requests = [chat("a b c", max_tokens=10), chat("d e"), chat("f", max_completion_tokens=7)]
     await layer.handle(requests)
