@@ -36,7 +36,7 @@ from genspool.backends.memory import MemoryBackend
 from genspool.core.job import Job
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
-from genspool.exceptions import Conflict, ModelError
+from genspool.exceptions import Conflict, ModelError, NotFound
 
 T = TypeVar("T")
 
@@ -99,6 +99,8 @@ def outcome(call: Callable[[], Coroutine[Any, Any, Job]], pair: Pair) -> str:
         job = pair.run(call())
     except Conflict:
         return "conflict"
+    except NotFound:  # purged after its TTL
+        return "not_found"
     return job.status.value
 
 

@@ -1,11 +1,11 @@
 -- Named queries of the SQLite backend. Each starts with "-- name: <name>".
 --
--- No status is written here: {columns} is the row layout of genspool/backends/_sql.py, and
--- {waiting}, {statuses} are lists of status literals that sqlite.py writes in from the core's
--- sets (genspool/core/job.py, genspool/core/machine.py) when it first runs a query, never from
--- a caller's string. Literals, not bound parameters: SQLite uses a partial index only when the
--- query's IN list is the index's own, value for value and in the same order (see sqlite.py).
--- A lone status is a bound parameter (`status = ?` still matches `WHERE status = 'running'`).
+-- No status is spelled here. {columns} is the row layout of genspool/backends/_sql.py;
+-- {waiting} and {statuses} become lists of status literals, written in by
+-- genspool/backends/sqlite/backend.py from the statuses the core hands it (each checked to be a
+-- JobStatus). Literals, not bound parameters: SQLite uses a partial index only when the query's
+-- IN list is the index's own, value for value and in the same order. A lone status is a bound
+-- parameter (`status = ?` still matches an index's `WHERE status = 'running'`).
 
 -- name: insert
 INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,

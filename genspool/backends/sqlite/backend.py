@@ -1,11 +1,5 @@
-"""The embedded backend: every storage role in one SQLite file (WAL).
-
-Each operation is one transaction run as a plain function on a dedicated thread that owns the
-connection, so an operation costs one hop between the event loop and that thread however many
-rows it touches. Reads go through a second connection on a second thread and never wait behind
-writes (WAL lets them read a snapshot). Several processes may share the file: ``BEGIN
-IMMEDIATE`` plus a busy timeout serialises their writers, and idle workers find jobs enqueued
-by another process by polling (``Signals.poll_interval_s``).
+"""The roles' methods of the SQLite backend: each one transaction on the writer's connection
+(``BEGIN IMMEDIATE``), or one read on the reader's.
 
 The backend decides nothing: statuses come from :mod:`genspool.core` (a lease's from its
 :class:`~genspool.core.machine.LeaseSpec`) and a transition's new fields from the
@@ -14,28 +8,20 @@ The backend decides nothing: statuses come from :mod:`genspool.core` (a lease's 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from genspool.backends._errors import translated
-from genspool.backends._sql import (
-    COLUMNS,
-    dumps_or_none,
-    job_to_row,
-    load_queries,
-    migrations,
-    row_to_job,
-)
+from genspool.backends._sql import COLUMNS, dumps_or_none, job_to_row, load_queries, row_to_job
 from genspool.backends._urls import shown_url
+from genspool.backends.sqlite._conn import Connection, migrate, write
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
@@ -43,8 +29,6 @@ from genspool.core.roles import Coordination, JobFilter, JobQueue, JobStore, Key
 from genspool.exceptions import BackendError
 
 __all__ = ["SQLiteBackend"]
-
-T = TypeVar("T")
 
 Q = load_queries("sqlite", columns=COLUMNS)
 _ERRORS = (sqlite3.Error,)
@@ -72,61 +56,6 @@ def _query(name: str, **statuses: tuple[str, ...]) -> str:
 
 
 _WAITING = tuple(s.value for s in WAITING)
-
-
-class _Conn:
-    """One sqlite3 connection used only from its own thread."""
-
-    def __init__(self, path: str, synchronous: str, name: str) -> None:
-        self._path, self._sync, self._name = path, synchronous, name
-        self._pool: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
-
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout = 30000")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute(f"PRAGMA synchronous = {self._sync}")
-        return db
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"genspool-sqlite-{self._name}")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn)
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._db is None:
-            self._db = self._open()
-        try:
-            return fn(self._db)
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-
-    async def close(self) -> None:
-        def _close(_: sqlite3.Connection) -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        if self._db is not None:
-            await self.run(_close)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-
-def _write(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
-    """Run ``fn`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``."""
-
-    def tx(db: sqlite3.Connection) -> T:
-        db.execute("BEGIN IMMEDIATE")
-        out = fn(db)
-        db.execute("COMMIT")
-        return out
-
-    return tx
 
 
 def _new_row(j: Job) -> tuple[Any, ...]:
@@ -200,8 +129,8 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             )
         self.path = str(path)
         self.shown_url = shown_url(f"sqlite:///{self.path}")
-        self._w = _Conn(self.path, synchronous.upper(), "w")
-        self._r = _Conn(self.path, synchronous.upper(), "r")
+        self._w = Connection(self.path, synchronous.upper(), "w")
+        self._r = Connection(self.path, synchronous.upper(), "r")
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteBackend:
@@ -220,18 +149,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         parent = Path(self.path).parent
         if not parent.exists():
             raise BackendError(f"cannot create {self.path}: directory {parent} does not exist")
-        await self._w.run(self._migrate)
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        db.execute("BEGIN IMMEDIATE")
-        current = db.execute("PRAGMA user_version").fetchone()[0]
-        for version, sql in migrations("sqlite"):
-            if version > current:
-                for stmt in filter(str.strip, sql.split(";")):
-                    db.execute(stmt)
-                db.execute(f"PRAGMA user_version = {version}")
-        db.execute("COMMIT")
+        await self._w.run(migrate)
 
     async def close(self) -> None:
         await self._w.close()
@@ -243,7 +161,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             for table in ("jobs", "slots", "limits", "kv"):
                 db.execute(f"DELETE FROM {table}")
 
-        await self._w.run(_write(drop))
+        await self._w.run(write(drop))
 
     # -- queue -------------------------------------------------------------------------------
 
@@ -264,7 +182,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
                     out.append(row_to_job(found.fetchone()))
             return out
 
-        stored = await self._w.run(_write(insert))
+        stored = await self._w.run(write(insert))
         for model in {j.model for j in jobs}:
             self.notify(model)
         return stored
@@ -287,19 +205,19 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             jobs.sort(key=lambda j: (-j.priority, j.rank, j.available_at))  # RETURNING: no order
             return jobs
 
-        return await self._w.run(_write(lease))
+        return await self._w.run(write(lease))
 
     @translated("extend", _ERRORS)
     async def extend(self, held: Sequence[tuple[str, str]], until: float) -> int:
         running = JobStatus.RUNNING.value
         rows = [(until, job_id, token, running) for job_id, token in held]
-        return await self._w.run(_write(lambda db: db.executemany(Q["extend"], rows).rowcount))
+        return await self._w.run(write(lambda db: db.executemany(Q["extend"], rows).rowcount))
 
     @translated("apply", _ERRORS)
     async def apply(self, changes: Sequence[Change]) -> set[str]:
         if not changes:
             return set()
-        held = await self._w.run(_write(lambda db: _write_fenced(db, changes)))
+        held = await self._w.run(write(lambda db: _write_fenced(db, changes)))
         for model in {c.job.model for c in held if c.job.status in WAITING}:
             self.notify(model)
         return {c.job.id for c in held}
@@ -324,7 +242,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     @translated("purge", _ERRORS)
     async def purge(self, statuses: Sequence[str], finished_before: float) -> int:
         sql = _query("purge", statuses=tuple(statuses))
-        return await self._w.run(_write(lambda db: db.execute(sql, (finished_before,)).rowcount))
+        return await self._w.run(write(lambda db: db.execute(sql, (finished_before,)).rowcount))
 
     @translated("depth", _ERRORS)
     async def depth(self, statuses: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -362,7 +280,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     @translated("put", _ERRORS)
     async def put(self, jobs: Sequence[Job]) -> None:
         rows = [job_to_row(j) for j in jobs]
-        await self._w.run(_write(lambda db: db.executemany(Q["put"], rows)))
+        await self._w.run(write(lambda db: db.executemany(Q["put"], rows)))
 
     # -- coordination ------------------------------------------------------------------------
 
@@ -379,11 +297,11 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             db.execute(Q["slot_take"], (name, holder, now + ttl_s))
             return True
 
-        return await self._w.run(_write(take))
+        return await self._w.run(write(take))
 
     @translated("release_slot", _ERRORS)
     async def release_slot(self, name: str, holder: str) -> None:
-        await self._w.run(_write(lambda db: db.execute(Q["slot_release"], (name, holder))))
+        await self._w.run(write(lambda db: db.execute(Q["slot_release"], (name, holder))))
 
     @translated("reserve", _ERRORS)
     async def reserve(
@@ -396,13 +314,13 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
                 db.execute(Q["limit_set"], (key, tat))
             return wait
 
-        return await self._w.run(_write(take))
+        return await self._w.run(write(take))
 
     # -- key-value ---------------------------------------------------------------------------
 
     @translated("kv_put", _ERRORS)
     async def kv_put(self, namespace: str, key: str, value: bytes) -> None:
-        await self._w.run(_write(lambda db: db.execute(Q["kv_put"], (namespace, key, value))))
+        await self._w.run(write(lambda db: db.execute(Q["kv_put"], (namespace, key, value))))
 
     @translated("kv_get", _ERRORS)
     async def kv_get(self, namespace: str, key: str) -> bytes | None:
@@ -419,7 +337,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         def delete(db: sqlite3.Connection) -> bool:
             return db.execute(Q["kv_delete"], (namespace, key)).rowcount > 0
 
-        return await self._w.run(_write(delete))
+        return await self._w.run(write(delete))
 
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Job]:
         return await self._r.run(lambda db: [row_to_job(r) for r in db.execute(sql, args)])
