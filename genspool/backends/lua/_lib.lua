@@ -188,13 +188,15 @@ end
 -- lease_expires_at) gives stale_leases; ``expiring`` (waiting jobs by expires_at) gives overdue;
 -- ``finished:<status>`` (by finished_at) gives purge. Returns whether new is waiting and due
 -- at ``now``, so the caller wakes the model's idle workers.
+local LISTED = {'status', 'model', 'tenant'}
+
 local function reindex(id, old, new, now)
   if not old then
     zadd(P .. ':ids', 0, id)
   elseif not new then
     zrem(P .. ':ids', id)
   end
-  for _, name in ipairs({'status', 'model', 'tenant'}) do
+  for _, name in ipairs(LISTED) do
     local a, b = old and old[name], new and new[name]
     if a ~= b then
       if a then zrem(P .. ':ids:' .. name .. ':' .. a, id) end

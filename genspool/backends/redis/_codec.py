@@ -15,7 +15,7 @@ import orjson
 from genspool.core.job import Job, JobStatus
 from genspool.core.machine import Change
 
-__all__ = ["FIELDS", "WRITTEN", "change_args", "num", "record", "row_to_job"]
+__all__ = ["FIELDS", "WRITTEN", "changes_arg", "num", "record", "row_to_job"]
 
 #: The order of a job's fields in every script reply (FIELDS in ``lua/_lib.lua``).
 FIELDS = (
@@ -40,8 +40,8 @@ def _num_or_empty(x: float | None) -> str:
     return "" if x is None else repr(float(x))
 
 
-def _json_or_empty(value: Any) -> bytes:
-    return b"" if value is None else orjson.dumps(value)
+def _json_or_empty(value: Any) -> str:
+    return "" if value is None else orjson.dumps(value).decode()
 
 
 def _opt(value: Any) -> float | None:
@@ -83,24 +83,30 @@ def record(j: Job, *, available_at: float | None = None) -> bytes:
     return orjson.dumps(fields)
 
 
-def change_args(c: Change) -> tuple[str | bytes, ...]:
-    """The ``apply`` arguments of one change: id, the fence, then the values of ``WRITTEN``."""
-    j = c.job
-    return (
-        j.id,
-        c.status.value,
-        c.lease_token or "",
-        j.status.value,
-        str(j.attempts),
-        num(j.available_at),
-        _num_or_empty(j.started_at),
-        _num_or_empty(j.retried_at),
-        _num_or_empty(j.finished_at),
-        j.lease_token or "",
-        _num_or_empty(j.lease_expires_at),
-        _json_or_empty(j.result),
-        _json_or_empty(j.error),
-    )
+def changes_arg(changes: Sequence[Change]) -> bytes:
+    """The one ``apply`` argument of a batch: per change its id, the fence (status, lease token)
+    and the values of ``WRITTEN``, each ended by a NUL byte, which none of them holds (JSON
+    escapes it), so the script splits the batch with ``struct.unpack`` in C. One argument, not
+    thirteen per change: redis-py encodes each argument in Python (~0.9 µs each, measured)."""
+    parts: list[str] = []
+    for c in changes:
+        j = c.job
+        parts += (
+            j.id,
+            c.status.value,
+            c.lease_token or "",
+            j.status.value,
+            str(j.attempts),
+            repr(float(j.available_at)),
+            _num_or_empty(j.started_at),
+            _num_or_empty(j.retried_at),
+            _num_or_empty(j.finished_at),
+            j.lease_token or "",
+            _num_or_empty(j.lease_expires_at),
+            _json_or_empty(j.result),
+            _json_or_empty(j.error),
+        )
+    return ("\0".join(parts) + "\0").encode()
 
 
 def row_to_job(v: Sequence[Any]) -> Job:

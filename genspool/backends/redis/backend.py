@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from genspool.backends._errors import translated
 from genspool.backends.redis._client import RedisClient, parse_url
-from genspool.backends.redis._codec import FIELDS, change_args, num, record, row_to_job
+from genspool.backends.redis._codec import FIELDS, changes_arg, num, record, row_to_job
 from genspool.backends.redis._pubsub import follow
 from genspool.core.job import WAITING, Job
 from genspool.core.machine import Change, LeaseSpec
@@ -100,10 +100,7 @@ class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     async def apply(self, changes: Sequence[Change]) -> set[str]:
         if not changes:
             return set()
-        args: list[str | bytes] = [num(time.time())]
-        for change in changes:
-            args += change_args(change)
-        written = await self._c.run("apply", args)
+        written = await self._c.run("apply", [num(time.time()), changes_arg(changes)])
         return {i.decode() for i in written}
 
     @translated("get", ERRORS)
