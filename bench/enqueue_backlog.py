@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from genspool.backends import backend_from_url
+from genspool.backends import backend_from_url, open_storage
 from genspool.core.job import Job
 from genspool.core.queue import Queue
 
@@ -78,7 +78,7 @@ async def fill(url: str, n: int) -> float:
 
 async def measure(url: str, mode: str, n: int) -> float:
     """Jobs/s of ``n`` jobs submitted through a fresh queue, in calls of 1,000 or one each."""
-    async with Queue.from_url(url) as queue:
+    async with Queue(open_storage(url)) as queue:
         jobs = new_jobs(n)
         start = time.perf_counter()
         if mode == "submit_many":
@@ -91,13 +91,13 @@ async def measure(url: str, mode: str, n: int) -> float:
 
 
 async def depth(url: str) -> int:
-    async with Queue.from_url(url) as queue:
-        return sum(sum(per.values()) for per in (await queue.backend.depth()).values())
+    async with Queue(open_storage(url)) as queue:
+        return sum(sum(per.values()) for per in (await queue.depth()).values())
 
 
 async def drop(url: str) -> None:
-    async with Queue.from_url(url) as queue:
-        await queue.backend.drop()
+    async with Queue(open_storage(url)) as queue:
+        await queue.storage.drop()
 
 
 async def pg_settings() -> str:

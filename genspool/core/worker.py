@@ -200,7 +200,11 @@ class Worker:
         ]
         timeout_s = cfg.limits.timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
+            # The model's stack ends each call itself a little before timeout_s and keeps every
+            # request's own outcome (a 429's Retry-After); this limit is the backstop for a
+            # provider that ignores cancellation. Set at timeout_s exactly, it won the race on
+            # a busy loop and turned a whole batch's answers into timeouts, retried at once.
+            async with asyncio.timeout(timeout_s + max(0.25, 0.1 * timeout_s)):
                 results = await provider.handle(requests)
         except TimeoutError:
             err = ModelTimeout(f"model {cfg.name} did not answer within timeout_s={timeout_s}")

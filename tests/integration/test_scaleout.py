@@ -25,7 +25,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from genspool.backends import backend_from_url
+from genspool.backends import open_storage
 from tests.helpers.processes import Spawner, ws_until_terminal
 
 CHAT = "/v1/chat/completions"
@@ -82,13 +82,13 @@ def target(
 
 
 async def _on_backend(target: Target, *, destroy: bool) -> None:
-    backend = backend_from_url(target.url, queue_url=target.queue_url)
-    await backend.connect()
+    storage = open_storage(target.url, queue_url=target.queue_url)
+    await storage.connect()
     try:
         if destroy:
-            await backend.drop()
+            await storage.drop()
     finally:
-        await backend.close()
+        await storage.close()
 
 
 def submit(client: httpx.Client, model: str, text: str) -> str:
