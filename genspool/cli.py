@@ -178,11 +178,11 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
 
 async def _key_counts(queue: Queue, keys: KeyStore) -> tuple[int, int]:
     """How many API keys exist (revoked ones included), and how many are live."""
-    await queue.connect()
+    await queue.storage.connect()  # not queue.connect(): no event relay for a look at the keys
     try:
         records = await keys.list_keys()
     finally:
-        await queue.close()
+        await queue.storage.close()
     return len(records), sum(not k.revoked for k in records)
 
 

@@ -48,6 +48,13 @@ class Relay:
         return bool(self._tasks)
 
     def start(self) -> None:
+        # A fresh outbox on this event loop: an asyncio.Queue is bound to the loop that first
+        # waited on it, and a process may have run (and closed) the queue on another loop
+        # before (the CLI's start-up checks); the old one's waiting messages move over.
+        outbox: asyncio.Queue[list[Message]] = asyncio.Queue()
+        while not self._outbox.empty():
+            outbox.put_nowait(self._outbox.get_nowait())
+        self._outbox = outbox
         self._tasks = [
             asyncio.create_task(self._send_all()),
             asyncio.create_task(self.signals.listen(self._receive)),

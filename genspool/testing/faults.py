@@ -21,7 +21,9 @@ OpenAI base URL is ``url + "/v1"``). As a process:
 until SIGTERM/SIGINT.
 
 It is a small HTTP/1.1 server on asyncio streams rather than an ASGI app: an ASGI server cannot
-drop a connection without answering, which is one of the faults.
+drop a connection without answering, which is one of the faults. It is one module (~480
+lines) so that it runs as ``python -m genspool.testing.faults`` and reads, top to bottom, as the
+specification of every fault a test can ask for.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from genspool.testing.inprocess import InProcess
 
 __all__ = [
     "CHAT",
+    "DOOMED_AT_ONCE",
     "EMBEDDINGS",
     "FAST_RETRY",
     "MODELS",
@@ -33,6 +34,7 @@ __all__ = [
     "chat_body",
     "make_keys",
     "operations",
+    "slow_model",
 ]
 
 CHAT = "/v1/chat/completions"
@@ -54,6 +56,26 @@ MODELS: list[dict[str, Any]] = [
         "options": {"latency_ms": 200},
     },
 ]
+
+
+#: Always times out on its only attempt (the batch takes 300 ms, the model allows 50 ms).
+DOOMED_AT_ONCE: dict[str, Any] = {
+    "name": "doomed",
+    "provider": "echo",
+    "max_attempts": 1,
+    "limits": {"timeout_s": 0.05},
+    "options": {"latency_ms": 300},
+}
+
+
+def slow_model(latency_ms: int) -> dict[str, Any]:
+    """An echo model that answers after ``latency_ms``, one job at a time (time to cancel)."""
+    return {
+        "name": "slow",
+        "provider": "echo",
+        "options": {"latency_ms": latency_ms},
+        "batching": {"max_batch_size": 1},
+    }
 
 
 def chat_body(model: str, content: str = "hi") -> dict[str, Any]:

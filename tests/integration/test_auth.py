@@ -18,25 +18,15 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from tests.helpers.api import DOOMED_AT_ONCE, slow_model
 from tests.helpers.processes import Server, Spawner
 
 CHAT = "/v1/chat/completions"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
 MODELS: list[dict[str, Any]] = [
     {"name": "echo", "provider": "echo"},
-    {
-        "name": "slow",
-        "provider": "echo",
-        "options": {"latency_ms": 800},
-        "batching": {"max_batch_size": 1},
-    },
-    {
-        "name": "doomed",
-        "provider": "echo",
-        "max_attempts": 1,
-        "limits": {"timeout_s": 0.05},
-        "options": {"latency_ms": 300},
-    },
+    slow_model(800),
+    DOOMED_AT_ONCE,
 ]
 ENV = {"GENSPOOL_KEY_CACHE_S": "1", "GENSPOOL_RETRY_BASE_S": "0.05"}
 UNKNOWN_KEY = "gsk_ffffffffffff_" + "x" * 43

@@ -9,25 +9,15 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.api import DOOMED_AT_ONCE, slow_model
 from tests.helpers.processes import Server, Spawner
 
 EMBED = "all-minilm-l6-v2"
 MODELS: list[dict[str, Any]] = [
     {"name": "echo", "provider": "echo"},
     {"name": EMBED, "provider": "onnx_embedding", "context_window": 256},
-    {
-        "name": "slow",
-        "provider": "echo",
-        "options": {"latency_ms": 1000},
-        "batching": {"max_batch_size": 1},
-    },
-    {
-        "name": "doomed",
-        "provider": "echo",
-        "max_attempts": 1,
-        "limits": {"timeout_s": 0.05},
-        "options": {"latency_ms": 300},
-    },
+    slow_model(1000),
+    DOOMED_AT_ONCE,
 ]
 JOB_ID = re.compile(r"^job_[0-9a-f]+$")
 

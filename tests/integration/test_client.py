@@ -22,24 +22,13 @@ from genspool import (
     NotFound,
     Unauthorized,
 )
+from tests.helpers.api import DOOMED_AT_ONCE, slow_model
 from tests.helpers.processes import Server, Spawner
 
 MODELS: list[dict[str, Any]] = [
     {"name": "echo", "provider": "echo"},
-    {
-        "name": "slow",
-        "provider": "echo",
-        "options": {"latency_ms": 1000},
-        "batching": {"max_batch_size": 1},
-    },
-    # Always times out (the batch takes 300 ms, the model allows 50 ms): a real dead letter.
-    {
-        "name": "doomed",
-        "provider": "echo",
-        "max_attempts": 1,
-        "limits": {"timeout_s": 0.05},
-        "options": {"latency_ms": 300},
-    },
+    slow_model(1000),
+    DOOMED_AT_ONCE,
     {"name": "bulk-sync", "provider": "echo"},
     {"name": "bulk-async", "provider": "echo"},
 ]

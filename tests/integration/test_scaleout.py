@@ -99,8 +99,7 @@ def submit(client: httpx.Client, model: str, text: str) -> str:
     return job_id
 
 
-def test_two_apis_two_workers_one_killed(
-    spawner: Spawner, target: Target) -> None:
+def test_two_apis_two_workers_one_killed(spawner: Spawner, target: Target) -> None:
     config = spawner.models(MODELS)
     api1 = spawner.server(config, command="api", db_url=target.url, env=target.env)
     api2 = spawner.server(config, command="api", db_url=target.url, env=target.env)

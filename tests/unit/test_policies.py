@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from genspool.api.validation import validate_request
+from genspool.backends.memory import MemoryBackend
 from genspool.config import DEFAULT_MODELS, ModelConfig, load_models
 from genspool.core.events import EventHub, JobChanged, TokenDelta
+from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.exceptions import ConfigError, ContextWindowExceeded, InvalidRequest, UnknownModel
 from genspool.runtime import ModelCatalog
@@ -115,3 +117,27 @@ def test_embedding_inputs_are_measured_with_the_model_tokenizer() -> None:
         validate_request(reg, "/v1/embeddings", body)
     with pytest.raises(InvalidRequest, match="token-id arrays"):
         validate_request(reg, "/v1/embeddings", {"model": "all-minilm-l6-v2", "input": [[1, 2]]})
+
+
+def test_a_relay_restarted_on_another_event_loop_still_sends() -> None:
+    """The CLI runs the queue on one loop for its start-up checks, then on the server's: the
+    relay's outbox must not stay bound to the first loop (its sender would die silently)."""
+    sent: list[bytes] = []
+
+    class Recording(MemoryBackend):
+        cross_process_events = True
+
+        async def broadcast(self, payload: bytes) -> None:
+            sent.append(payload)
+
+    queue = Queue(Recording())
+
+    async def cycle(text: str) -> None:
+        await queue.connect()
+        queue.publish(TokenDelta("j", text))
+        await asyncio.sleep(0.05)
+        await queue.close()
+
+    asyncio.run(cycle("first"))
+    asyncio.run(cycle("second"))
+    assert any(b"second" in p for p in sent), sent
