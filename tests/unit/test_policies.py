@@ -134,6 +134,7 @@ def test_a_relay_restarted_on_another_event_loop_still_sends() -> None:
 
     async def cycle(text: str) -> None:
         await queue.connect()
+        await asyncio.sleep(0.05)  # the sender now waits on its outbox (binding it to this loop)
         queue.publish(TokenDelta("j", text))
         await asyncio.sleep(0.05)
         await queue.close()
