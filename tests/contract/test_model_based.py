@@ -106,9 +106,11 @@ def outcome(call: Callable[[], Coroutine[Any, Any, Job]], pair: Pair) -> str:
 
 class QueueModel(RuleBasedStateMachine):
     pair: Pair  # set by the test before it runs the machine
+    counts: dict[str, int]  # sequences and steps run, set by the test
 
     @initialize()
     def start(self) -> None:
+        self.counts["sequences"] += 1
         self.pair.reset()
         self.ids: list[str] = []
         self.held: list[tuple[Job, Job]] = []  # leased copies (subject, reference)
@@ -211,6 +213,7 @@ class QueueModel(RuleBasedStateMachine):
 
     @invariant()
     def agree(self) -> None:
+        self.counts["checks"] += 1
         if not getattr(self, "ids", None):
             return
         a, b = self.pair.both(lambda q: q.get_many(self.ids))
@@ -226,6 +229,7 @@ def test_backend_agrees_with_the_memory_reference(backend_url: str) -> None:
     pair = Pair(backend_url)
     try:
         QueueModel.pair = pair
+        QueueModel.counts = counts = {"sequences": 0, "checks": 0}
         options = settings(
             max_examples=EXAMPLES,
             stateful_step_count=STEPS,
@@ -234,5 +238,7 @@ def test_backend_agrees_with_the_memory_reference(backend_url: str) -> None:
             database=None,
         )
         run_state_machine_as_test(QueueModel, settings=options)
+        assert counts["sequences"] >= EXAMPLES, counts
+        print(f"{counts['sequences']} sequences, {counts['checks']} agreement checks")
     finally:
         pair.close()
