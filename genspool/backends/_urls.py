@@ -1,9 +1,9 @@
 """One way to show a backend URL in a message or a log line: without its secrets.
 
 A password in the authority (``user:pw@``), a token given as the user part alone (where a
-server reads it so: ``nats://token@host``, ``redis://token@host``) and secret-looking query parameters (``password=``, ``token=``,
-``sslpassword=``...) are replaced by ``***``; the rest is kept so the message still says
-which server was meant.
+server reads it so: ``nats://token@host``, ``redis://token@host``) and secret-looking query
+parameters (``password=``, ``token=``, ``sslpassword=``...) are replaced by ``***``; the rest
+is kept so the message still says which server was meant.
 """
 
 from __future__ import annotations
