@@ -1,0 +1,36 @@
+"""The ``genspool`` command: run the server parts, and talk to a running server.
+
+``serve`` / ``api`` / ``worker`` run genspool; ``submit``, ``jobs`` and ``dlq`` are clients of
+the HTTP API (``--api``, default ``http://127.0.0.1:8000``; ``--api-key``); ``keys`` manages API
+keys straight on the database, so the first one exists before any server runs. Errors print
+one line to stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.markup import escape
+
+# Importing the command modules registers their commands, in the order --help lists them.
+from genspool.cli import _server  # noqa: F401
+
+# isort: split
+from genspool.cli import _client  # noqa: F401
+
+# isort: split
+from genspool.cli import _keys  # noqa: F401
+
+# isort: split
+from genspool.cli._common import app, err
+from genspool.exceptions import GenspoolError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    try:
+        app()
+    except GenspoolError as exc:
+        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
+        sys.exit(1)
