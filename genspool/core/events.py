@@ -104,7 +104,12 @@ Message = JobChanged | TokenDelta | Watching | Hello
 
 def _to_wire(m: Message) -> dict[str, Any]:
     if isinstance(m, JobChanged):
-        return {"t": "job", **m.public()}
+        out = {"t": "job", "id": m.id, "status": m.status, "attempts": m.attempts}
+        if m.result is not None:
+            out["result"] = m.result
+        if m.error is not None:
+            out["error"] = m.error
+        return out
     if isinstance(m, TokenDelta):
         return {"t": "delta", "id": m.id, "delta": m.delta}
     if isinstance(m, Watching):

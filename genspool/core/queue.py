@@ -93,7 +93,7 @@ class Queue:
         if self.relay.running:
             batch = list(events)
             self.events.publish_many(batch)
-            self.relay.send(list(batch))
+            self.relay.send(batch)
         else:
             self.events.publish_many(events)
 

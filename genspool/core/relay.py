@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from genspool.core.events import Event, Hello, Message, Watching, decode, encode
 from genspool.core.roles import Signals
@@ -40,7 +40,7 @@ class Relay:
         self._prefix = self.origin.encode() + b" "
         self._watched: dict[str, float] = {}  # job id or "*" -> watched until (monotonic)
         self.hellos = 0  # processes that joined since we started, each wanting announcements
-        self._outbox: asyncio.Queue[list[Message]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -51,7 +51,7 @@ class Relay:
         # A fresh outbox on this event loop: an asyncio.Queue is bound to the loop that first
         # waited on it, and a process may have run (and closed) the queue on another loop
         # before (the CLI's start-up checks); the old one's waiting messages move over.
-        outbox: asyncio.Queue[list[Message]] = asyncio.Queue()
+        outbox: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
         while not self._outbox.empty():
             outbox.put_nowait(self._outbox.get_nowait())
         self._outbox = outbox
@@ -71,7 +71,7 @@ class Relay:
             await asyncio.wait(self._tasks, timeout=2.0)
         self._tasks = []
 
-    def send(self, messages: list[Message]) -> None:
+    def send(self, messages: Sequence[Message]) -> None:
         if messages:
             self._outbox.put_nowait(messages)
 
@@ -89,10 +89,10 @@ class Relay:
     async def _send_all(self) -> None:
         outbox = self._outbox
         while True:
-            batch = await outbox.get()
+            batch = list(await outbox.get())
             taken = 1
             while not outbox.empty() and len(batch) < self.BATCH:
-                batch = batch + outbox.get_nowait()
+                batch += outbox.get_nowait()
                 taken += 1
             try:
                 await self.signals.broadcast(encode(self.origin, batch))
