@@ -17,6 +17,7 @@ from psycopg import sql
 from genspool.backends._errors import translated
 from genspool.backends._sql import COLUMNS, dumps_or_none, job_to_row, row_to_job
 from genspool.backends._urls import shown_url
+from genspool.backends.postgres._apply import apply_statement
 from genspool.backends.postgres._pool import Conn, Connections, Q, Settings, rows
 from genspool.backends.postgres._signals import EVENTS_KEEP_S, Listener, inline
 from genspool.core.gcra import gcra
@@ -53,26 +54,6 @@ def _new_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
         "created_at": [j.created_at for j in jobs],
         "available_at": [j.available_at or j.created_at for j in jobs],
         "rank": [j.rank for j in jobs],
-    }
-
-
-def _change_arrays(changes: Sequence[Change]) -> dict[str, list[Any]]:
-    """The fence and the written fields of each change, as parallel arrays."""
-    jobs = [c.job for c in changes]
-    return {
-        "id": [j.id for j in jobs],
-        "expected_status": [c.status.value for c in changes],
-        "expected_token": [c.lease_token for c in changes],
-        "status": [j.status.value for j in jobs],
-        "attempts": [j.attempts for j in jobs],
-        "available_at": [j.available_at for j in jobs],
-        "started_at": [j.started_at for j in jobs],
-        "retried_at": [j.retried_at for j in jobs],
-        "finished_at": [j.finished_at for j in jobs],
-        "lease_token": [j.lease_token for j in jobs],
-        "lease_expires_at": [j.lease_expires_at for j in jobs],
-        "result": [dumps_or_none(j.result) for j in jobs],
-        "error": [dumps_or_none(j.error) for j in jobs],
     }
 
 
@@ -228,7 +209,8 @@ class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         # so their fence would fail anyway (and UPDATE ... FROM writes a row once).
         first = list({c.job.id: c for c in reversed(changes)}.values())
         async with self._db.conn() as conn:
-            written = {r[0] for r in await rows(conn, Q["apply"], _change_arrays(first))}
+            statement, params = apply_statement(first)
+            written = {r[0] for r in await rows(conn, statement, params)}
             ready = [c.job for c in first if c.job.id in written and c.job.status in WAITING]
             await self._listener.wake_others(conn, [(j.model, j.available_at) for j in ready])
         for model in {j.model for j in ready}:

@@ -8,12 +8,12 @@ INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_
                   idempotency_key, metadata, expires_at, created_at, available_at, rank)
 SELECT id, tenant, url, model, body, status, priority, attempts, max_attempts,
        idempotency_key, metadata, expires_at, created_at, available_at, rank
-  FROM unnest(%(id)s::text[], %(tenant)s::text[], %(url)s::text[], %(model)s::text[],
-              %(body)s::bytea[], %(status)s::text[], %(priority)s::integer[],
-              %(attempts)s::integer[], %(max_attempts)s::integer[],
-              %(idempotency_key)s::text[], %(metadata)s::bytea[],
-              %(expires_at)s::float8[], %(created_at)s::float8[], %(available_at)s::float8[],
-              %(rank)s::float8[])
+  FROM unnest(%(id)b::text[], %(tenant)b::text[], %(url)b::text[], %(model)b::text[],
+              %(body)b::bytea[], %(status)b::text[], %(priority)b::integer[],
+              %(attempts)b::integer[], %(max_attempts)b::integer[],
+              %(idempotency_key)b::text[], %(metadata)b::bytea[],
+              %(expires_at)b::float8[], %(created_at)b::float8[], %(available_at)b::float8[],
+              %(rank)b::float8[])
        AS i (id, tenant, url, model, body, status, priority, attempts, max_attempts,
              idempotency_key, metadata, expires_at, created_at, available_at, rank);
 
@@ -23,12 +23,12 @@ SELECT id, tenant, url, model, body, status, priority, attempts, max_attempts,
 -- the same batch comes back as all NULLs and the caller resolves it within the batch.
 WITH input AS (
     SELECT *
-      FROM unnest(%(id)s::text[], %(tenant)s::text[], %(url)s::text[], %(model)s::text[],
-                  %(body)s::bytea[], %(status)s::text[], %(priority)s::integer[],
-                  %(attempts)s::integer[], %(max_attempts)s::integer[],
-                  %(idempotency_key)s::text[], %(metadata)s::bytea[],
-                  %(expires_at)s::float8[], %(created_at)s::float8[],
-                  %(available_at)s::float8[], %(rank)s::float8[])
+      FROM unnest(%(id)b::text[], %(tenant)b::text[], %(url)b::text[], %(model)b::text[],
+                  %(body)b::bytea[], %(status)b::text[], %(priority)b::integer[],
+                  %(attempts)b::integer[], %(max_attempts)b::integer[],
+                  %(idempotency_key)b::text[], %(metadata)b::bytea[],
+                  %(expires_at)b::float8[], %(created_at)b::float8[],
+                  %(available_at)b::float8[], %(rank)b::float8[])
            WITH ORDINALITY
            AS i (id, tenant, url, model, body, status, priority, attempts, max_attempts,
                  idempotency_key, metadata, expires_at, created_at, available_at, rank, ord)
@@ -72,27 +72,6 @@ RETURNING {columns};
 UPDATE jobs SET lease_expires_at = %(until)s
   FROM unnest(%(id)s::text[], %(token)s::text[]) AS held (id, token)
  WHERE jobs.id = held.id AND jobs.lease_token = held.token AND jobs.status = %(running)s;
-
--- name: apply
--- Fencing: a change is written only while its job still has the status and lease token the
--- change was decided on; the check and the write are one statement, so a worker that lost its
--- lease, or a cancel that lost a race, changes nothing. Fields that never change after enqueue
--- (body, priority, rank, ...) are not written.
-UPDATE jobs
-   SET status = c.status, attempts = c.attempts, available_at = c.available_at,
-       started_at = c.started_at, retried_at = c.retried_at, finished_at = c.finished_at,
-       lease_token = c.lease_token, lease_expires_at = c.lease_expires_at,
-       result = c.result, error = c.error
-  FROM unnest(%(id)s::text[], %(expected_status)s::text[], %(expected_token)s::text[],
-              %(status)s::text[], %(attempts)s::integer[], %(available_at)s::float8[],
-              %(started_at)s::float8[], %(retried_at)s::float8[], %(finished_at)s::float8[],
-              %(lease_token)s::text[], %(lease_expires_at)s::float8[], %(result)s::bytea[],
-              %(error)s::bytea[])
-       AS c (id, expected_status, expected_token, status, attempts, available_at, started_at,
-             retried_at, finished_at, lease_token, lease_expires_at, result, error)
- WHERE jobs.id = c.id AND jobs.status = c.expected_status
-   AND jobs.lease_token IS NOT DISTINCT FROM c.expected_token
-RETURNING jobs.id;
 
 -- name: stale_leases
 SELECT {columns} FROM jobs
