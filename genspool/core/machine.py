@@ -44,6 +44,7 @@ __all__ = [
     "ACTIVE",
     "EXPIRED_ERROR",
     "PURGEABLE",
+    "WRITTEN",
     "Change",
     "LeaseSpec",
     "cancel",
@@ -62,16 +63,25 @@ ACTIVE = frozenset({*WAITING, JobStatus.RUNNING})
 #: Ended jobs that are deleted after the result TTL; dead letters (failed) are kept.
 PURGEABLE = frozenset(TERMINAL - {JobStatus.FAILED})
 EXPIRED_ERROR: dict[str, Any] = {"code": "expired", "message": "not started before expires_at"}
+#: Every field a transition may change; the rest of a job never changes after it is enqueued.
+WRITTEN = (
+    "status", "attempts", "available_at", "started_at", "retried_at", "finished_at",
+    "lease_token", "lease_expires_at", "result", "error",
+)  # fmt: skip
+_ENDED = ("status", "lease_token", "lease_expires_at")
+_SUCCEEDED = (*_ENDED, "result", "error", "finished_at")
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
     """A decided transition: store ``job`` if the stored record still has ``status`` and
-    ``lease_token`` (the fence); otherwise nothing happens."""
+    ``lease_token`` (the fence); otherwise nothing happens. ``fields`` names what the
+    transition changed: a backend may write only those (the others hold what is stored)."""
 
     job: Job
     status: JobStatus
     lease_token: str | None
+    fields: tuple[str, ...] = ()  # set by every transition below; () would mean all of WRITTEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +130,7 @@ def _fence(job: Job, held: bool) -> tuple[JobStatus, str | None]:
 
 
 def _fenced(job: Job, status: JobStatus, *, held: bool = True, **fields: Any) -> Change:
-    change = Change(job, *_fence(job, held))
+    change = Change(job, *_fence(job, held), (*_ENDED, *fields))
     job.status, job.lease_token, job.lease_expires_at = status, None, None
     for name, value in fields.items():
         setattr(job, name, value)
@@ -129,7 +139,7 @@ def _fenced(job: Job, status: JobStatus, *, held: bool = True, **fields: Any) ->
 
 def succeed(job: Job, result: dict[str, Any], now: float) -> Change:
     # Written out rather than through _fenced: the bulk of all transitions (~1 µs a job less).
-    change = Change(job, *_fence(job, True))
+    change = Change(job, *_fence(job, True), _SUCCEEDED)
     job.status, job.lease_token, job.lease_expires_at = JobStatus.SUCCEEDED, None, None
     job.result, job.error, job.finished_at = result, None, now
     return change

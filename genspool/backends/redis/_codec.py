@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from genspool.core.job import Job, JobStatus
-from genspool.core.machine import Change
+from genspool.core.machine import WRITTEN, Change
 
 __all__ = ["FIELDS", "WRITTEN", "changes_arg", "num", "record", "row_to_job"]
 
@@ -22,11 +22,6 @@ FIELDS = (
     "id", "tenant", "url", "model", "body", "status", "priority", "attempts", "max_attempts",
     "idempotency_key", "metadata", "expires_at", "created_at", "available_at", "started_at",
     "retried_at", "finished_at", "lease_token", "lease_expires_at", "result", "error", "rank",
-)  # fmt: skip
-#: The fields a change writes, in the order ``lua/apply.lua`` reads them (its WRITTEN).
-WRITTEN = (
-    "status", "attempts", "available_at", "started_at", "retried_at", "finished_at",
-    "lease_token", "lease_expires_at", "result", "error",
 )  # fmt: skip
 _OPTIONAL_FLOATS = ("expires_at", "started_at", "retried_at", "finished_at", "lease_expires_at")
 
@@ -79,6 +74,18 @@ def record(j: Job, *, available_at: float | None = None) -> bytes:
     return orjson.dumps(fields)
 
 
+def _field(j: Job, name: str) -> str | None:
+    """A written field of ``j`` as the hash stores it; None for an absent one."""
+    value = getattr(j, name)
+    if value is None:
+        return None
+    if name in ("status", "lease_token", "attempts"):
+        return str(value.value if name == "status" else value)
+    if name in ("result", "error"):
+        return orjson.dumps(value).decode()
+    return repr(float(value))
+
+
 def changes_arg(changes: Sequence[Change]) -> bytes:
     """The one ``apply`` argument of a batch. Per change: its id, the fence (status, lease
     token), the new values the indexes need (status, available_at, finished_at,
@@ -90,27 +97,17 @@ def changes_arg(changes: Sequence[Change]) -> bytes:
     parts: list[str] = []
     for c in changes:
         j = c.job
-        values = (
-            j.status.value,
-            str(j.attempts),
-            repr(float(j.available_at)),
-            _num_or_none(j.started_at),
-            _num_or_none(j.retried_at),
-            _num_or_none(j.finished_at),
-            j.lease_token,
-            _num_or_none(j.lease_expires_at),
-            None if j.result is None else orjson.dumps(j.result).decode(),
-            None if j.error is None else orjson.dumps(j.error).decode(),
-        )
         sets: list[str] = []
         clears: list[str] = []
-        for name, value in zip(WRITTEN, values, strict=True):
+        for name in c.fields or WRITTEN:  # only what the transition changed
+            value = _field(j, name)
             if value is None:
                 clears.append(name)
             else:
                 sets += (name, value)
-        parts += (j.id, c.status.value, c.lease_token or "", values[0], values[2])
-        parts += (values[5] or "", values[7] or "", str(len(sets)), str(len(clears)))
+        parts += (j.id, c.status.value, c.lease_token or "", j.status.value, num(j.available_at))
+        parts += (_num_or_none(j.finished_at) or "", _num_or_none(j.lease_expires_at) or "")
+        parts += (str(len(sets)), str(len(clears)))
         parts += sets
         parts += clears
     return ("\0".join(parts) + "\0").encode()
