@@ -2,9 +2,8 @@
 running skips its tests outside CI (saying which URL it tried) and fails them in CI.
 
 Every test gets a namespace of its own on the shared servers (the ``namespaced_url`` fixture of
-``tests/conftest.py``), dropped when it ends. The ``a+b`` kinds run the queue on server ``a``
-and the store on server ``b`` (a split deployment); their ``backend_url`` is the store's URL and
-the queue's URL, separated by a space.
+``tests/conftest.py``), dropped when it ends; the kinds are those of
+:mod:`tests.helpers.backends`.
 """
 
 from __future__ import annotations
@@ -14,22 +13,14 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from genspool.backends import Storage, open_storage
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
-
-BACKENDS = ["memory", "sqlite", "postgres", "redis", "nats", "redis+postgres", "nats+postgres"]
+from tests.helpers.backends import BACKENDS, kind_url, open_backend
 
 
 @pytest.fixture(params=BACKENDS)
 def backend_url(request: pytest.FixtureRequest, namespaced_url: Callable[[str], str]) -> str:
-    queue, _, store = request.param.rpartition("+")
-    return f"{namespaced_url(store)} {namespaced_url(queue)}" if queue else namespaced_url(store)
-
-
-def open_backend(url: str) -> Storage:
-    store, _, queue = url.partition(" ")
-    return open_storage(store, queue_url=queue or None)
+    return kind_url(request.param, namespaced_url)
 
 
 @pytest.fixture

@@ -31,12 +31,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from genspool.backends import open_storage
 from genspool.backends.memory import MemoryBackend
 from genspool.core.job import Job
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.exceptions import Conflict, ModelError, NotFound
+from tests.helpers.backends import BACKENDS, kind_url, open_backend
 
 T = TypeVar("T")
 
@@ -69,8 +69,7 @@ class Pair:
             "result_ttl_s": TTL_S,
             "clock": self.clock,
         }
-        store, _, queue = url.partition(" ")  # "store queue" for split deployments
-        self.subject = Queue(open_storage(store, queue_url=queue or None), **opts)
+        self.subject = Queue(open_backend(url), **opts)
         self.reference = Queue(MemoryBackend(), **opts)
         self.run(self.subject.connect())
         self.run(self.reference.connect())
@@ -222,10 +221,13 @@ class QueueModel(RuleBasedStateMachine):
         assert seen_a == seen_b
 
 
+@pytest.fixture(params=[kind for kind in BACKENDS if kind != "memory"])  # memory: the reference
+def backend_url(request: pytest.FixtureRequest, namespaced_url: Callable[[str], str]) -> str:
+    return kind_url(request.param, namespaced_url)
+
+
 @pytest.mark.timeout(900)
 def test_backend_agrees_with_the_memory_reference(backend_url: str) -> None:
-    if backend_url.startswith("memory://") and not os.environ.get("GENSPOOL_MODEL_SELF"):
-        pytest.skip("the reference itself")
     pair = Pair(backend_url)
     try:
         QueueModel.pair = pair
