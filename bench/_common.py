@@ -122,7 +122,7 @@ def serving(models_yaml: str) -> Iterator[tuple[str, Path]]:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not _healthy(port):
+        while not healthy(port):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"genspool serve did not start: {server.stderr}")
             time.sleep(0.1)
@@ -132,7 +132,7 @@ def serving(models_yaml: str) -> Iterator[tuple[str, Path]]:
         server.wait(30)
 
 
-def _healthy(port: int) -> bool:
+def healthy(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

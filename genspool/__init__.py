@@ -9,7 +9,6 @@ load them.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from genspool.exceptions import (
@@ -48,11 +47,6 @@ if TYPE_CHECKING:
         JobStatus,
         Model,
     )
-
-try:
-    __version__ = version("genspool")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "APIConnectionError",
@@ -109,8 +103,20 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module("genspool.client"), name)
         globals()[name] = value  # once loaded, a plain attribute
         return value
+    if name == "__version__":  # read from the installed metadata on first use (~50 ms)
+        globals()[name] = value = _installed_version()
+        return value
     raise AttributeError(f"module 'genspool' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _CLIENT_NAMES)
+    return sorted(set(globals()) | _CLIENT_NAMES | {"__version__"})
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genspool")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"

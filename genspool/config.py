@@ -1,7 +1,10 @@
 """The models file: which models are served, by which provider, under which limits.
 
 A YAML file with a top-level ``models:`` list (``--config`` / ``GENSPOOL_CONFIG``). With no
-file, the two bundled local models are served. One entry::
+file, the two bundled local models are served; a file serves only its own models unless it says
+``bundled: true`` (top level), which serves the bundled ones too (an entry of the file with a
+bundled model's name replaces it). A key given twice in one mapping is refused, and every error
+names the file and the line. One entry::
 
     - name: gpt-remote              # the model id clients ask for
       provider: openai              # a plugin of the entry point group genspool.providers
@@ -26,6 +29,7 @@ of every old key.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from genspool.exceptions import ConfigError
 from genspool.providers.plugins import ProviderOptions, get_plugin
@@ -50,8 +55,10 @@ __all__ = [
     "BreakerConfig",
     "LimitsConfig",
     "ModelConfig",
+    "ModelsFile",
     "check_fallbacks",
     "load_models",
+    "read_models_file",
 ]
 
 
@@ -223,18 +230,110 @@ DEFAULT_MODELS: tuple[dict[str, Any], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ModelsFile:
+    """What a models file declares: its models (with the bundled ones when it says
+    ``bundled: true``) and what it said about the bundled ones (None: nothing)."""
+
+    models: list[ModelConfig]
+    bundled: bool | None
+
+
 def load_models(path: str | Path | None) -> list[ModelConfig]:
+    """The models a models file declares, or the bundled ones without a file."""
+    return read_models_file(path).models
+
+
+def read_models_file(path: str | Path | None) -> ModelsFile:
     if path is None:
-        return _validated(DEFAULT_MODELS, "the default models")
+        return ModelsFile(_validated(DEFAULT_MODELS, "the default models"), bundled=True)
+    raw = _read_yaml(Path(path), "models file")
+    source = f"models file {path}"
+    if not isinstance(raw, dict) or (
+        not isinstance(raw.get("models"), list) and raw.get("bundled") is not True
+    ):
+        raise ConfigError(f"{source} must have a top-level 'models:' list")
+    if unknown := [k for k in raw if k not in ("models", "bundled")]:
+        raise ConfigError(
+            f"{source}, line {_line(raw, unknown[0])}: unknown top-level key {unknown[0]!r};"
+            " a models file has a top-level 'models:' list and, optionally, 'bundled: true|false'"
+        )
+    bundled = raw.get("bundled")
+    if bundled is not None and not isinstance(bundled, bool):
+        raise ConfigError(f"{source}, line {_line(raw, 'bundled')}: bundled must be true or false")
+    entries = list(raw.get("models") or [])
+    if bundled:
+        mine = {e.get("name") for e in entries if isinstance(e, dict)}
+        entries += [m for m in DEFAULT_MODELS if m["name"] not in mine]
+    return ModelsFile(_validated(entries, source), bundled)
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's data; errors name the file and line, and a key given twice is one."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        with path.open(encoding="utf-8") as stream:
+            return yaml.load(stream, Loader=_Loader)  # a SafeLoader: plain data only
     except OSError as exc:
-        raise ConfigError(f"cannot read models file {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text: {exc.reason}") from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = "; ".join(p for p in (exc.context, exc.problem) if p)
+        kind = "" if isinstance(exc, _DuplicateKey) else "not valid YAML: "
+        raise ConfigError(f"{what} {path}{where}: {kind}{problem}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"models file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
-        raise ConfigError(f"models file {path} must have a top-level 'models:' list")
-    return _validated(raw["models"], f"models file {path}")
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
+class _Mapping(dict[Any, Any]):
+    """A YAML mapping that remembers the line of each of its keys (1-based)."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """PyYAML keeps the last of two equal keys; a models file refuses them instead."""
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys and records where each mapping key is."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    mapping = _Mapping()
+    mapping.line, mapping.lines = node.start_mark.line + 1, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in mapping.lines:
+            raise _DuplicateKey(
+                problem=f"duplicate key {key!r} (first given on line {mapping.lines[key]})",
+                problem_mark=key_node.start_mark,
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = line
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line(data: Any, *path: Any) -> int | None:
+    """The line of the deepest key of ``path`` found in ``data`` (parsed by :class:`_Loader`)."""
+    line = getattr(data, "line", None)
+    for key in path:
+        if isinstance(data, _Mapping) and key in data:
+            line, data = data.lines[key], data[key]
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+            line = getattr(data, "line", line)
+        else:
+            break
+    return line
 
 
 def _validated(entries: Iterable[Any], source: str) -> list[ModelConfig]:
@@ -243,7 +342,10 @@ def _validated(entries: Iterable[Any], source: str) -> list[ModelConfig]:
         try:
             models.append(ModelConfig.model_validate(entry))
         except ValidationError as exc:
-            raise ConfigError(f"{source}, {_first_error(exc, f'models[{i}]')}") from exc
+            first = exc.errors()[0]
+            line = _line(entry, *first["loc"])
+            at = f", line {line}" if line else ""
+            raise ConfigError(f"{source}{at}, {_first_error(first, f'models[{i}]')}") from exc
     names = [m.name for m in models]
     if dupes := {n for n in names if names.count(n) > 1}:
         raise ConfigError(f"{source} declares {sorted(dupes)} more than once")
@@ -251,9 +353,8 @@ def _validated(entries: Iterable[Any], source: str) -> list[ModelConfig]:
     return models
 
 
-def _first_error(exc: ValidationError, prefix: str) -> str:
+def _first_error(first: ErrorDetails, prefix: str) -> str:
     """``models[0].breaker.cooldown_s: <what is wrong>``, from pydantic's first error."""
-    first = exc.errors()[0]
     where = ".".join([prefix, *(str(p) for p in first["loc"])])
     return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 

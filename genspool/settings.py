@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     wait_timeout_s: float = Field(
         600.0, gt=0, description="How long OpenAI-compatible routes wait."
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="On SIGINT/SIGTERM, how long in-flight jobs get to finish before they are "
+        "handed back to the queue; the process exits within this plus a few seconds.",
+    )
     log_level: str = "INFO"
     key_cache_s: float = Field(
         5.0, gt=0, description="How long an API process trusts a cached API key record."

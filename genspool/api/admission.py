@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from genspool.config import ModelConfig
@@ -30,6 +30,8 @@ log = logging.getLogger("genspool.admission")
 WAITING = ("queued", "retrying")
 MAX_RETRY_AFTER_S = 60.0
 INTERACTIVE_RESERVE = 1.25
+#: How long after its admission a job is surely written (and so in a depth read).
+WRITE_GRACE_S = 0.1
 
 
 class Admission:
@@ -50,11 +52,12 @@ class Admission:
         )
         self._waiting: dict[str, int] = {}
         self._oldest: dict[str, float] = {}
-        self._admitted: Counter[str] = Counter()
+        self._admitted: Counter[str] = Counter()  # counted, not yet known to be in the snapshot
+        self._admissions: deque[tuple[float, str]] = deque()  # (monotonic time, model)
         self._drain_per_s: dict[str, float] = {}
         self._at = 0.0
 
-    def check(self, cfg: ModelConfig, priority: int = 0) -> None:
+    def check(self, cfg: ModelConfig, priority: int = 0, *, tenant: str | None = None) -> None:
         """Raise :class:`RateLimited` if ``cfg``'s model may take no more work now; otherwise
         count the submission against the snapshot.
 
@@ -68,21 +71,27 @@ class Admission:
             if waiting >= limit:
                 excess = waiting - limit + 1
                 drain = self._drain_per_s.get(cfg.name, 0.0)
+                wait = _bounded(excess / drain if drain > 0 else 1.0)
+                _log_shed(cfg.name, tenant, f"{waiting} waiting, limit {limit:g}", wait)
                 raise RateLimited(
                     f"model {cfg.name} is overloaded: {waiting} jobs are waiting and its"
                     f" max_queue_depth is {shed.max_queue_depth}; retry later",
-                    retry_after=_bounded(excess / drain if drain > 0 else 1.0),
+                    retry_after=wait,
                 )
         if shed.max_queue_age_s is not None and priority <= 0 and cfg.name in self._oldest:
             age = self.clock() - self._oldest[cfg.name]
             if age > shed.max_queue_age_s:
+                wait = _bounded(age - shed.max_queue_age_s)
+                what = f"oldest waiting {age:.1f} s, limit {shed.max_queue_age_s:g} s"
+                _log_shed(cfg.name, tenant, what, wait)
                 raise RateLimited(
                     f"model {cfg.name} is overloaded: its oldest waiting job has waited"
                     f" {age:.1f} s and its max_queue_age_s is {shed.max_queue_age_s:g};"
                     " retry later",
-                    retry_after=_bounded(age - shed.max_queue_age_s),
+                    retry_after=wait,
                 )
         self._admitted[cfg.name] += 1
+        self._admissions.append((time.monotonic(), cfg.name))
 
     async def run(self) -> None:
         """Refresh the snapshot until cancelled (only when some model sheds load)."""
@@ -96,7 +105,10 @@ class Admission:
             await asyncio.sleep(self.refresh_s)
 
     async def refresh(self) -> None:
-        admitted, self._admitted = self._admitted, Counter()
+        # A submission is counted here before its job is written: one counted up to
+        # WRITE_GRACE_S before the depth is read may not be in it yet, so it stays counted
+        # (erring on the side of shedding) rather than falling between the two.
+        admitted = self._settled(time.monotonic() - WRITE_GRACE_S)
         depth = await self.queue.depth()
         oldest = await self.queue.oldest_waiting()
         now = self.clock()
@@ -107,6 +119,19 @@ class Admission:
                 drained = before + admitted[model] - waiting.get(model, 0)
                 self._drain_per_s[model] = max(drained, 0) / elapsed
         self._waiting, self._oldest, self._at = waiting, oldest, now
+
+    def _settled(self, before: float) -> Counter[str]:
+        """Take out of the count the submissions admitted before ``before`` (monotonic)."""
+        settled: Counter[str] = Counter()
+        while self._admissions and self._admissions[0][0] <= before:
+            settled[self._admissions.popleft()[1]] += 1
+        self._admitted -= settled
+        return settled
+
+
+def _log_shed(model: str, tenant: str | None, why: str, retry_after: float) -> None:
+    who = f"model {model}" if tenant is None else f"model {model}, tenant {tenant}"
+    log.warning("shed a submission (%s): queue %s; Retry-After %.0f s", who, why, retry_after)
 
 
 def _bounded(seconds: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI
@@ -18,7 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from genspool.api import routes_jobs, routes_keys, routes_openai, routes_ops, routes_push
 from genspool.api.auth import authorize, document_scopes, requires
 from genspool.api.deps import Services
+from genspool.api.docs import add_docs
 from genspool.api.errors import add_error_handlers, error_response
+from genspool.api.schemas import document_responses
+from genspool.api.shutdown import Shutdown
 from genspool.core.worker import Worker
 from genspool.exceptions import PayloadTooLarge
 
@@ -83,8 +87,11 @@ def create_app(services: Services, *, worker: Worker | None = None) -> FastAPI:
         summary="Buffered, batched generative-AI jobs behind an OpenAI-compatible API.",
         # Every route, of every router included below or later, is authorized here.
         dependencies=[Depends(authorize)],
+        docs_url=None,  # add_docs serves them from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.services = services
+    app.state.shutdown = Shutdown(worker)
     app.add_middleware(BodyLimit, limit=services.max_body_bytes)
     add_error_handlers(app)
 
@@ -96,6 +103,8 @@ def create_app(services: Services, *, worker: Worker | None = None) -> FastAPI:
     for module in (routes_jobs, routes_push, routes_openai, routes_ops, routes_keys):
         app.include_router(module.router)
     document_scopes(app)
+    document_responses(app)
+    add_docs(app)
     return app
 
 
@@ -107,17 +116,32 @@ def _lifespan(
         await services.queue.connect()
         serving = None
         if worker is not None:
-            await worker.start()
+            await _load(worker)
             serving = asyncio.create_task(worker.run())
         shedding = asyncio.create_task(services.admission.run())
         try:
             yield
         finally:
             shedding.cancel()
+            # Usually begun already by the signal (genspool.cli): push streams end, no leases.
+            await app.state.shutdown.begin()
             if worker is not None and serving is not None:
-                worker.stop()
                 await serving
             await services.catalog.aclose()
             await services.queue.close()
 
     return lifespan
+
+
+async def _load(worker: Worker) -> None:
+    """Load the worker's models, one log line as each starts and ends (weights can take
+    seconds to load, and a first start converts them)."""
+
+    async def one(name: str, provider: str) -> None:
+        started = time.perf_counter()
+        log.info("loading model %s (provider %s)", name, provider)
+        await worker.registry.provider(name).load()
+        log.info("loaded model %s in %.1f s", name, time.perf_counter() - started)
+
+    await asyncio.gather(*(one(cfg.name, cfg.provider) for cfg in worker.models))
+    await worker.start()

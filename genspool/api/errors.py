@@ -2,7 +2,8 @@
 
 Every :class:`~genspool.exceptions.GenspoolError` becomes one JSON error in the OpenAI shape
 (``{"error": {"message", "type", "code", "param"}}``) with the status the exception carries; a
-request that fails validation becomes a 400 naming the field.
+request that fails validation becomes a 400 naming the field; an unknown route (404) or method
+(405) answers in the same shape.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketState
 
@@ -17,6 +19,8 @@ from genspool.api.validation import describe_request_error
 from genspool.exceptions import GenspoolError
 
 __all__ = ["add_error_handlers", "error_response"]
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def error_response(
@@ -52,3 +56,20 @@ def add_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = describe_request_error(exc.errors())
         return error_response(400, message, "invalid_request_error", param)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Raised by the router itself: no route has this path, or none takes this method.
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        return error_response(exc.status_code, _http_message(request, exc), code, None, headers)
+
+
+def _http_message(request: Request, exc: HTTPException) -> str:
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        return f"no route answers {where}; the routes are listed at /docs and /openapi.json"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"{where}: method not allowed here; this path takes {allowed or 'other methods'}"
+    return f"{where}: {exc.detail}"

@@ -1,4 +1,10 @@
-"""Jobs and dead letters: submit, read, list, cancel, replay."""
+"""Jobs and dead letters: submit, read, list, cancel, replay.
+
+One job (``GET /v1/jobs/{id}``, and the answers of cancel and replay) shows everything: its
+submitted ``request`` (url and body) and its ``history`` of attempts. A list leaves both out, as
+they can be large (a body of a long chat, up to 50 attempts), unless ``?include=request,history``
+asks for them; the answer of a submit leaves them out too (the caller has just sent them).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genspool.api.auth import Principal, requires
 from genspool.api.deps import Services, Svc
+from genspool.api.feasibility import check_feasible
 from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
 from genspool.core.job import Job, JobStatus
@@ -45,7 +52,8 @@ def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job
         raise InvalidRequest(
             f"expires_at: {spec.expires_at} is already in the past", param="expires_at"
         )
-    svc.admission.check(cfg, spec.priority)  # last: a refused request is not counted
+    check_feasible(svc.queue.storage.kv, cfg, spec.url, spec.body)
+    svc.admission.check(cfg, spec.priority, tenant=tenant)  # last: a refused one is not counted
     metadata = dict(spec.metadata)
     metadata.pop(PROMPT_TOKENS, None)  # only the API's own count goes on to the worker
     if prompt_tokens is not None:
@@ -74,16 +82,46 @@ async def submit(svc: Svc, caller: Principal, spec: JobCreate) -> JSONResponse:
     return JSONResponse(stored.public(), status_code=status)
 
 
-@router.get("/jobs/{job_id}", summary="A job, with its result once it has one")
+#: What one job's representation adds to a list's: the submitted request and every attempt.
+FULL = ("request", "history")
+
+
+def _includes(include: str | None) -> tuple[str, ...]:
+    """``?include=request,history``: the parts of each job a list leaves out for size."""
+    if include is None:
+        return ()
+    parts = tuple(p.strip() for p in include.split(",") if p.strip())
+    unknown = sorted(set(parts) - set(FULL))
+    if unknown:
+        raise InvalidRequest(
+            f"include: unknown part {unknown[0]!r}; one or more of {', '.join(FULL)}",
+            param="include",
+        )
+    return parts
+
+
+IncludeQuery = Annotated[
+    str | None,
+    Query(
+        description="Comma-separated parts to add to each job: request (its url and body), "
+        "history (its attempts). One job (GET /v1/jobs/{id}) always has both."
+    ),
+]
+
+
+@router.get(
+    "/jobs/{job_id}",
+    summary="A job: its request, its attempts, and its result once it has one",
+)
 @requires(Scope.READ)
 async def get_job(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
-    return (await svc.queue.get(job_id, caller.sees)).public()
+    return (await svc.queue.get(job_id, caller.sees)).public(include=FULL)
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
 @requires(Scope.SUBMIT)
 async def cancel_job(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
-    return (await svc.queue.cancel(job_id, caller.sees)).public()
+    return (await svc.queue.cancel(job_id, caller.sees)).public(include=FULL)
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a queued or running job")
@@ -106,9 +144,10 @@ async def list_jobs(
     tenant: TenantQuery = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    include: IncludeQuery = None,
 ) -> dict[str, Any]:
     flt = JobFilter(status, model, caller.listing(tenant), before=after, limit=limit)
-    return await _page(svc, flt)
+    return await _page(svc, flt, _includes(include))
 
 
 @router.get("/dlq", summary="Dead letters: jobs that failed for good, newest first")
@@ -120,23 +159,35 @@ async def list_dead_letters(
     tenant: TenantQuery = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    include: IncludeQuery = None,
 ) -> dict[str, Any]:
     flt = JobFilter(JobStatus.FAILED, model, caller.listing(tenant), before=after, limit=limit)
-    return await _page(svc, flt)
+    return await _page(svc, flt, _includes(include))
 
 
-@router.post("/dlq/{job_id}/replay", summary="Queue a dead-lettered job again")
+@router.post(
+    "/jobs/{job_id}/replay",
+    summary="Queue an ended job again: failed, cancelled or expired (fresh attempts)",
+)
 @requires(Scope.SUBMIT)
 async def replay(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
-    return (await svc.queue.replay(job_id, caller.sees)).public()
+    return (await svc.queue.replay(job_id, caller.sees)).public(include=FULL)
 
 
-async def _page(svc: Services, flt: JobFilter) -> dict[str, Any]:
+@router.post(
+    "/dlq/{job_id}/replay", summary="Queue a dead-lettered (or cancelled, expired) job again"
+)
+@requires(Scope.SUBMIT)
+async def replay_dead_letter(svc: Svc, caller: Principal, job_id: str) -> dict[str, Any]:
+    return await replay(svc, caller, job_id)
+
+
+async def _page(svc: Services, flt: JobFilter, include: tuple[str, ...] = ()) -> dict[str, Any]:
     jobs = await svc.queue.list_jobs(
         JobFilter(flt.status, flt.model, flt.tenant, flt.before, flt.limit + 1)
     )
     more = len(jobs) > flt.limit
-    data = [j.public() for j in jobs[: flt.limit]]
+    data = [j.public(include=include) for j in jobs[: flt.limit]]
     return {
         "object": "list",
         "data": data,

@@ -23,7 +23,8 @@ from genspool.api.errors import error_response
 from genspool.api.routes_jobs import JobCreate, build_job
 from genspool.api.routes_ops import breaker_states
 from genspool.api.routes_push import SSE_HEADERS
-from genspool.core.events import Event, TokenDelta
+from genspool.api.validation import check_stream
+from genspool.core.events import Event, JobChanged, TokenDelta
 from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
 from genspool.exceptions import InvalidRequest
@@ -63,7 +64,8 @@ async def chat_completions(request: Request, svc: Svc, caller: Principal) -> Any
     body = await _json_body(request)
     job = _build(svc, CHAT, body, caller.tenant)
     if body.get("stream"):
-        events = svc.queue.subscribe([job.id])  # before submitting: no token may be missed
+        # Listening before the job is submitted: no token may be missed.
+        events = svc.queue.subscribe([job.id], since=[job])
         await svc.queue.submit(job)
         return StreamingResponse(
             _chunks(svc, job, body, events), media_type="text/event-stream", headers=SSE_HEADERS
@@ -89,23 +91,25 @@ async def _json_body(request: Request) -> Any:
 def _build(svc: Services, url: str, body: Any, tenant: str) -> Job:
     if not isinstance(body, dict):
         raise InvalidRequest("body: must be a JSON object")
-    body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    spec = JobCreate(url=url, body=body, priority=INTERACTIVE_PRIORITY)
-    return build_job(svc, spec, tenant=tenant)
+    stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    spec = JobCreate(url=url, body=stored, priority=INTERACTIVE_PRIORITY)
+    job = build_job(svc, spec, tenant=tenant)
+    check_stream(svc.catalog.card(job.model), body)
+    return job
 
 
 async def _answer(svc: Services, job: Job) -> JSONResponse:
-    done = await svc.queue.wait(job.id, svc.wait_timeout_s)
-    if done.status is JobStatus.SUCCEEDED and done.result is not None:
+    done = await svc.queue.outcome(job, svc.wait_timeout_s)
+    if done.status == JobStatus.SUCCEEDED.value and done.result is not None:
         return JSONResponse(done.result["body"], status_code=done.result.get("status_code", 200))
     return _job_error(done)
 
 
-def _job_error(job: Job) -> JSONResponse:
-    err = job.error or {}
-    code = str(err.get("code", job.status.value))
+def _job_error(done: JobChanged) -> JSONResponse:
+    err = done.error or {}
+    code = str(err.get("code", done.status))
     status = {"cancelled": 409, "expired": 408, "model_timeout": 504}.get(code, 502)
-    message = f"job {job.id} ended {job.status.value}: {err.get('message', 'no result')}"
+    message = f"job {done.id} ended {done.status}: {err.get('message', 'no result')}"
     return error_response(status, message, code)
 
 
@@ -132,18 +136,17 @@ async def _chunks(
             if isinstance(event, TokenDelta):
                 sent += event.delta
                 yield chunk({"content": event.delta})
-            elif event.ends:
-                async for tail in _final(svc, job, sent, chunk, include_usage):
+            elif isinstance(event, JobChanged) and event.ends:
+                async for tail in _final(job, event, sent, chunk, include_usage):
                     yield tail
                 break
     yield b"data: [DONE]\n\n"
 
 
 async def _final(
-    svc: Services, job: Job, sent: str, chunk: Any, include_usage: bool
+    job: Job, done: JobChanged, sent: str, chunk: Any, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    done = await svc.queue.get(job.id)
-    if done.status is not JobStatus.SUCCEEDED or done.result is None:
+    if done.status != JobStatus.SUCCEEDED.value or done.result is None:
         yield b"data: " + bytes(_job_error(done).body) + b"\n\n"
         return
     answer = done.result["body"]
@@ -152,6 +155,9 @@ async def _final(
     if content.startswith(sent) and len(content) > len(sent):
         # Token events from a worker in another process do not reach this one; send the rest.
         yield chunk({"content": content[len(sent) :]})
+    if calls := choice["message"].get("tool_calls"):
+        # Tool calls are not streamed as they are generated: they come whole, in one chunk.
+        yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
     yield chunk({}, choice.get("finish_reason", "stop"))
     if include_usage:
         usage = {

@@ -4,6 +4,11 @@ Checks the endpoint, the model, the body's fields (by endpoint) and the prompt s
 model's context window, with the model's own tokenizer. Each failure is an
 :class:`~genspool.exceptions.InvalidRequest` whose message names the field and what to fix.
 
+Parameters: each model honours the basic ones (:data:`BASICS`) and those its card declares
+(:attr:`ModelCard.features`); any other, at a value that asks for something, is refused with a
+400 naming it, so nothing is silently ignored. A remote model's card declares None: its
+upstream decides.
+
 Everything is read from the model's card (:class:`~genspool.providers.plugins.ModelCard`): no
 provider is built and no weights are loaded here. The prompt is tokenized once, here; the count
 goes on with the job so the worker need not tokenize it again to account for it.
@@ -11,7 +16,7 @@ goes on with the job so the worker need not tokenize it again to account for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,7 +27,76 @@ from genspool.providers.base import CHAT, EMBEDDINGS
 from genspool.providers.plugins import ModelCard
 from genspool.runtime.catalog import ModelCatalog
 
-__all__ = ["Checked", "describe", "describe_request_error", "max_tokens_of", "validate_request"]
+__all__ = [
+    "BASICS",
+    "Checked",
+    "check_stream",
+    "describe",
+    "describe_request_error",
+    "max_tokens_of",
+    "validate_request",
+]
+
+#: Parameters every model honours, or that change nothing in an answer (``user``, ``store``).
+BASICS: dict[str, frozenset[str]] = {
+    CHAT: frozenset(
+        {
+            "model",
+            "messages",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "stream",
+            "stream_options",
+            "stop",
+            "seed",
+            "user",
+            "metadata",
+            "store",
+            "service_tier",
+            "safety_identifier",
+            "prompt_cache_key",
+            "parallel_tool_calls",  # one call at most is made, which any value allows
+        }
+    ),
+    EMBEDDINGS: frozenset({"model", "input", "encoding_format", "dimensions", "user"}),
+}
+#: The other parameters of OpenAI's chat completions (for the message that refuses one).
+_OPENAI_CHAT = frozenset(
+    {
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "modalities",
+        "prediction",
+        "presence_penalty",
+        "reasoning_effort",
+        "response_format",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "verbosity",
+        "web_search_options",
+    }
+)
+#: Values that ask for nothing more than leaving the parameter out (as SDKs often send them).
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logit_bias": ({},),
+    "tools": ([],),
+    "functions": ([],),
+    "function_call": ("none",),
+    "modalities": (["text"],),
+    "response_format": ({"type": "text"},),
+}
 
 
 class _Message(BaseModel):
@@ -39,7 +113,7 @@ class ChatBody(BaseModel):
     max_completion_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = Field(None, ge=1, le=1, description="only n=1 is supported")
+    n: int | None = Field(None, ge=1, description="more than 1: remote models only")
     stream: bool | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
@@ -93,16 +167,81 @@ def validate_request(models: ModelCatalog, url: str, body: Any) -> Checked:
     if url not in card.endpoints:
         served = ", ".join(sorted(card.endpoints))
         raise InvalidRequest(f"url: model {model} serves {served}, not {url}", param="url")
+    _check_features(card, url, body)
     try:
         SCHEMAS.get(url, _AnyBody).model_validate(body)
     except ValidationError as exc:
         raise InvalidRequest(describe(exc, "body"), param="body") from exc
+    if card.check is not None:
+        card.check(url, body)
     if card.dimensions is not None and body.get("dimensions") not in (None, card.dimensions):
         raise InvalidRequest(f"body.dimensions: {model} returns {card.dimensions} dimensions only")
     counts = card.count(url, body) if card.count is not None else None
     if counts is not None:
         _check_size(card, url, body, counts)
     return Checked(cfg, sum(counts) if counts is not None else None)
+
+
+def _check_features(card: ModelCard, url: str, body: dict[str, Any]) -> None:
+    """Refuse, naming it, the first parameter that asks for what the model does not do."""
+    basics = BASICS.get(url)
+    if card.features is None or basics is None:
+        return
+    for param, feature in _asked(body, basics):
+        if feature not in card.features:
+            raise InvalidRequest(_refusal(card, url, param, feature), param=param)
+
+
+def _asked(body: dict[str, Any], basics: frozenset[str]) -> Iterator[tuple[str, str]]:
+    """``(parameter, feature)`` for everything the body asks beyond the basics."""
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        yield "n", "n"
+    for key, value in body.items():
+        if key in basics or value is None or value in _NEUTRAL.get(key, ()):
+            continue
+        if key == "response_format":
+            kind = value.get("type") if isinstance(value, dict) else None
+            yield key, f"response_format:{kind}"
+        elif key == "tool_choice":
+            kind = value if isinstance(value, str) else "function"
+            yield key, f"tool_choice:{kind}"
+        else:
+            yield key, key
+    if body.get("tools") and body.get("tool_choice") is None:
+        yield "tool_choice", "tool_choice:auto"  # OpenAI's default when tools are given
+
+
+def _refusal(card: ModelCard, url: str, param: str, feature: str) -> str:
+    name = card.name
+    if param == "n":
+        return f"n: {name} gives one answer per request (n=1); send n requests instead"
+    if param == "tool_choice" and feature == "tool_choice:auto":
+        return (
+            f"tool_choice: {name} does not choose on its own whether to call a tool ('auto',"
+            " the default with tools); set tool_choice to 'required', 'none' or"
+            " {'type': 'function', 'function': {'name': ...}}"
+        )
+    if ":" in feature:
+        kinds = sorted(f.split(":", 1)[1] for f in card.features or () if f.startswith(param))
+        value = feature.split(":", 1)[1]
+        some = ", ".join(kinds) or "none"
+        return f"{param}: {value!r} is not supported by {name} (supported: {some})"
+    if url == CHAT and param not in _OPENAI_CHAT:
+        return f"{param}: not a parameter of {url} that {name} knows; remove it"
+    return f"{param}: not supported by {name}; remove it (or use a model that supports it)"
+
+
+def check_stream(card: ModelCard, body: dict[str, Any]) -> None:
+    """Refuse what a streamed answer of this model cannot carry (its chunks hold text only)."""
+    if card.features is None or not body.get("stream"):
+        return
+    for param in ("logprobs", "tools"):
+        if body.get(param) not in (None, *_NEUTRAL[param]):
+            raise InvalidRequest(
+                f"{param}: {card.name} returns it on answers without stream: true only",
+                param=param,
+            )
 
 
 def _check_size(card: ModelCard, url: str, body: dict[str, Any], counts: list[int]) -> None:

@@ -9,9 +9,9 @@ an optional extra raises :class:`~genspool.exceptions.ConfigError` naming the ex
 from __future__ import annotations
 
 import functools
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from genspool._entry import Ref, find
 from genspool.backends._urls import shown_url
 from genspool.core.roles import JobFilter, Storage
 from genspool.exceptions import ConfigError
@@ -24,8 +24,15 @@ GROUP = "genspool.backends"
 
 
 @functools.cache
-def schemes() -> dict[str, EntryPoint]:
+def schemes() -> dict[str, Any]:
+    """Every installed scheme's entry point (this scans the installed packages: slow)."""
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def _scheme(name: str) -> Ref | Any | None:
+    return find(GROUP, name) or schemes().get(name)
 
 
 def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
@@ -41,7 +48,7 @@ def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
 def backend_from_url(url: str) -> Any:
     """The backend object at ``url`` (it fills every role)."""
     scheme = url.partition("://")[0].split("+", 1)[0] if "://" in url else ""
-    found = schemes().get(scheme)
+    found = _scheme(scheme)
     if found is None:
         known = ", ".join(f"{s}://" for s in sorted(schemes()))
         raise ConfigError(

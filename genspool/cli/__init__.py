@@ -1,9 +1,10 @@
 """The ``genspool`` command: run the server parts, and talk to a running server.
 
-``serve`` / ``api`` / ``worker`` run genspool; ``submit``, ``jobs`` and ``dlq`` are clients of
-the HTTP API (``--api``, default ``http://127.0.0.1:8000``; ``--api-key``); ``keys`` manages API
-keys straight on the database, so the first one exists before any server runs. Errors print
-one line to stderr and exit non-zero.
+``serve`` / ``api`` / ``worker`` run genspool and stop cleanly on SIGINT/SIGTERM
+(:mod:`genspool.cli._shutdown`); ``submit``, ``jobs`` and ``dlq`` are clients of the HTTP API
+(``--api``, default ``http://127.0.0.1:8000``, and ``--api-key``: before the command, or after
+it where they win); ``keys`` manages API keys straight on the database, so the first one exists
+before any server runs. Errors print one line to stderr and exit non-zero.
 """
 
 from __future__ import annotations
@@ -34,3 +35,5 @@ def main() -> None:
     except GenspoolError as exc:
         err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C before a server or worker runs: nothing to drain
+        sys.exit(130)

@@ -50,12 +50,68 @@ QueueOpt = Annotated[
     typer.Option("--queue", help="Queue URL, when not the store's (GENSPOOL_QUEUE_URL)."),
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Models YAML (GENSPOOL_CONFIG).")]
-Api = Annotated[str, typer.Option("--api", envvar="GENSPOOL_API_URL", help="genspool API URL.")]
+DEFAULT_API = "http://127.0.0.1:8000"
+# A client command takes --api/--api-key after its name too; there they win over the global
+# options (given before the command), which read GENSPOOL_API_URL / GENSPOOL_API_KEY.
+Api = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        show_default=False,
+        help=f"genspool API URL (default: the global --api, GENSPOOL_API_URL, or {DEFAULT_API}).",
+    ),
+]
 Key = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="GENSPOOL_API_KEY", help="API key (GENSPOOL_API_KEY)."),
+    typer.Option("--api-key", help="API key (default: the global --api-key, or GENSPOOL_API_KEY)."),
 ]
-DEFAULT_API = "http://127.0.0.1:8000"
+#: A flag (no value): shown without the ``<bool>`` newer typer versions print for every option.
+FLAG = ""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from genspool import __version__
+
+        out.print(f"genspool {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    api_url: Annotated[
+        str,
+        typer.Option(
+            "--api",
+            envvar="GENSPOOL_API_URL",
+            help="URL of the genspool API, for submit, jobs and dlq.",
+        ),
+    ] = DEFAULT_API,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="GENSPOOL_API_KEY",
+            help="API key for submit, jobs and dlq (a key is needed once keys exist).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            metavar=FLAG,
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Buffer, fan out and batch generative-AI work."""
+    GLOBAL.update(api_url=api_url, api_key=api_key)
+
+
+#: The global options of this run (a process runs one command).
+GLOBAL: dict[str, str | None] = {"api_url": DEFAULT_API, "api_key": None}
 
 
 def _where(settings: Settings) -> str:

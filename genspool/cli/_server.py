@@ -4,16 +4,18 @@ file so that a mistake is one clear line rather than a traceback from a server."
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import math
 import os
-import signal
+import socket
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from genspool.backends import open_storage
-from genspool.config import load_models
+from genspool.config import DEFAULT_MODELS, ModelConfig, read_models_file
 from genspool.core.keys import KeyStore, SecretsFilter
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
@@ -35,6 +37,7 @@ from genspool.cli._common import (
     _settings,
     _where,
     app,
+    err,
     out,
 )
 
@@ -45,7 +48,7 @@ def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
     provider is built (weights load when the worker starts)."""
     queue = _queue(settings)
     shared = Shared(queue.storage.coordination, queue.storage.kv)
-    registry = ModelRegistry(load_models(settings.config), env=dict(os.environ), backend=shared)
+    registry = ModelRegistry(_models(settings), env=dict(os.environ), backend=shared)
     for cfg in registry:
         registry.provider(cfg.name)
     asyncio.run(_check(queue))
@@ -57,11 +60,28 @@ def _api_parts(settings: Settings) -> tuple[Queue, ModelCatalog]:
     API builds no provider and loads no weights."""
     queue = _queue(settings)
     shared = Shared(queue.storage.coordination, queue.storage.kv)
-    catalog = ModelCatalog(load_models(settings.config), shared=shared)
+    catalog = ModelCatalog(_models(settings), shared=shared)
     for cfg in catalog:
         catalog.card(cfg.name)
     asyncio.run(_check(queue))
     return queue, catalog
+
+
+def _models(settings: Settings) -> list[ModelConfig]:
+    return read_models_file(settings.config).models
+
+
+def _bundled_note(settings: Settings) -> None:
+    """Say it when a models file leaves the bundled models out without saying so."""
+    if settings.config is None or read_models_file(settings.config).bundled is not None:
+        return
+    bundled = " and ".join(m["name"] for m in DEFAULT_MODELS)
+    err.print(
+        f"note: {settings.config} serves only its own models; add 'bundled: true' (top level)"
+        f" to serve the bundled {bundled} too, or 'bundled: false' to say you mean it",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _queue(settings: Settings) -> Queue:
@@ -85,12 +105,15 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
 
     from genspool.api.app import create_app
     from genspool.api.deps import build_services
+    from genspool.cli._shutdown import Server
 
+    _log_to_stderr(settings)
+    sock = _bind(settings.host, settings.port)  # before the models: a busy port fails at once
     worker: Worker | None = None
     registry: ModelCatalog  # with a worker, a ModelRegistry; an API alone has the cards only
     if with_worker:
         queue, registry = _parts(settings)
-        worker = Worker(queue, registry)
+        worker = Worker(queue, registry, drain_timeout_s=settings.drain_timeout_s)
     else:
         queue, registry = _api_parts(settings)
     services = build_services(
@@ -101,23 +124,60 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         wait_timeout_s=settings.wait_timeout_s,
     )
     auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, services.keys)))
+    app_ = create_app(services, worker=worker)
     config = uvicorn.Config(
-        create_app(services, worker=worker),
+        app_,
         host=settings.host,
-        port=settings.port,
+        port=sock.getsockname()[1],
         log_level=settings.log_level.lower(),
         access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+        # Events are small JSON documents sent one by one: deflating each cost more CPU than
+        # the bytes it saved on a LAN, and a compressor's state per connection costs memory.
+        ws_per_message_deflate=False,
     )
     _redact_logs()
-    server = uvicorn.Server(config)
-    where = f"http://{settings.host}:{settings.port}"
+    server = Server(config, app_.state.shutdown, settings.drain_timeout_s)
+    where = f"http://{settings.host}:{config.port}"
     role = "API and worker" if with_worker else "API"
     out.print(
         f"genspool {role} on [bold]{where}[/] (OpenAPI at {where}/docs), "
         f"{_where(settings)}, models: {', '.join(registry.configs)}"
     )
     out.print(auth, markup=False, highlight=False)
-    server.run()
+    _bundled_note(settings)
+    draining = "in-flight jobs" if with_worker else "open requests"
+    out.print(
+        f"Ctrl-C stops: {draining} get up to {settings.drain_timeout_s:g} s "
+        "(GENSPOOL_DRAIN_TIMEOUT_S); a second Ctrl-C exits at once",
+        markup=False,
+        highlight=False,
+    )
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now so that a port in use is one line before models load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} is in use on {host}: pass --port N (or set GENSPOOL_PORT)"
+            ) from exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def _log_to_stderr(settings: Settings) -> None:
+    """genspool's own log lines (model loading, shutdown) on stderr, at GENSPOOL_LOG_LEVEL."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 async def _key_counts(queue: Queue, keys: KeyStore) -> tuple[int, int]:
@@ -196,19 +256,24 @@ def worker(
 ) -> None:
     """Run a worker only (no HTTP): lease batches, call models, store results."""
     settings = _settings(db, config, queue_url=queue_url)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    _log_to_stderr(settings)
     _redact_logs()
     queue, registry = _parts(settings)
-    runner = Worker(queue, registry, models=model)
+    runner = Worker(queue, registry, models=model, drain_timeout_s=settings.drain_timeout_s)
     out.print(
         f"genspool worker on {_where(settings)}, models: {', '.join(c.name for c in runner.models)}"
     )
+    _bundled_note(settings)
     asyncio.run(_run_worker(queue, runner))
 
 
 async def _run_worker(queue: Queue, runner: Worker) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, runner.stop)
-    async with queue:
-        await runner.run()
+    from genspool.cli._shutdown import Signals, hand_back
+
+    async def stop() -> None:
+        runner.stop()
+
+    signals = Signals(runner.drain_timeout_s, stop, lambda: hand_back(runner))
+    with signals.installed(asyncio.get_running_loop()):
+        async with queue:
+            await runner.run()

@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 __all__ = [
     "ApiKey",
+    "Attempt",
     "CreatedApiKey",
     "Job",
     "JobError",
     "JobEvent",
+    "JobRequest",
     "JobResult",
     "JobStatus",
     "Model",
@@ -84,6 +86,45 @@ class JobError:
 
 
 @dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What was submitted: the OpenAI endpoint and the request body, as sent."""
+
+    url: str
+    body: Json
+
+    @classmethod
+    def from_wire(cls, data: Json | None) -> JobRequest | None:
+        if data is None:
+            return None
+        return cls(url=str(data.get("url", "")), body=data.get("body") or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt at a job: who ran it, when, and how it ended (``outcome`` is succeeded,
+    failed, released or cancelled; None, with ``ended_at``, while it runs)."""
+
+    attempt: int
+    worker: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    outcome: str | None = None
+    #: This attempt's own error (a job's ``error`` is only its last one).
+    error: JobError | None = None
+
+    @classmethod
+    def from_wire(cls, data: Json) -> Attempt:
+        return cls(
+            attempt=int(data.get("attempt", 0)),
+            worker=data.get("worker"),
+            started_at=data.get("started_at"),
+            ended_at=data.get("ended_at"),
+            outcome=data.get("outcome"),
+            error=JobError.from_wire(data.get("error")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
     status: JobStatus
@@ -100,7 +141,15 @@ class Job:
     #: When the job last entered each state it has been in (``{"queued": t, ...}``).
     timestamps: Mapping[str, float] = field(default_factory=dict)
     result: JobResult | None = None
+    #: The error of the last attempt while the job retries or after it failed; None once it
+    #: succeeded (every attempt's error is in ``history``).
     error: JobError | None = None
+    #: The submitted request: in one job the API returns, in a list only with
+    #: ``include=request``.
+    request: JobRequest | None = None
+    #: Every attempt, oldest first (the last 50), the running one last: in one job the API
+    #: returns, in a list only with ``include=history``; empty when not sent.
+    history: tuple[Attempt, ...] = ()
     raw: Json = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -125,6 +174,8 @@ class Job:
             timestamps=data.get("timestamps") or {},
             result=JobResult.from_wire(data.get("result")),
             error=JobError.from_wire(data.get("error")),
+            request=JobRequest.from_wire(data.get("request")),
+            history=tuple(Attempt.from_wire(a) for a in data.get("history") or ()),
             raw=data,
         )
 

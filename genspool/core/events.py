@@ -147,12 +147,16 @@ def decode(payload: bytes) -> tuple[str, list[Message]]:
 
 
 class Subscription:
-    """A queue of events for some job ids; ``add`` widens it while it is open."""
+    """A queue of events for some job ids; ``add`` widens it while it is open. One opened
+    with ``deltas=False`` wants the jobs' states only, so it makes no worker stream tokens."""
 
-    def __init__(self, hub: EventHub, ids: Iterable[str] | None, maxsize: int) -> None:
+    def __init__(
+        self, hub: EventHub, ids: Iterable[str] | None, maxsize: int, *, deltas: bool = True
+    ) -> None:
         self._hub = hub
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.keys: set[str] = set(ids) if ids is not None else {_ALL}
+        self.deltas = deltas
         self.dropped = 0
 
     def add(self, ids: Iterable[str]) -> None:
@@ -167,6 +171,8 @@ class Subscription:
             self._hub._unlink(job_id, self)
 
     def put(self, event: Event) -> None:
+        if not self.deltas and isinstance(event, TokenDelta):
+            return
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -191,15 +197,21 @@ class EventHub:
         self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._maxsize = maxsize
 
-    def subscribe(self, ids: Iterable[str] | None = None) -> Subscription:
-        sub = Subscription(self, ids, self._maxsize)
+    def subscribe(self, ids: Iterable[str] | None = None, *, deltas: bool = True) -> Subscription:
+        sub = Subscription(self, ids, self._maxsize, deltas=deltas)
         for key in sub.keys:
             self._subs[key].add(sub)
         return sub
 
     def wants(self, job_id: str) -> bool:
-        """Whether anyone listens to this job now (cheap; safe to call from any thread)."""
-        return bool(self._subs) and (job_id in self._subs or _ALL in self._subs)
+        """Whether anyone listens to this job's token deltas now (cheap; any thread)."""
+        if not self._subs:
+            return False
+        for key in (job_id, _ALL):
+            subs = self._subs.get(key)
+            if subs and any(s.deltas for s in list(subs)):
+                return True
+        return False
 
     def publish(self, event: Event) -> None:
         if not self._subs:

@@ -48,8 +48,10 @@ class FairShare:
         value, at = self._vtime.get(model, (0.0, -self.refresh_s))
         now = time.monotonic()
         if now - at >= self.refresh_s:
+            # Concurrent submissions use the value they have while this one read is under way.
+            self._vtime[model] = (value, now)
             raw = await self.kv.kv_get(NAMESPACE, model)
-            value = max(value, float(raw)) if raw else value
+            value = max(self._vtime[model][0], float(raw) if raw else 0.0)
             self._vtime[model] = (value, now)
         return value
 

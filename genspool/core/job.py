@@ -14,13 +14,14 @@ Its transitions are decided in :mod:`genspool.core.machine`; states::
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from genspool._ids import random_hex
 
-__all__ = ["TERMINAL", "WAITING", "Job", "JobStatus", "new_job_id", "now"]
+__all__ = ["HISTORY_LIMIT", "TERMINAL", "WAITING", "Job", "JobStatus", "new_job_id", "now"]
 
 
 class JobStatus(StrEnum):
@@ -37,6 +38,8 @@ TERMINAL = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
 WAITING = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
+#: Ended attempts a job keeps in its history (a job retried forever stays bounded).
+HISTORY_LIMIT = 50
 
 
 def now() -> float:
@@ -73,7 +76,16 @@ class Job:
     lease_token: str | None = None
     lease_expires_at: float | None = None
     result: dict[str, Any] | None = None
+    #: The error of the attempt that ended the job (or that it waits to retry after); None
+    #: once it succeeded. Every attempt's own error is in ``history``.
     error: dict[str, Any] | None = None
+    #: Who holds (or last held) the lease: the id of the worker that leased the job.
+    worker: str | None = None
+    #: The attempts that ended, oldest first, at most ``HISTORY_LIMIT`` (the oldest are
+    #: dropped): ``attempt`` (the count it was), ``worker``, ``started_at``, ``ended_at``,
+    #: ``outcome`` (succeeded, failed, released, cancelled) and ``error`` (that attempt's own).
+    #: Each transition replaces the list, never changes it in place (copies share it).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -90,8 +102,24 @@ class Job:
             stamps[self.status.value] = self.finished_at
         return stamps
 
-    def public(self) -> dict[str, Any]:
-        """The job as the API shows it."""
+    def attempt_history(self) -> list[dict[str, Any]]:
+        """The ended attempts, then the one running now (``ended_at`` and ``outcome`` None)."""
+        if self.status is not JobStatus.RUNNING:
+            return list(self.history)
+        running = {
+            "attempt": self.attempts,
+            "worker": self.worker,
+            "started_at": self.started_at,
+            "ended_at": None,
+            "outcome": None,
+            "error": None,
+        }
+        return [*self.history, running]
+
+    def public(self, *, include: Collection[str] = ()) -> dict[str, Any]:
+        """The job as the API shows it. ``include`` adds what a list leaves out for size:
+        ``"request"`` (the submitted ``url`` and ``body``) and ``"history"`` (every attempt,
+        oldest first). ``error`` is always there: the last attempt's, or None."""
         out: dict[str, Any] = {
             "id": self.id,
             "object": "job",
@@ -110,6 +138,9 @@ class Job:
         }
         if self.result is not None:
             out["result"] = self.result
-        if self.error is not None:
-            out["error"] = self.error
+        out["error"] = self.error
+        if "request" in include:
+            out["request"] = {"url": self.url, "body": self.body}
+        if "history" in include:
+            out["history"] = self.attempt_history()
         return out

@@ -11,25 +11,38 @@ record::
                  lease                  succeed
     queued ───────────────▶ running ───────────────▶ succeeded
       ▲  │                   │  │ │      dead_letter
-      │  │ release (attempt  │  │ └───────────────▶ failed ──── replay ───▶ queued
-      │  │ not counted) ◀────┘  │ retry
-      │  │                      ▼
-      │  │                   retrying ──── lease ───▶ running
-      │  ▼
-      │ cancel (queued, retrying or running) ───────▶ cancelled
-      │ expire (queued or retrying, past expires_at) ▶ expired
-      └ purge: ended jobs (not dead letters) finished before the result TTL are deleted
+      │  │ release (attempt  │  │ └───────────────▶ failed ─────┐
+      │  │ not counted) ◀────┘  │ retry                          │
+      │  │                      ▼                                │
+      │  │                   retrying ──── lease ───▶ running    │ replay
+      │  ▼                                                       │ (failed, cancelled
+      │ cancel (queued, retrying or running) ───────▶ cancelled ─┤  or expired)
+      │ expire (queued or retrying, past expires_at) ▶ expired ──┤
+      └──────────────────────────────────────────────────────────┘
+        purge: ended jobs (not dead letters) finished before the result TTL are deleted
 
 | transition  | from                      | to        | fields written                          |
 |-------------|---------------------------|-----------|-----------------------------------------|
-| lease       | queued, retrying          | running   | attempts + 1, started_at, lease         |
-| succeed     | running (lease held)      | succeeded | result, finished_at, lease cleared      |
-| retry       | running (lease held)      | retrying  | error, available_at, retried_at         |
-| dead_letter | running (lease held)      | failed    | error, finished_at                      |
-| release     | running (lease held)      | queued    | attempts - 1, available_at, error       |
-| cancel      | queued, retrying, running | cancelled | finished_at, lease cleared              |
-| replay      | failed                    | queued    | attempts 0, result/error cleared        |
+| lease       | queued, retrying          | running   | attempts + 1, started_at, lease, worker |
+| succeed     | running (lease held)      | succeeded | result, error cleared, finished_at,     |
+|             |                           |           | lease cleared, history + attempt        |
+| retry       | running (lease held)      | retrying  | error, available_at, retried_at,        |
+|             |                           |           | history + attempt                       |
+| dead_letter | running (lease held)      | failed    | error, finished_at, history + attempt   |
+| release     | running (lease held)      | queued    | attempts - 1, available_at, error,      |
+|             |                           |           | history + attempt (released)            |
+| cancel      | queued, retrying, running | cancelled | finished_at, lease cleared; history +   |
+|             |                           |           | attempt when it was running             |
+| replay      | failed, cancelled,        | queued    | attempts 0, result/error cleared,       |
+|             | expired                   |           | expires_at cleared; history kept        |
 | expire      | queued, retrying          | expired   | error, finished_at                      |
+
+**History.** Every transition that ends a lease (succeed, retry, dead_letter, release, cancel of
+a running job) appends the attempt it ended to ``Job.history``: its number, worker, start and
+end, outcome and its own error; at most :data:`~genspool.core.job.HISTORY_LIMIT` are kept (the
+oldest go). ``Job.error`` is only the latest: a success clears it. A replay keeps the history
+(the attempts before it stay on record) and clears ``expires_at``: the deadline was for the
+first start, and an expired job replayed with it would only expire again.
 """
 
 from __future__ import annotations
@@ -38,12 +51,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from genspool._ids import random_hex
-from genspool.core.job import TERMINAL, WAITING, Job, JobStatus
+from genspool.core.job import HISTORY_LIMIT, TERMINAL, WAITING, Job, JobStatus
 
 __all__ = [
     "ACTIVE",
     "EXPIRED_ERROR",
     "PURGEABLE",
+    "REPLAYABLE",
     "WRITTEN",
     "Change",
     "LeaseSpec",
@@ -62,14 +76,16 @@ __all__ = [
 ACTIVE = frozenset({*WAITING, JobStatus.RUNNING})
 #: Ended jobs that are deleted after the result TTL; dead letters (failed) are kept.
 PURGEABLE = frozenset(TERMINAL - {JobStatus.FAILED})
+#: Ended jobs that ``replay`` queues again.
+REPLAYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
 EXPIRED_ERROR: dict[str, Any] = {"code": "expired", "message": "not started before expires_at"}
 #: Every field a transition may change; the rest of a job never changes after it is enqueued.
 WRITTEN = (
     "status", "attempts", "available_at", "started_at", "retried_at", "finished_at",
-    "lease_token", "lease_expires_at", "result", "error",
+    "lease_token", "lease_expires_at", "result", "error", "history", "expires_at",
 )  # fmt: skip
 _ENDED = ("status", "lease_token", "lease_expires_at")
-_SUCCEEDED = (*_ENDED, "result", "error", "finished_at")
+_SUCCEEDED = (*_ENDED, "result", "error", "finished_at", "history")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +111,17 @@ class LeaseSpec:
     now: float
     until: float
     token: str
+    #: The id of the leasing worker, stored in ``Job.worker`` (None: not said).
+    worker: str | None = None
     waiting: tuple[str, ...] = tuple(sorted(s.value for s in WAITING))
     running: str = JobStatus.RUNNING.value
     attempts_step: int = 1
 
 
-def lease_spec(model: str, limit: int, now: float, lease_s: float) -> LeaseSpec:
-    return LeaseSpec(model, limit, now, now + lease_s, random_hex(16))
+def lease_spec(
+    model: str, limit: int, now: float, lease_s: float, worker: str | None = None
+) -> LeaseSpec:
+    return LeaseSpec(model, limit, now, now + lease_s, random_hex(16), worker)
 
 
 # Every transition below changes the job it is given in place and returns the Change: the copy
@@ -115,7 +135,25 @@ def leased(job: Job, spec: LeaseSpec) -> Job:
     job.attempts += spec.attempts_step
     job.started_at = spec.now
     job.lease_token, job.lease_expires_at = spec.token, spec.until
+    job.worker = spec.worker
     return job
+
+
+def _ended(
+    job: Job, outcome: str, now: float, error: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The history with the attempt now ending appended: a new list (copies share the old)."""
+    attempt = {
+        "attempt": job.attempts,
+        "worker": job.worker,
+        "started_at": job.started_at,
+        "ended_at": now,
+        "outcome": outcome,
+        "error": error,
+    }
+    if len(job.history) < HISTORY_LIMIT:
+        return [*job.history, attempt]
+    return [*job.history[len(job.history) - HISTORY_LIMIT + 1 :], attempt]
 
 
 def _fence(job: Job, held: bool) -> tuple[JobStatus, str | None]:
@@ -142,11 +180,15 @@ def succeed(job: Job, result: dict[str, Any], now: float) -> Change:
     change = Change(job, *_fence(job, True), _SUCCEEDED)
     job.status, job.lease_token, job.lease_expires_at = JobStatus.SUCCEEDED, None, None
     job.result, job.error, job.finished_at = result, None, now
+    job.history = _ended(job, "succeeded", now)
     return change
 
 
 def dead_letter(job: Job, error: dict[str, Any], now: float) -> Change:
-    return _fenced(job, JobStatus.FAILED, result=None, error=error, finished_at=now)
+    history = _ended(job, "failed", now, error)
+    return _fenced(
+        job, JobStatus.FAILED, result=None, error=error, finished_at=now, history=history
+    )
 
 
 def retry(job: Job, error: dict[str, Any], at: float, now: float) -> Change:
@@ -158,12 +200,16 @@ def retry(job: Job, error: dict[str, Any], at: float, now: float) -> Change:
         available_at=at,
         retried_at=now,
         finished_at=None,
+        history=_ended(job, "failed", now, error),
     )
 
 
-def release(job: Job, at: float, error: dict[str, Any] | None = None) -> Change:
+def release(
+    job: Job, at: float, error: dict[str, Any] | None = None, now: float | None = None
+) -> Change:
     """Back to the queue without counting the attempt (a draining worker, a call refused by a
-    breaker or a rate limit before it was made)."""
+    breaker or a rate limit before it was made); ``now`` (default ``at``) ends the attempt
+    in the history."""
     return _fenced(
         job,
         JobStatus.QUEUED,
@@ -172,17 +218,23 @@ def release(job: Job, at: float, error: dict[str, Any] | None = None) -> Change:
         error=error,
         available_at=at,
         finished_at=None,
+        history=_ended(job, "released", at if now is None else now, error),
     )
 
 
 def cancel(job: Job, now: float) -> Change | None:
     if job.status not in ACTIVE:
         return None
+    if job.status is JobStatus.RUNNING:  # its attempt ends here (a late report is fenced off)
+        history = _ended(job, "cancelled", now)
+        return _fenced(job, JobStatus.CANCELLED, held=False, finished_at=now, history=history)
     return _fenced(job, JobStatus.CANCELLED, held=False, finished_at=now)
 
 
 def replay(job: Job, now: float) -> Change | None:
-    if job.status is not JobStatus.FAILED:
+    """Queue an ended job again (a dead letter, a cancelled or an expired job) with fresh
+    attempts; its history stays."""
+    if job.status not in REPLAYABLE:
         return None
     return _fenced(
         job,
@@ -194,6 +246,7 @@ def replay(job: Job, now: float) -> Change | None:
         available_at=now,
         retried_at=None,
         finished_at=None,
+        expires_at=None,
     )
 
 

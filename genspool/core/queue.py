@@ -19,10 +19,12 @@ from genspool.core import machine
 from genspool.core.events import Event, EventHub, JobChanged, Subscription
 from genspool.core.fairness import FairShare
 from genspool.core.job import WAITING, Job
+from genspool.core.joblog import log_failures, log_released
 from genspool.core.machine import ACTIVE, PURGEABLE, Change
 from genspool.core.relay import Relay
 from genspool.core.retry import RetryPolicy
 from genspool.core.roles import JobFilter, JobQueue, Storage
+from genspool.core.watch import GroupCommit, StorePoller
 from genspool.exceptions import Conflict, ModelError, NotFound
 
 __all__ = ["Queue", "error_body"]
@@ -34,7 +36,10 @@ def error_body(exc: BaseException) -> dict[str, Any]:
 
 
 class Queue:
-    #: With cross-process events, how often a subscriber still checks the store.
+    #: How often the store is read for the jobs subscribers watch, when changes made by other
+    #: processes arrive only that way (the backend carries no events across processes).
+    POLL_S = 0.25
+    #: With cross-process events, how often the store is still read (lost-message safety net).
     SAFETY_POLL_S = 2.0
     #: Jobs that ``maintain`` expires or takes back per round trip.
     MAINTAIN_BATCH = 1000
@@ -59,6 +64,12 @@ class Queue:
         self.fair = FairShare(self.storage.kv)
         self._jobs, self._store = self.storage.queue, self.storage.store
         self._mirrored = self.storage.mirrored
+        self._enqueue = GroupCommit(self._jobs.enqueue)
+        self._poller = StorePoller(
+            self._read,
+            self.events.publish_many,
+            lambda: self.SAFETY_POLL_S if self.broadcasts else self.POLL_S,
+        )
 
     async def connect(self) -> None:
         await self.storage.connect()
@@ -128,8 +139,10 @@ class Queue:
         return (await self.submit_many([job]))[0]
 
     async def submit_many(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs (concurrent calls share one write); what is stored for each: the job
+        itself, or the one already stored under its idempotency key."""
         await self.fair.assign(jobs)
-        stored = await self._jobs.enqueue(jobs)
+        stored = await self._enqueue(jobs)
         new = [j for j, s in zip(jobs, stored, strict=True) if j is s]
         if self._mirrored and new:
             await self._store.put(new)
@@ -173,7 +186,10 @@ class Queue:
         job = await self.get(job_id, tenant)
         change = machine.replay(job, self.clock())
         if change is None:
-            raise Conflict(f"job {job_id} is {job.status.value}; only failed jobs can be replayed")
+            raise Conflict(
+                f"job {job_id} is {job.status.value}; only failed, cancelled or expired jobs "
+                "can be replayed"
+            )
         if not await self._write([change]):
             raise Conflict(f"job {job_id} was replayed by someone else")
         self.storage.signals.notify(job.model)
@@ -182,8 +198,11 @@ class Queue:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def lease(self, model: str, limit: int) -> list[Job]:
-        jobs = await self._jobs.lease(machine.lease_spec(model, limit, self.clock(), self.lease_s))
+    async def lease(self, model: str, limit: int, *, worker: str | None = None) -> list[Job]:
+        """Up to ``limit`` due jobs of ``model``, now running under a new lease; ``worker``
+        (the leasing worker's id) is recorded on each job and in its attempt history."""
+        spec = machine.lease_spec(model, limit, self.clock(), self.lease_s, worker)
+        jobs = await self._jobs.lease(spec)
         if self._mirrored and jobs:
             await self._store.put(jobs)
         await self.fair.leased(model, jobs)
@@ -202,13 +221,15 @@ class Queue:
     async def fail(self, failed: Sequence[tuple[Job, BaseException]]) -> list[Job]:
         """Retry after a backoff, or dead-letter when attempts are used up or retrying is futile."""
         t = self.clock()
-        return await self._finish([self._failure(job, exc, t) for job, exc in failed])
+        written = await self._finish([self._failure(job, exc, t) for job, exc in failed])
+        log_failures(written, failed, t)
+        return written
 
     def _failure(self, job: Job, exc: BaseException, t: float) -> Change:
         err = error_body(exc)
         if isinstance(exc, ModelError) and not exc.counts_as_attempt:
             wait = exc.retry_after if exc.retry_after is not None else self.retry.backoff(1)
-            return machine.release(job, t + wait, err)
+            return machine.release(job, t + wait, err, now=t)
         retryable = exc.retryable if isinstance(exc, ModelError) else True
         retry_after = exc.retry_after if isinstance(exc, ModelError) else None
         delay = self.retry.next_delay(
@@ -220,10 +241,16 @@ class Queue:
             return machine.dead_letter(job, err, t)
         return machine.retry(job, err, t + delay, t)
 
-    async def release(self, jobs: Sequence[Job]) -> list[Job]:
-        """Hand leased jobs back untouched (a draining worker); the attempt does not count."""
+    async def release(
+        self, jobs: Sequence[Job], *, why: str | None = "by its worker: draining or preempted"
+    ) -> list[Job]:
+        """Hand leased jobs back untouched (a draining worker); the attempt does not count.
+        Each is logged with ``why``, unless it is None (a job leased only to be looked at)."""
         t = self.clock()
-        return await self._finish([machine.release(j, t) for j in jobs])
+        released = await self._finish([machine.release(j, t) for j in jobs])
+        if why is not None:
+            log_released(released, why)
+        return released
 
     async def _finish(self, changes: Sequence[Change]) -> list[Job]:
         changed = await self._write(changes)
@@ -256,58 +283,65 @@ class Queue:
     # -- push --------------------------------------------------------------------------------
 
     def subscribe(
-        self, ids: Iterable[str] | None, *, tenant: str | None = None, poll_s: float = 0.25
+        self,
+        ids: Iterable[str] | None,
+        *,
+        tenant: str | None = None,
+        since: Iterable[Job] = (),
+        deltas: bool = True,
     ) -> AsyncGenerator[Event, None]:
         """Events of the given jobs until each has ended; with ``None``, every job's events.
 
         Listening starts at the call, so a caller may subscribe before it submits. A job that
-        already ended yields its final event at once. Events published in this process arrive
-        immediately; changes made by other processes are found by polling the store every
-        ``poll_s`` when the backend does not carry events across processes.
+        already ended yields its final event at once. The current state of each job is read
+        once at the start, except for the jobs in ``since``, whose state the caller knows (it
+        just submitted them). Events published in this process arrive at once; changes made by
+        other processes arrive as the backend carries them, or else by the store poll that
+        this process shares among all its subscribers (every ``POLL_S``). With ``deltas=False``
+        no token deltas come, and no worker streams tokens for this subscriber.
         """
         watched = None if ids is None else set(ids)
-        return self._stream(self.events.subscribe(watched), watched, tenant, poll_s)
+        known = {j.id: (j.status.value, j.attempts) for j in since if not j.terminal}
+        sub = self.events.subscribe(watched, deltas=deltas)
+        return self._stream(sub, watched, tenant, known)
 
     async def _stream(
-        self, sub: Subscription, watched: set[str] | None, tenant: str | None, poll_s: float
+        self,
+        sub: Subscription,
+        watched: set[str] | None,
+        tenant: str | None,
+        seen: dict[str, tuple[str, int]],
     ) -> AsyncGenerator[Event, None]:
-        loop = asyncio.get_running_loop()
-        relay = self.relay
-        next_poll = loop.time() + self.SAFETY_POLL_S
-        next_announce = loop.time() + relay.WATCH_TTL_S / 3
-        seen: dict[str, tuple[str, int]] = {}
-        relay.announce(watched)
-        hellos = relay.hellos
-        with sub:
-            batch: list[Event] = [] if watched is None else await self._poll(watched, seen, tenant)
-            while True:
-                for event in batch:
-                    if watched is not None and event.id not in watched:
-                        continue
-                    if isinstance(event, JobChanged):
-                        state = (event.status, event.attempts)
-                        if seen.get(event.id) == state:
-                            continue  # already yielded, by a poll or by the hub
-                        seen[event.id] = state
-                    yield event
-                    if watched is not None and event.ends:
-                        watched.discard(event.id)
-                        sub.discard(event.id)
-                if watched is not None and not watched:
-                    return
-                if loop.time() > next_announce or hellos != relay.hellos:
-                    next_announce, hellos = loop.time() + relay.WATCH_TTL_S / 3, relay.hellos
-                    relay.announce(watched)
-                try:
-                    batch = [await asyncio.wait_for(sub.queue.get(), poll_s)]
-                except TimeoutError:
-                    # With events carried across processes the poll is only a safety net for
-                    # a message lost while a connection was down, so it runs less often.
-                    if watched is None or (self.broadcasts and loop.time() < next_poll):
-                        batch = []
-                        continue
-                    next_poll = loop.time() + self.SAFETY_POLL_S
-                    batch = await self._poll(watched, seen, tenant)
+        if sub.deltas:  # job changes go everywhere; deltas only where somebody listens
+            self.relay.watch(watched)
+        polled = set() if watched is None else set(watched)
+        try:
+            with sub:
+                batch: list[Event] = []
+                if polled:
+                    unknown = polled - seen.keys()
+                    batch = await self._poll(unknown, seen, tenant) if unknown else []
+                    self._poller.watch(polled, seen)
+                while True:
+                    for event in batch:
+                        if watched is not None and event.id not in watched:
+                            continue
+                        if isinstance(event, JobChanged):
+                            state = (event.status, event.attempts)
+                            if seen.get(event.id) == state:
+                                continue  # already yielded, by a poll or by the hub
+                            seen[event.id] = state
+                        yield event
+                        if watched is not None and event.ends:
+                            watched.discard(event.id)
+                            sub.discard(event.id)
+                    if watched is not None and not watched:
+                        return
+                    batch = [await sub.queue.get()]
+        finally:
+            self._poller.unwatch(polled)
+            if sub.deltas:
+                self.relay.unwatch(polled if watched is not None else None)
 
     async def _poll(
         self, watched: set[str], seen: dict[str, tuple[str, int]], tenant: str | None
@@ -328,9 +362,23 @@ class Queue:
     ) -> Job:
         """Block until the job ends and return it."""
         async with asyncio.timeout(timeout):
-            events = self.subscribe([job_id], tenant=tenant)
+            events = self.subscribe([job_id], tenant=tenant, deltas=False)
             async with contextlib.aclosing(events):
                 async for event in events:
                     if event.ends:
                         break
         return await self.get(job_id, tenant)
+
+    async def outcome(self, job: Job, timeout: float | None = None) -> JobChanged:
+        """The terminal event of a job the caller just submitted (``job`` as ``submit``
+        returned it): its status, result and error, with no read of the store unless the
+        event has to be found by the store poll."""
+        if job.terminal:  # an idempotent resubmission of a job that has ended
+            return JobChanged.of(job)
+        async with asyncio.timeout(timeout):
+            events = self.subscribe([job.id], since=[job], deltas=False)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, JobChanged) and event.ends:
+                        return event
+        raise AssertionError("a job's events end with a terminal one")  # pragma: no cover

@@ -5,8 +5,9 @@ processes. Publishing never waits: events go to an outbox that one task drains, 
 broadcast. Payloads carry an origin tag (:func:`genspool.core.events.encode`), so a process
 drops its own when the server sends them back. Token deltas are many and mostly unread, so a
 worker sends a job's deltas only while some process has announced (:class:`Watching`) that it
-listens to that job; announcements hold for ``WATCH_TTL_S`` and a process that joins says
-:class:`Hello` so the others announce again.
+listens to that job; announcements hold for ``WATCH_TTL_S``. The relay keeps what this
+process's subscribers watch (:meth:`Relay.watch`) and announces it again itself, every third of
+that time and whenever a process that joins says :class:`Hello`; so a subscriber needs no timer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from genspool.core.events import Event, Hello, Message, Watching, decode, encode
@@ -39,7 +41,8 @@ class Relay:
         self._deliver = deliver
         self._prefix = self.origin.encode() + b" "
         self._watched: dict[str, float] = {}  # job id or "*" -> watched until (monotonic)
-        self.hellos = 0  # processes that joined since we started, each wanting announcements
+        self._local: Counter[str] = Counter()  # what subscribers here watch ("*": everything)
+        self._hello = asyncio.Event()  # a process joined: announce everything again
         self._outbox: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -55,9 +58,11 @@ class Relay:
         while not self._outbox.empty():
             outbox.put_nowait(self._outbox.get_nowait())
         self._outbox = outbox
+        self._hello = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._send_all()),
             asyncio.create_task(self.signals.listen(self._receive)),
+            asyncio.create_task(self._announce_all()),
         ]
         # Subscribers elsewhere announced what they watch before we were here: ask again.
         self._outbox.put_nowait([Hello(self.origin)])
@@ -72,12 +77,31 @@ class Relay:
         self._tasks = []
 
     def send(self, messages: Sequence[Message]) -> None:
-        if messages:
+        """Queue messages for every other process; nothing when the relay is not running."""
+        if messages and self._tasks:
             self._outbox.put_nowait(messages)
 
-    def announce(self, watched: Iterable[str] | None) -> None:
-        """Tell the other processes which jobs a subscriber here listens to (None: all)."""
-        self.send([Watching(None if watched is None else tuple(sorted(watched)))])
+    def watch(self, ids: Iterable[str] | None) -> None:
+        """A subscriber here listens to these jobs (None: to all); announced now and again
+        until :meth:`unwatch`."""
+        keys = ("*",) if ids is None else tuple(ids)
+        self._local.update(keys)
+        self.send([Watching(None if ids is None else keys)])
+
+    def unwatch(self, ids: Iterable[str] | None) -> None:
+        self._local.subtract(("*",) if ids is None else ids)
+        for key in [k for k in (("*",) if ids is None else ids) if self._local[k] <= 0]:
+            del self._local[key]
+
+    async def _announce_all(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hello.wait(), self.WATCH_TTL_S / 3)
+            self._hello.clear()
+            if "*" in self._local:
+                self.send([Watching(None)])
+            elif self._local:
+                self.send([Watching(tuple(self._local))])
 
     def watched_elsewhere(self, job_id: str) -> bool:
         """Whether another process announced a listener for this job (any thread)."""
@@ -116,7 +140,7 @@ class Relay:
                 for job_id in ("*",) if m.ids is None else m.ids:
                     self._watched[job_id] = until
             elif isinstance(m, Hello):
-                self.hellos += 1
+                self._hello.set()
             else:
                 events.append(m)
         self._deliver(events)

@@ -1,34 +1,90 @@
-"""The worker: leases batches per model, runs them as one model call, stores the outcomes.
+"""The worker: leases jobs per model, runs them, stores each job's outcome as soon as it exists.
 
-One *lane* per served model. A lane holds at most ``max_concurrency`` batches in flight; each
-batch is up to ``max_batch_size`` jobs, gathered for at most ``max_wait_ms`` after the first
-one arrives (dynamic batching). A heartbeat keeps the leases of held jobs alive; a maintenance
-loop expires overdue jobs and takes back the jobs of dead workers. ``stop()`` drains: no new
-leases, in-flight batches get ``drain_timeout_s`` to finish, what is left is handed back.
+One *lane* per served model. A lane starts jobs through :meth:`Provider.start`, which gives one
+future per job, and stores every answer the moment it resolves (answers that arrive together
+are stored together). Each job has its own time limit: ``timeout_s`` from its own start; a job
+past it is cancelled and failed alone, the jobs beside it go on.
+
+* **Batch providers** (remote HTTP models, embeddings, plugins): at most ``max_concurrency``
+  batches in flight, each up to ``max_batch_size`` jobs. When nothing of the model is in flight
+  here, the first jobs start at once; while the lane is busy, a batch is gathered for up to
+  ``max_wait_ms`` (dynamic batching).
+* **Continuous providers** (local llama.cpp, :func:`~genspool.providers.base.continuous`): the
+  lane keeps the running batch fed. Whenever a sequence frees, it leases jobs for the free
+  sequences (``max_sequences``) and starts them at once, each joining the running batch.
+  Here the unit of ``max_concurrency`` is one running batch (one process's engine): a process
+  takes one of the model's slots when its batch starts and keeps it until the batch runs empty.
+* **Priority** (continuous lanes): while every sequence is busy, the lane looks at the newest
+  ``preempt_scan`` waiting jobs every ``preempt_check_s`` (0.5 s). If one outranks the
+  lowest-priority running job, that job is handed back to the queue (its attempt not counted;
+  it starts over later) and the best waiting job takes its sequence at the next decode step.
+  So a job that outranks a running one waits at most ``preempt_check_s`` plus one decode step
+  (and its own prefill) for a sequence, unless more than ``preempt_scan`` jobs arrive within
+  one ``preempt_check_s`` after it.
+
+A heartbeat keeps the leases of held jobs alive; a maintenance loop expires overdue jobs, takes
+back the jobs of dead workers and publishes the measured decode rates
+(:mod:`genspool.core.decode_rate`). ``stop()`` drains: no new leases, in-flight jobs get
+``drain_timeout_s`` to finish, what is left is handed back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from genspool.config import ModelConfig
+from genspool.core.decode_rate import DecodeRates, completion_tokens
 from genspool.core.events import TokenDelta
-from genspool.core.job import Job
+from genspool.core.job import Job, JobStatus
 from genspool.core.models import Models, prompt_tokens
 from genspool.core.queue import Queue
+from genspool.core.roles import JobFilter
 from genspool.core.slots import Slots
 from genspool.exceptions import ModelError, ModelTimeout
-from genspool.providers.base import Provider, Request, TokenSink
+from genspool.providers.base import (
+    Provider,
+    Request,
+    Result,
+    TokenSink,
+    continuous,
+    max_sequences,
+)
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("genspool.worker")
+
+
+@dataclass(eq=False)
+class _Run:
+    """A job in flight: the future of its answer and when it started (loop time)."""
+
+    job: Job
+    future: asyncio.Future[Result]
+    started: float
+
+
+@dataclass(eq=False)
+class _Lane:
+    """What one model has in flight in this process."""
+
+    cfg: ModelConfig
+    provider: Provider
+    runs: dict[str, _Run] = field(default_factory=dict)
+    preempted: set[str] = field(default_factory=set)
+    freed: asyncio.Event = field(default_factory=asyncio.Event)
+    batches: int = 0  # batches in flight (batch providers)
+
+    def capacity(self) -> int:
+        return max_sequences(self.provider) or self.cfg.batching.max_batch_size
 
 
 class Worker:
@@ -55,6 +111,10 @@ class Worker:
         self._slots: list[Slots] = []  # one per model
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.slot_poll_s = 0.05
+        self.preempt_check_s = 0.5
+        #: How many of the newest waiting jobs a full continuous lane looks at for priority.
+        self.preempt_scan = 20
+        self.rates = DecodeRates(queue.storage.kv, clock=queue.clock)
 
     def stop(self) -> None:
         """Begin draining; ``run()`` returns once in-flight work is finished or handed back."""
@@ -101,20 +161,28 @@ class Worker:
     # -- leasing -----------------------------------------------------------------------------
 
     async def _lane(self, cfg: ModelConfig, provider: Provider) -> None:
-        """Lease and start batches of one model, each under one of the model's slots: at most
-        ``max_concurrency`` batches run at once across every worker process."""
-        local = asyncio.Semaphore(cfg.batching.max_concurrency)
         slots = Slots(
             self.queue.storage.coordination, cfg.name, cfg.batching.max_concurrency, owner=self.id,
             ttl_s=self.queue.lease_s,
         )  # fmt: skip
         self._slots.append(slots)
+        lane = _Lane(cfg, provider)
+        if continuous(provider):
+            await self._feed(lane, slots)
+        else:
+            await self._batch_lane(lane, slots)
+
+    async def _batch_lane(self, lane: _Lane, slots: Slots) -> None:
+        """Lease and start batches of one model, each under one of the model's slots: at most
+        ``max_concurrency`` batches run at once across every worker process."""
+        cfg = lane.cfg
+        local = asyncio.Semaphore(cfg.batching.max_concurrency)
         while not self._stopping.is_set():
             await local.acquire()
             slot = None
             try:
                 slot = await slots.take()
-                jobs = await self._gather(cfg) if slot is not None else []
+                jobs = await self._gather(lane) if slot is not None else []
             except Exception as exc:
                 log.error("leasing for %s failed (%s); retrying in 1 s", cfg.name, exc)
                 jobs = []
@@ -126,22 +194,90 @@ class Worker:
                 else:
                     await self._quietly(slots.put(slot, worked=False))
                 continue
-            task = asyncio.create_task(self._run_under(cfg, provider, jobs, slots, slot, local))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            lane.batches += 1
+            self._launch(self._run_under(lane, jobs, slots, slot, local))
+
+    async def _feed(self, lane: _Lane, slots: Slots) -> None:
+        """Keep a continuous provider's sequences busy: lease jobs the moment sequences free,
+        under one slot of the model while anything runs here."""
+        cfg, loop = lane.cfg, asyncio.get_running_loop()
+        slot: str | None = None
+        checked = 0.0
+        while not self._stopping.is_set():
+            lane.freed.clear()
+            jobs: list[Job] = []
+            try:
+                room = lane.capacity() - len(lane.runs)
+                if room <= 0:
+                    if loop.time() - checked >= self.preempt_check_s:
+                        checked = loop.time()
+                        await self._preempt(lane)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lane.freed.wait(), self.preempt_check_s)
+                    continue
+                if slot is None and (slot := await slots.take()) is None:
+                    await asyncio.sleep(self.slot_poll_s)  # the model is busy elsewhere
+                    continue
+                jobs = await self._lease(cfg, room)
+            except Exception as exc:
+                log.error("leasing for %s failed (%s); retrying in 1 s", cfg.name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if jobs:
+                self._begin(lane, jobs)
+                continue
+            if not lane.runs and slot is not None:  # the batch ran empty: free the slot
+                await self._quietly(slots.put(slot, worked=True))
+                slot = None
+            await self.queue.storage.signals.wait_for_work(cfg.name, 1.0)
+
+    async def _preempt(self, lane: _Lane) -> None:
+        """Every sequence is busy: if a waiting job outranks the lowest-priority running one,
+        that one is handed back and the best waiting job takes its place.
+
+        The newest waiting jobs are read, not leased, to look: leasing and handing back a job
+        that outranks nothing would move it behind its peers and write its history."""
+        victim = min(lane.runs.values(), key=lambda r: (r.job.priority, -r.started), default=None)
+        if victim is None or victim.job.id in lane.preempted:
+            return
+        look = JobFilter(status=JobStatus.QUEUED, model=lane.cfg.name, limit=self.preempt_scan)
+        if all(j.priority <= victim.job.priority for j in await self.queue.list_jobs(look)):
+            return
+        candidates = await self._lease(lane.cfg, 1)
+        if not candidates:
+            return
+        best = candidates[0]
+        if best.priority <= victim.job.priority:  # another worker took the one we saw: run it
+            self._begin(lane, [best])
+            return
+        log.info(
+            "model %s: job %s (priority %d) takes the place of job %s (priority %d)",
+            lane.cfg.name, best.id, best.priority, victim.job.id, victim.job.priority,
+        )  # fmt: skip
+        lane.preempted.add(victim.job.id)
+        victim.future.cancel()  # its sequence leaves at the next decode step
+        self._begin(lane, [best])
+
+    def _begin(self, lane: _Lane, jobs: list[Job]) -> None:
+        """Start ``jobs`` on a continuous provider now (so ``lane.runs`` counts them at once)."""
+        wrong = [j for j in jobs if j.url not in lane.provider.endpoints]
+        if wrong:
+            self._launch(self._settled(lane, [(j, _unserved(j, lane.cfg)) for j in wrong]))
+        if served := [j for j in jobs if j.url in lane.provider.endpoints]:
+            self._launch(self._settle(lane, self._start(lane, served)))
+
+    def _launch(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     async def _run_under(
-        self,
-        cfg: ModelConfig,
-        provider: Provider,
-        jobs: list[Job],
-        slots: Slots,
-        slot: str,
-        local: asyncio.Semaphore,
+        self, lane: _Lane, jobs: list[Job], slots: Slots, slot: str, local: asyncio.Semaphore
     ) -> None:
         try:
-            await self._run_batch(cfg, provider, jobs)
+            await self._run_batch(lane, jobs)
         finally:
+            lane.batches -= 1
             local.release()
             await self._quietly(slots.put(slot, worked=True))
 
@@ -153,13 +289,17 @@ class Worker:
         except Exception as exc:
             log.warning("could not give back a slot: %s", exc)
 
-    async def _gather(self, cfg: ModelConfig) -> list[Job]:
-        """Lease a batch: wait for a first job, then up to ``max_wait_ms`` to fill it."""
+    async def _gather(self, lane: _Lane) -> list[Job]:
+        """Lease a batch: wait for a first job; if the lane is idle, start at once, else wait
+        up to ``max_wait_ms`` to fill it."""
+        cfg = lane.cfg
         size = cfg.batching.max_batch_size
         jobs = await self._lease(cfg, size)
         if not jobs:
             await self.queue.storage.signals.wait_for_work(cfg.name, 1.0)
             return []
+        if not lane.batches:
+            return jobs  # nothing of this model in flight: no reason to wait
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.batching.max_wait_ms / 1000
         while len(jobs) < size and (left := deadline - loop.time()) > 0:
@@ -170,62 +310,113 @@ class Worker:
     async def _lease(self, cfg: ModelConfig, limit: int) -> list[Job]:
         if self._stopping.is_set():
             return []
-        jobs = await self.queue.lease(cfg.name, limit)
+        jobs = await self.queue.lease(cfg.name, limit, worker=self.id)
         self.held.update((j.id, j) for j in jobs)
         return jobs
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _run_batch(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
-        cut_off = False
+    async def _run_batch(self, lane: _Lane, jobs: list[Job]) -> None:
+        endpoints = lane.provider.endpoints
+        wrong = [j for j in jobs if j.url not in endpoints]
+        if wrong:
+            await self._settled(lane, [(j, _unserved(j, lane.cfg)) for j in wrong])
+        served = [j for j in jobs if j.url in endpoints]
+        for url in sorted({j.url for j in served}):
+            await self._settle(lane, self._start(lane, [j for j in served if j.url == url]))
+
+    def _start(self, lane: _Lane, jobs: list[Job]) -> list[_Run]:
+        requests = [
+            Request(
+                j.url, j.body, sink := self._token_sink(j), prompt_tokens(j.metadata),
+                stream=sink is not None and self.queue.wants_deltas(j.id),
+            )
+            for j in jobs
+        ]  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        runs = [
+            _Run(j, f, started) for j, f in zip(jobs, lane.provider.start(requests), strict=True)
+        ]
+        lane.runs.update((r.job.id, r) for r in runs)
+        return runs
+
+    async def _settle(self, lane: _Lane, runs: list[_Run]) -> None:
+        """Store each job's outcome as soon as it is known; a job still running past its own
+        time limit is cancelled and failed with a timeout, the others go on."""
+        timeout_s = lane.cfg.limits.timeout_s
+        # The model's stack ends each call itself a little before timeout_s and keeps every
+        # request's own outcome (a 429's Retry-After); this limit is the backstop for a
+        # provider that ignores cancellation. Set at timeout_s exactly, it won the race on
+        # a busy loop and turned a whole batch's answers into timeouts, retried at once.
+        limit = timeout_s + max(0.25, 0.1 * timeout_s)
+        loop = asyncio.get_running_loop()
+        waiting = {r.future: r for r in runs}
         try:
-            served = [j for j in jobs if j.url in provider.endpoints]
-            wrong = [j for j in jobs if j.url not in provider.endpoints]
-            await self.queue.fail([(j, _unserved(j, cfg)) for j in wrong])
-            for url in sorted({j.url for j in served}):
-                await self._call(cfg, provider, [j for j in served if j.url == url])
+            while waiting:
+                left = min(r.started for r in waiting.values()) + limit - loop.time()
+                done, _ = await asyncio.wait(
+                    waiting, timeout=max(left, 0.0), return_when=asyncio.FIRST_COMPLETED
+                )
+                if done:
+                    await self._settled(lane, [_outcome(lane, waiting[f]) for f in done])
+                    for f in done:
+                        waiting.pop(f)
+                    continue
+                late = [r for r in waiting.values() if loop.time() - r.started >= limit]
+                err = ModelTimeout(
+                    f"model {lane.cfg.name} did not answer within timeout_s={timeout_s}"
+                )
+                for r in late:
+                    r.future.cancel()  # a continuous provider drops its sequence
+                    waiting.pop(r.future)
+                await self._settled(lane, [(r.job, err) for r in late])
         except asyncio.CancelledError:
             # Cut off by the drain timeout: the jobs stay in ``held`` for the drain to hand
             # back at once (the lease fence ignores any that got a result meanwhile).
-            cut_off = True
+            for f in waiting:
+                f.cancel()
             raise
         finally:
-            if not cut_off:
-                for job in jobs:
-                    self.held.pop(job.id, None)
+            for r in runs:
+                lane.runs.pop(r.job.id, None)
+            lane.freed.set()
 
-    async def _call(self, cfg: ModelConfig, provider: Provider, jobs: list[Job]) -> None:
-        requests = [
-            Request(j.url, j.body, self._token_sink(j), prompt_tokens(j.metadata)) for j in jobs
+    async def _settled(
+        self, lane: _Lane, outcomes: Sequence[tuple[Job, Result | BaseException]]
+    ) -> None:
+        """Store outcomes that are known; a handed-back job goes back to the queue. If the
+        backend fails here, the jobs are handed back (or their leases run out)."""
+        back = [j for j, o in outcomes if isinstance(o, _HandedBack)]
+        done = [(j, o) for j, o in outcomes if isinstance(o, dict)]
+        failed = [
+            (j, o)
+            for j, o in outcomes
+            if isinstance(o, BaseException) and not isinstance(o, _HandedBack)
         ]
-        timeout_s = cfg.limits.timeout_s
         try:
-            # The model's stack ends each call itself a little before timeout_s and keeps every
-            # request's own outcome (a 429's Retry-After); this limit is the backstop for a
-            # provider that ignores cancellation. Set at timeout_s exactly, it won the race on
-            # a busy loop and turned a whole batch's answers into timeouts, retried at once.
-            async with asyncio.timeout(timeout_s + max(0.25, 0.1 * timeout_s)):
-                results = await provider.handle(requests)
-        except TimeoutError:
-            err = ModelTimeout(f"model {cfg.name} did not answer within timeout_s={timeout_s}")
-            await self.queue.fail([(j, err) for j in jobs])
-            return
-        except Exception as exc:  # a provider bug must not kill the lane; the jobs retry
-            log.exception("model %s failed a batch of %d", cfg.name, len(jobs))
-            await self.queue.fail([(j, exc) for j in jobs])
-            return
-        await self._store(jobs, results)
+            stored = await self.queue.complete(
+                [(j, {"status_code": 200, "body": r}) for j, r in done]
+            )
+            self.completed += len(stored)
+            await self.queue.fail(failed)
+            if back:
+                await self.queue.release(back)
+        except Exception as exc:
+            log.error("could not store %d outcomes of %s (%s)", len(outcomes), lane.cfg.name, exc)
+            with contextlib.suppress(Exception):
+                await self.queue.release([j for j, _ in outcomes])
+        for job, _ in outcomes:
+            self.held.pop(job.id, None)
+            lane.preempted.discard(job.id)
+        self._measure(lane, done)
 
-    async def _store(self, jobs: list[Job], results: Sequence[dict[str, Any] | ModelError]) -> None:
-        done = [
-            (j, {"status_code": 200, "body": r})
-            for j, r in zip(jobs, results, strict=True)
-            if not isinstance(r, ModelError)
-        ]
-        failed = [(j, r) for j, r in zip(jobs, results, strict=True) if isinstance(r, ModelError)]
-        stored = await self.queue.complete(done)
-        self.completed += len(stored)
-        await self.queue.fail(failed)
+    def _measure(self, lane: _Lane, done: list[tuple[Job, dict[str, Any]]]) -> None:
+        now = asyncio.get_running_loop().time()
+        for job, body in done:
+            run = lane.runs.get(job.id)
+            tokens = completion_tokens(body)
+            if run is not None and tokens is not None:
+                self.rates.observe(lane.cfg.name, tokens, now - run.started)
 
     def _token_sink(self, job: Job) -> TokenSink | None:
         if not job.body.get("messages"):
@@ -263,9 +454,28 @@ class Worker:
         while True:
             try:
                 await self.queue.maintain()
+                await self.rates.publish()
             except Exception:
                 log.exception("maintenance failed; trying again")
             await asyncio.sleep(self.maintain_s)
+
+
+class _HandedBack(Exception):
+    """The job's run was cancelled to make room for higher-priority work."""
+
+
+def _outcome(lane: _Lane, run: _Run) -> tuple[Job, Result | BaseException]:
+    future = run.future
+    if future.cancelled():
+        if run.job.id in lane.preempted:
+            return run.job, _HandedBack()
+        return run.job, ModelError("the model call was cancelled", retryable=True)
+    exc = future.exception()
+    if exc is None:
+        return run.job, future.result()
+    if not isinstance(exc, ModelError):  # a provider bug must not kill the lane; the job retries
+        log.error("model %s failed job %s", lane.cfg.name, run.job.id, exc_info=exc)
+    return run.job, exc
 
 
 def _unserved(job: Job, cfg: ModelConfig) -> ModelError:

@@ -1,14 +1,23 @@
-"""Chat completions from a local GGUF model, a whole batch decoded at once with llama.cpp.
+"""Chat completions from a local GGUF model, decoded with continuous batching by llama.cpp.
 
-This module owns everything between a batch of chat requests and llama.cpp: finding the bundled
-SmolLM2 weights (and the one-time Q8_0 copy of them in the cache directory), the llama.cpp model,
+This module owns everything between chat requests and llama.cpp: finding the bundled SmolLM2
+weights (and the one-time Q8_0 copy of them in the cache directory), the llama.cpp model,
 context, ``llama_batch`` and per-request samplers, prompt formatting with the model's own chat
-template, and the decode loop that runs every request of a batch as its own llama.cpp sequence
+template, and the decode loop that runs every request as its own llama.cpp sequence
 (``seq_id``) in shared ``llama_decode`` calls. Streaming text deltas, stop strings and the
 OpenAI ``chat.completion`` bodies are produced here too.
 
+Continuous batching: the decode loop runs while any request is running or waiting. Between
+two decode steps, requests that ended leave the batch (each answer is delivered to its own
+``handle()`` call at once), cancelled ones are dropped, and waiting ones join as sequences free
+up (prefilled, sharing a common prompt prefix, then decoded with the rest). So a short request
+never waits for a long one it was batched with, and cancelling one call stops only its own
+requests. A sequence's logits are bitwise the same alone or beside any others (see
+:func:`converted_copy` and ``_Engine._context_params``), so joining and leaving never change
+an answer.
+
 All llama.cpp calls on the context happen on one worker thread, so the event loop never blocks
-and the (not thread-safe) context is only ever used by one batch at a time. Token counting for
+and the (not thread-safe) context is only ever used by the one loop. Token counting for
 the API process (:class:`PromptCounter`, the model card's counter) uses a separate vocab-only
 model that never loads weights.
 
@@ -32,6 +41,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +54,15 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from genspool._ids import random_hex
 from genspool.exceptions import ConfigError, ContextWindowExceeded, InvalidRequest, ModelError
-from genspool.providers.base import CHAT, Provider, Request, Response, TokenSink
+from genspool.providers.base import CHAT, Provider, Request, Response, Result, TokenSink
+from genspool.providers.llama_output import (
+    LogprobRecorder,
+    forces_tool_call,
+    logprobs_of,
+    output_grammar,
+    tool_message,
+    top_logprobs_of,
+)
 
 __all__ = ["LlamaChatProvider", "PromptCounter", "bundled_model_path"]
 
@@ -307,6 +325,13 @@ class _Params:
     top_p: float
     seed: int
     stop: list[str]
+    #: GBNF the answer must match (response_format, a forced tool call); None: free text.
+    grammar: str | None = None
+    tool_call: bool = False
+    #: Alternatives listed per token when logprobs are asked for; None: no logprobs.
+    top_logprobs: int | None = None
+    vocab: _Vocab | None = None  # the grammar's tokens, and the logprobs' text
+    recorder: LogprobRecorder | None = None  # set by _sampler
 
 
 def _number(body: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -347,7 +372,9 @@ def _max_tokens(body: dict[str, Any], prompt_tokens: int, context: int) -> int:
     return value
 
 
-def _params(body: dict[str, Any], prompt_tokens: int, context: int) -> _Params:
+def _params(
+    body: dict[str, Any], prompt_tokens: int, context: int, vocab: _Vocab | None = None
+) -> _Params:
     if body.get("n") not in (None, 1):
         raise InvalidRequest("only n=1 is supported", param="n")
     seed = body.get("seed")
@@ -359,11 +386,45 @@ def _params(body: dict[str, Any], prompt_tokens: int, context: int) -> _Params:
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF,
         stop=_stops(body),
+        grammar=_checked_grammar(vocab, output_grammar(body)),
+        tool_call=forces_tool_call(body),
+        top_logprobs=top_logprobs_of(body),
+        vocab=vocab,
     )
+
+
+def _grammar_sampler(vocab: _Vocab, grammar: str) -> Any:
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab.vocab, grammar.encode(), b"root")
+    if not sampler:  # checked in _params, before any sequence starts
+        raise ModelError("llama.cpp could not parse the output grammar", retryable=False)
+    return sampler
+
+
+def _checked_grammar(vocab: _Vocab | None, grammar: str | None) -> str | None:
+    """``grammar``, once llama.cpp has parsed it (an unparsable one fails the request alone)."""
+    if grammar is not None and vocab is not None:
+        try:
+            llama_cpp.llama_sampler_free(_grammar_sampler(vocab, grammar))
+        except ModelError as exc:
+            raise InvalidRequest(exc.message, param="response_format") from exc
+    return grammar
+
+
+def _logprobs(seq: _Seq) -> dict[str, Any] | None:
+    p = seq.params
+    if p.recorder is None or p.vocab is None:
+        return None
+    # The end-of-generation token is sampled but is not part of the answer.
+    return logprobs_of(p.recorder.steps[: seq.n_out], p.vocab.piece)
 
 
 def _sampler(p: _Params) -> Any:
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if p.top_logprobs is not None:  # first: it reads the model's own logits
+        p.recorder = LogprobRecorder(p.top_logprobs)
+        llama_cpp.llama_sampler_chain_add(chain, p.recorder.sampler())
+    if p.grammar is not None and p.vocab is not None:
+        llama_cpp.llama_sampler_chain_add(chain, _grammar_sampler(p.vocab, p.grammar))
     if p.temperature == 0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -444,10 +505,26 @@ class _Seq:
     finish: str | None = None  # "stop" | "length" | "error"
     error: ModelError | None = None
     output_index: int = -1  # row of its logits in the last llama_batch
+    #: Set from the event loop when nobody waits for the answer any more.
+    cancelled: bool = False
+    #: Hands the answer to the awaiting task (called once, on the decode thread).
+    deliver: Callable[[Result], None] = lambda _: None
 
     @property
     def active(self) -> bool:
         return self.finish is None
+
+
+def _deliver(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Result], result: Result
+) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_resolve, future, result)
+
+
+def _resolve(future: asyncio.Future[Result], result: Result) -> None:
+    if not future.done():  # not cancelled meanwhile
+        future.set_result(result)
 
 
 def _common_prefix(prompts: list[list[int]]) -> int:
@@ -457,15 +534,16 @@ def _common_prefix(prompts: list[list[int]]) -> int:
     return next((i for i in range(shortest) if any(p[i] != first[i] for p in prompts)), shortest)
 
 
-class _Cancelled(Exception):
-    """The awaiting task went away; the decode loop stops between two llama_decode calls."""
-
-
 # -- the llama.cpp context and the decode loop --------------------------------------------------
 
 
 class _Engine:
-    """A loaded model with one context of ``n_seq`` independent KV caches of ``n_ctx`` each."""
+    """A loaded model with one context of ``n_seq`` independent KV caches of ``n_ctx`` each.
+
+    ``slots[i]`` is the sequence decoding in llama.cpp sequence ``i`` (None: free). Sequences
+    join between two decode steps (:meth:`admit` prefills them) and leave when they end or are
+    cancelled (:meth:`drop` frees their cells), so the batch never waits for its longest member.
+    """
 
     def __init__(self, path: Path, *, context_window: int, n_seq: int, threads: int) -> None:
         self.model = _load_model(path)
@@ -483,6 +561,7 @@ class _Engine:
         self.n_ctx = min(context_window, llama_cpp.llama_n_ctx_seq(self.ctx))
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(max(_N_BATCH, self.n_seq), 0, 1)
+        self.slots: list[_Seq | None] = [None] * self.n_seq
 
     @staticmethod
     def _context_params(context_window: int, n_seq: int, threads: int) -> Any:
@@ -504,39 +583,46 @@ class _Engine:
         return params
 
     def close(self) -> None:
+        for seq in self.running():
+            self.drop(seq)
         llama_cpp.llama_batch_free(self.batch)
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)
 
-    # -- one batch ---------------------------------------------------------------------------
+    # -- joining and leaving -----------------------------------------------------------------
 
-    def run(self, seqs: list[_Seq], stop: threading.Event) -> None:
-        """Decode ``seqs`` to the end, n_seq at a time; fills finish/error/stream of each."""
-        for start in range(0, len(seqs), self.n_seq):
-            wave = seqs[start : start + self.n_seq]
-            try:
-                self._wave(wave, stop)
-            finally:
-                self._reset(wave)
+    def running(self) -> list[_Seq]:
+        return [seq for seq in self.slots if seq is not None]
 
-    def _wave(self, wave: list[_Seq], stop: threading.Event) -> None:
-        for slot, seq in enumerate(wave):
+    def free_slots(self) -> int:
+        return sum(seq is None for seq in self.slots)
+
+    def admit(self, joiners: list[_Seq]) -> None:
+        """Give each joiner a free sequence (lowest first, so ids stay dense) and prefill it."""
+        free = [i for i, seq in enumerate(self.slots) if seq is None]
+        for slot, seq in zip(free, joiners, strict=False):
+            # A free sequence may hold a filler cell (see step): start it empty.
+            llama_cpp.llama_memory_seq_rm(self.memory, slot, -1, -1)
             seq.slot, seq.sampler = slot, _sampler(seq.params)
-        self._prefill(wave, stop)
-        while any(seq.active for seq in wave):
-            if stop.is_set():
-                raise _Cancelled
-            self._step(wave)
+            self.slots[slot] = seq
+        self._prefill(joiners[: len(free)])
 
-    def _reset(self, wave: list[_Seq]) -> None:
+    def drop(self, seq: _Seq) -> None:
+        """Take ``seq`` out of the batch: its sequence's cells and its sampler are freed."""
+        if self.slots[seq.slot] is seq:
+            self.slots[seq.slot] = None
+            llama_cpp.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+        if seq.sampler:
+            llama_cpp.llama_sampler_free(seq.sampler)
+        seq.sampler = None
+
+    def reset(self) -> None:
         # Metadata only (data=False): the cells are overwritten before they are read again.
         llama_cpp.llama_memory_clear(self.memory, False)
-        for seq in wave:
-            if seq.sampler:
-                llama_cpp.llama_sampler_free(seq.sampler)
-            seq.sampler = None
 
-    def _share_prefix(self, wave: list[_Seq], stop: threading.Event) -> int:
+    # -- prefill and decode ------------------------------------------------------------------
+
+    def _share_prefix(self, wave: list[_Seq]) -> int:
         """Prefill the prompts' common prefix once and copy its KV cells to every sequence.
 
         Chat prompts usually start alike (the template's default system prompt is ~30 tokens);
@@ -548,8 +634,6 @@ class _Engine:
             return 0
         first = wave[0]
         for start in range(0, shared, _N_BATCH):
-            if stop.is_set():
-                raise _Cancelled
             positions = range(start, min(shared, start + _N_BATCH))
             for i, pos in enumerate(positions):
                 self._put(i, first.prompt[pos], pos, first.slot, False)
@@ -558,14 +642,13 @@ class _Engine:
             llama_cpp.llama_memory_seq_cp(self.memory, first.slot, seq.slot, -1, -1)
         return shared
 
-    def _prefill(self, wave: list[_Seq], stop: threading.Event) -> None:
-        """Feed all prompts, n_batch tokens per call; sample each first token when it is due."""
-        shared = self._share_prefix(wave, stop)
+    def _prefill(self, wave: list[_Seq]) -> None:
+        """Feed the joiners' prompts, n_batch tokens per call; sample each first token when it
+        is due. A joiner cancelled meanwhile is fed no further."""
+        shared = self._share_prefix(wave)
         cells = [(seq, pos) for seq in wave for pos in range(shared, len(seq.prompt))]
-        for start in range(0, len(cells), _N_BATCH):
-            if stop.is_set():
-                raise _Cancelled
-            chunk = cells[start : start + _N_BATCH]
+        while cells := [(seq, pos) for seq, pos in cells if not seq.cancelled]:
+            chunk, cells = cells[:_N_BATCH], cells[_N_BATCH:]
             for i, (seq, pos) in enumerate(chunk):
                 last = pos == len(seq.prompt) - 1
                 self._put(i, seq.prompt[pos], pos, seq.slot, last)
@@ -577,23 +660,28 @@ class _Engine:
                     seq.pos, seq.last_fed = pos + 1, seq.prompt[pos]
                     self._sample(seq)
 
-    def _step(self, wave: list[_Seq]) -> None:
-        """One token for every active sequence in one llama_decode call."""
-        active = [seq.slot for seq in wave if seq.active]
+    def step(self) -> None:
+        """One token for every running sequence in one llama_decode call."""
+        active = [i for i, seq in enumerate(self.slots) if seq is not None and seq.active]
+        if not active:
+            return
         # Without a unified cache llama.cpp splits a batch wherever the seq_ids have a gap, and
-        # each split is a full pass over the weights. Finished sequences between active ones
-        # therefore re-feed their last token (same cell, same values) to keep the ids dense.
-        span = wave[active[0] : active[-1] + 1]
-        for i, seq in enumerate(span):
-            if seq.active:
-                self._put(i, seq.next_token, seq.pos, seq.slot, True)
+        # each split is a full pass over the weights. A free sequence between running ones
+        # therefore gets a filler token (one cell at position 0, never read) to keep the ids
+        # dense; it is emptied when a request joins there.
+        span = range(active[0], active[-1] + 1)
+        for i, slot in enumerate(span):
+            seq = self.slots[slot]
+            if seq is not None and seq.active:
+                self._put(i, seq.next_token, seq.pos, slot, True)
                 seq.output_index, seq.last_fed, seq.pos = i, seq.next_token, seq.pos + 1
             else:
-                llama_cpp.llama_memory_seq_rm(self.memory, seq.slot, seq.pos - 1, -1)
-                self._put(i, seq.last_fed, seq.pos - 1, seq.slot, False)
+                llama_cpp.llama_memory_seq_rm(self.memory, slot, -1, -1)
+                self._put(i, 0, 0, slot, False)
         self._decode(len(span))
-        for seq in span:
-            if seq.active:
+        for slot in active:
+            seq = self.slots[slot]
+            if seq is not None:
                 self._sample(seq)
 
     def _put(self, i: int, token: int, pos: int, slot: int, logits: bool) -> None:
@@ -640,6 +728,7 @@ class LlamaChatProvider(Provider):
     """
 
     endpoints = frozenset({CHAT})
+    continuous = True
 
     def __init__(
         self,
@@ -663,8 +752,11 @@ class LlamaChatProvider(Provider):
         #: The weights file actually loaded (the Q8_0 copy, normally); set by load().
         self.weights_path: Path | None = None
         self._counter = PromptCounter(self.model_path)
-        self._engine_lock = threading.Lock()  # one batch at a time on the one context
+        self._engine_lock = threading.Lock()  # loading and freeing
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # the waiting requests and whether the loop runs
+        self._pending: deque[_Seq] = deque()
+        self._serving = False
 
     # -- Provider API ------------------------------------------------------------------------
 
@@ -672,20 +764,38 @@ class LlamaChatProvider(Provider):
         counts = self._counter(url, body)
         return counts[0] if counts else None
 
+    @property
+    def max_sequences(self) -> int | None:
+        """Requests decoded side by side once loaded (the worker keeps this many running)."""
+        return self._engine.n_seq if self._engine is not None else None
+
     async def load(self) -> None:
         await self._in_worker(self._loaded)
 
     async def handle(self, batch: Sequence[Request]) -> list[Response | ModelError]:
+        """Add ``batch`` to the running batch; returns when all of its requests have ended.
+
+        Cancelled, its requests leave the running batch before the next decode step; the
+        other requests decoding beside them go on."""
         if not batch:
             return []
-        stop = threading.Event()
+        engine = self._engine if self._engine is not None else await self._in_worker(self._loaded)
+        prepared = [self._prepare(engine, i, r) for i, r in enumerate(batch)]
+        seqs = [s for s in prepared if isinstance(s, _Seq)]
+        loop = asyncio.get_running_loop()
+        futures = [self._enqueue(seq, loop) for seq in seqs]
         try:
-            return await self._in_worker(functools.partial(self._run, list(batch), stop))
+            results = iter(await asyncio.gather(*futures))
         except asyncio.CancelledError:
-            stop.set()  # the worker thread notices before its next llama_decode call
+            for seq in seqs:
+                seq.cancelled = True  # the decode loop drops them between two steps
             raise
+        return [s if isinstance(s, ModelError) else next(results) for s in prepared]
 
     async def aclose(self) -> None:
+        with self._lock:  # nobody waits for these any more
+            for seq in [*self._pending, *(self._engine.running() if self._engine else [])]:
+                seq.cancelled = True
         if self._pool is not None:
             await self._in_worker(self._free)
             self._pool.shutdown(wait=False)
@@ -695,10 +805,13 @@ class LlamaChatProvider(Provider):
     # -- loading -----------------------------------------------------------------------------
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread(), fn)
+
+    def _thread(self) -> ThreadPoolExecutor:
         if self._pool is None:
             # One thread: every llama.cpp call on the context runs there, in submission order.
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"llama-{self.model}")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        return self._pool
 
     def _weights(self) -> Path:
         if self.model_path is not None:
@@ -737,29 +850,76 @@ class LlamaChatProvider(Provider):
                 self._engine.close()
                 self._engine = None
 
-    # -- one batch, on the worker thread -----------------------------------------------------
+    # -- the decode loop, on the worker thread -----------------------------------------------
 
-    def _run(self, batch: list[Request], stop: threading.Event) -> list[Response | ModelError]:
+    def _enqueue(self, seq: _Seq, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Result]:
+        """Queue ``seq`` to join the running batch; starts the decode loop if it is idle."""
+        future: asyncio.Future[Result] = loop.create_future()
+        seq.deliver = functools.partial(_deliver, loop, future)
+        with self._lock:
+            self._pending.append(seq)
+            if not self._serving:
+                self._serving = True
+                self._thread().submit(self._serve)
+        return future
+
+    def _serve(self) -> None:
+        """Decode until no request is running or waiting: between two steps, cancelled and
+        ended requests leave (each answer is delivered at once) and waiting ones join."""
         engine = self._loaded()
-        with self._engine_lock:
-            prepared = [self._prepare(engine, i, r) for i, r in enumerate(batch)]
-            seqs = [s for s in prepared if isinstance(s, _Seq)]
-            try:
-                engine.run(seqs, stop)
-            except (_Cancelled, ModelError) as exc:
-                # Nobody waits for a cancelled batch; after a failed llama_decode the requests
-                # not finished yet (this wave and later ones) fail with it and may be retried.
-                error = exc if isinstance(exc, ModelError) else ModelError("cancelled")
-                for seq in seqs:
-                    seq.error = seq.error or (error if seq.active else None)
-        return [s if isinstance(s, ModelError) else self._response(s) for s in prepared]
+        try:
+            while self._admit(engine):
+                self._settle(engine)
+                engine.step()
+                self._settle(engine)
+        except BaseException as exc:  # a failed llama_decode, or a bug: fail what is running
+            error = exc if isinstance(exc, ModelError) else ModelError(f"decode loop: {exc!r}")
+            if not isinstance(exc, ModelError):
+                log.exception("the decode loop of %s failed", self.model)
+            for seq in engine.running():
+                seq.error = seq.error or error
+                seq.finish = seq.finish or "error"
+            self._settle(engine)
+            engine.reset()
+            self._restart()
+
+    def _admit(self, engine: _Engine) -> bool:
+        """Let waiting requests join while sequences are free; False when there is nothing to
+        do (and the loop stops, under the lock, so a new request starts it again)."""
+        with self._lock:
+            while self._pending and self._pending[0].cancelled:
+                self._pending.popleft()
+            joiners = [
+                self._pending.popleft() for _ in range(min(engine.free_slots(), len(self._pending)))
+            ]
+            if not joiners and not engine.running():
+                self._serving = False
+                return False
+        joiners = [seq for seq in joiners if not seq.cancelled]
+        if joiners:
+            engine.admit(joiners)
+        return True
+
+    def _settle(self, engine: _Engine) -> None:
+        for seq in engine.running():
+            if seq.cancelled:
+                engine.drop(seq)
+            elif seq.finish is not None:
+                engine.drop(seq)
+                seq.deliver(self._response(seq))
+
+    def _restart(self) -> None:
+        with self._lock:
+            self._serving = bool(self._pending)
+            if self._serving:
+                self._thread().submit(self._serve)
 
     def _prepare(self, engine: _Engine, index: int, request: Request) -> _Seq | ModelError:
         try:
             if request.url != CHAT:
                 raise InvalidRequest(f"{self.model} serves {CHAT} only, not {request.url}")
             prompt = engine.vocab.prompt(request.body)
-            params = _params(request.body, len(prompt), engine.n_ctx)
+            params = _params(request.body, len(prompt), engine.n_ctx, engine.vocab)
         except InvalidRequest as exc:
             return ModelError(exc.message, retryable=False)
         return _Seq(index, prompt, params, _TextStream(params.stop, request.on_token))
@@ -768,6 +928,11 @@ class LlamaChatProvider(Provider):
         if seq.error is not None:
             return seq.error
         prompt, completion = len(seq.prompt), seq.n_out
+        message: dict[str, Any] = {"role": "assistant", "content": seq.stream.text, "refusal": None}
+        finish = seq.finish
+        call = tool_message(seq.stream.text) if seq.params.tool_call else None
+        if call is not None and finish == "stop":
+            message, finish = call, "tool_calls"
         return {
             "id": f"chatcmpl-{random_hex(16)}",
             "object": "chat.completion",
@@ -776,9 +941,9 @@ class LlamaChatProvider(Provider):
             "choices": [
                 {
                     "index": 0,
-                    "logprobs": None,
-                    "finish_reason": seq.finish,
-                    "message": {"role": "assistant", "content": seq.stream.text, "refusal": None},
+                    "logprobs": _logprobs(seq),
+                    "finish_reason": finish,
+                    "message": message,
                 }
             ],
             "usage": {

@@ -54,11 +54,20 @@ def _llama(config: ModelSpec, env: Mapping[str, str]) -> Provider:
 
 def _llama_card(config: ModelSpec) -> ModelCard:
     from genspool.providers.llama import PromptCounter
+    from genspool.providers.llama_output import LLAMA_FEATURES, check_body
 
     path = options_of(config, LlamaOptions).model_path
     counter = PromptCounter(Path(path).expanduser() if path else None)
     served = llama_plugin.served(config)
-    return ModelCard(config.name, served, config.context_window, counter, close=counter.close)
+    return ModelCard(
+        config.name,
+        served,
+        config.context_window,
+        counter,
+        close=counter.close,
+        features=LLAMA_FEATURES,
+        check=check_body,
+    )
 
 
 def _onnx(config: ModelSpec, env: Mapping[str, str]) -> Provider:

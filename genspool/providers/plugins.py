@@ -20,11 +20,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from genspool._entry import find
 from genspool.exceptions import ConfigError
 from genspool.providers.base import Provider
 
@@ -105,6 +105,14 @@ class ModelCard:
     dimensions: int | None = None
     #: Frees what the counter holds (a tokenizer), when anything.
     close: Callable[[], None] | None = None
+    #: What it honours beyond the basic parameters (``genspool.api.validation.BASICS``):
+    #: parameter names, or ``name:value`` for one kind of ``response_format``/``tool_choice``.
+    #: The API refuses anything else with a 400 naming it. None: every parameter goes to a
+    #: server that decides (an OpenAI-compatible upstream).
+    features: frozenset[str] | None = frozenset()
+    #: ``check(url, body)`` raises :class:`~genspool.exceptions.InvalidRequest` for a value
+    #: the model cannot follow (e.g. a JSON schema its grammar converter refuses).
+    check: Callable[[str, dict[str, Any]], None] | None = None
 
 
 Factory = Callable[[ModelSpec, Mapping[str, str]], Provider]
@@ -137,7 +145,8 @@ class ProviderPlugin:
     def model_card(self, config: ModelSpec) -> ModelCard:
         if self.card is not None:
             return self.card(config)
-        return ModelCard(config.name, self.served(config), config.context_window)
+        features = None if self.remote else frozenset[str]()
+        return ModelCard(config.name, self.served(config), config.context_window, features=features)
 
 
 def options_of(config: ModelSpec, kind: type[OptionsT]) -> OptionsT:
@@ -148,7 +157,10 @@ def options_of(config: ModelSpec, kind: type[OptionsT]) -> OptionsT:
 
 
 @functools.cache
-def _entry_points() -> dict[str, EntryPoint]:
+def _entry_points() -> dict[str, Any]:
+    """Every installed provider's entry point (this scans the installed packages: slow)."""
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
@@ -159,7 +171,7 @@ def known_providers() -> list[str]:
 @functools.cache
 def get_plugin(name: str) -> ProviderPlugin:
     """The plugin registered as ``name``; a :class:`ConfigError` names the known ones."""
-    found = _entry_points().get(name)
+    found = find(GROUP, name) or _entry_points().get(name)
     if found is None:
         raise ConfigError(f"unknown provider {name!r}; known providers: {_known()}")
     try:

@@ -37,7 +37,15 @@ from genspool.providers.base import Provider, Request
 from genspool.resilience.layer import Layer, Result
 from genspool.resilience.shared import Shared
 
-__all__ = ["NAMESPACE", "Breaker", "BreakerLayer", "BreakerPolicy", "State", "counts_as_failure"]
+__all__ = [
+    "NAMESPACE",
+    "Breaker",
+    "BreakerLayer",
+    "BreakerPolicy",
+    "State",
+    "Transition",
+    "counts_as_failure",
+]
 
 log = logging.getLogger("genspool.resilience.breaker")
 
@@ -68,6 +76,68 @@ def counts_as_failure(result: Result) -> bool | None:
     return isinstance(result, ModelError) and result.retryable
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One change of state, with the counts that caused it."""
+
+    before: State
+    after: State
+    failures: int  # consecutive, at the change
+    calls: int  # in the window
+    failed: int  # in the window
+
+    def describe(self, policy: BreakerPolicy) -> str:
+        arrow = f"{self.before.value} -> {self.after.value}"
+        if self.before is State.CLOSED:
+            return (
+                f"{arrow} ({self.failures} consecutive failures; {self.failed} of "
+                f"{self.calls} calls failed in the last {policy.window_s:g} s); "
+                f"calls refused for {policy.cooldown_s:g} s"
+            )
+        if self.after is State.HALF_OPEN:
+            return (
+                f"{arrow} (cool-down of {policy.cooldown_s:g} s over; up to {policy.probes} probes)"
+            )
+        verdict = "succeeded" if self.after is State.CLOSED else "failed"
+        return f"{arrow} (a probe {verdict})"
+
+
+class _Window:
+    """The outcomes of the last ``span_s`` seconds, with running totals: adding one costs O(1)
+    amortized (each outcome is appended once and dropped once), where recounting the window on
+    every call cost O(calls in the window) — measured in ``bench/breaker.py``. Outcomes of the
+    same instant share one entry, so a burst of answers to one batch is one entry."""
+
+    __slots__ = ("_entries", "calls", "failed", "span_s")
+
+    def __init__(self, span_s: float) -> None:
+        self.span_s = span_s
+        self._entries: deque[list[float]] = deque()  # [time, calls, failed]
+        self.calls = 0
+        self.failed = 0
+
+    def add(self, now: float, failed: bool) -> None:
+        entries = self._entries
+        if entries and entries[-1][0] == now:
+            entries[-1][1] += 1
+            entries[-1][2] += failed
+        else:
+            entries.append([now, 1, int(failed)])
+        self.calls += 1
+        self.failed += failed
+        cutoff = now - self.span_s
+        while entries[0][0] <= cutoff:
+            _, calls, fails = entries.popleft()
+            self.calls -= int(calls)
+            self.failed -= int(fails)
+            if not entries:
+                break
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.calls = self.failed = 0
+
+
 class Breaker:
     """The state machine alone: no I/O, time from ``clock``."""
 
@@ -79,8 +149,10 @@ class Breaker:
         self.failures = 0  # consecutive
         self.opens = 0
         self.version = 0  # goes up on every transition
-        self._window: deque[tuple[float, bool]] = deque()
+        self._window = _Window(policy.window_s)
         self._probing = 0
+        #: Transitions not yet reported (the layer logs and drains them).
+        self.changes: list[Transition] = []
 
     def admit(self, n: int) -> int:
         """How many of ``n`` calls may go now (half-open: the probes not yet in flight)."""
@@ -117,22 +189,22 @@ class Breaker:
         # OPEN: a late answer to a call made before it opened says nothing new.
 
     def _count(self, failed: bool) -> None:
-        now = self.clock()
         self.failures = self.failures + 1 if failed else 0
-        self._window.append((now, failed))
-        while self._window and self._window[0][0] <= now - self.policy.window_s:
-            self._window.popleft()
+        self._window.add(self.clock(), failed)
 
     def _tripped(self) -> bool:
         p = self.policy
         if self.failures >= p.failures:
             return True
-        if p.failure_ratio is None or len(self._window) < p.min_calls:
+        calls = self._window.calls
+        if p.failure_ratio is None or calls < p.min_calls:
             return False
-        failed = sum(1 for _, f in self._window if f)
-        return failed / len(self._window) >= p.failure_ratio
+        return self._window.failed / calls >= p.failure_ratio
 
     def _move(self, state: State) -> None:
+        calls, failed = self._window.calls, self._window.failed
+        self.changes.append(Transition(self.state, state, self.failures, calls, failed))
+        del self.changes[:-16]  # a breaker used without its layer keeps only the latest
         self.previous, self.state, self.since = self.state, state, self.clock()
         self.version += 1
         if state is State.OPEN:
@@ -202,8 +274,12 @@ class BreakerLayer(Layer):
     async def _publish(self, seen: int) -> None:
         if self.breaker.version == seen:
             return
+        changes, self.breaker.changes = self.breaker.changes, []
+        for change in changes:
+            level = logging.WARNING if change.after is State.OPEN else logging.INFO
+            text = change.describe(self.breaker.policy)
+            log.log(level, "model %s: circuit breaker %s", self.model, text)
         snap = self.breaker.snapshot()
-        log.warning("model %s: circuit breaker %s", self.model, snap["state"])
         try:
             await self.shared.kv.kv_put(NAMESPACE, self.model, orjson.dumps(snap))
         except Exception as exc:  # showing the state must never fail a call

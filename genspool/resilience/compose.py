@@ -76,7 +76,8 @@ def build_stack(
     """``resolve`` gives another model's stack by name (for fallbacks)."""
     limits = cfg.limits
     stack = provider
-    if retries := call_retries(cfg):
+    retries = call_retries(cfg)
+    if retries or cfg.remote:  # a remote's Retry-After is kept here even without retries
         stack = InCallRetry(stack, retries=retries, clock=clock, sleep=sleep)
     # End a call a little before the worker's own timeout_s would cancel it.
     margin_s = min(0.05 * limits.timeout_s, 0.25)

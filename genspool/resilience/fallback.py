@@ -11,14 +11,18 @@ Fallback chains are checked when the models are loaded
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
+from genspool.core.joblog import reason
 from genspool.exceptions import ModelError
 from genspool.providers.base import Provider, Request
 from genspool.resilience.breaker import BreakerLayer, State
 from genspool.resilience.layer import Layer, Result, find_layer
 
 __all__ = ["Fallback", "closed"]
+
+log = logging.getLogger("genspool.resilience.fallback")
 
 
 def closed(stack: Provider) -> bool:
@@ -45,11 +49,18 @@ class Fallback(Layer):
             todo = [i for i in todo if batch[i].url in stack.endpoints]
             if not todo or not closed(stack):
                 continue
+            first = results[todo[0]]
+            why = reason(first) if isinstance(first, ModelError) else "failed"
             answers = await stack.handle([batch[i] for i in todo])
             for i, answer in zip(todo, answers, strict=True):
                 if not isinstance(answer, ModelError):
                     answer["model"] = name
                     results[i] = answer
+            answered = sum(not isinstance(a, ModelError) for a in answers)
+            log.info(
+                "model %s: %d request(s) sent to fallback model %s (%s); it answered %d",
+                self.model, len(todo), name, why, answered,
+            )  # fmt: skip
         return results
 
 

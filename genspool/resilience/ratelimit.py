@@ -20,6 +20,7 @@ limiter errs on the slow side.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ from genspool.resilience.shared import Shared
 from genspool.resilience.timeout import job_time_left
 
 __all__ = ["RateLimit", "request_tokens"]
+
+log = logging.getLogger("genspool.resilience.ratelimit")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -75,7 +78,7 @@ class RateLimit(Layer):
 
     async def handle(self, batch: Sequence[Request]) -> list[Result]:
         for key, cost, per_minute in self._costs(batch):
-            refused = await self._take(key, cost, per_minute)
+            refused = await self._take(key, cost, per_minute, len(batch))
             if refused is not None:
                 return [refused] * len(batch)
         return await self.inner.handle(batch)
@@ -90,7 +93,9 @@ class RateLimit(Layer):
             costs.append((f"tpm:{self.model}", float(tokens), self.tpm))
         return costs
 
-    async def _take(self, key: str, cost: float, per_minute: int) -> ModelRateLimited | None:
+    async def _take(
+        self, key: str, cost: float, per_minute: int, n: int
+    ) -> ModelRateLimited | None:
         """Reserve ``cost`` from ``key``, waiting while the deadline allows; the refusal else."""
         while True:
             wait = await self.shared.limits.reserve(
@@ -105,6 +110,10 @@ class RateLimit(Layer):
                     f"not called, retry in {wait:.1f} s",
                     retry_after=wait,
                 )
+            log.info(
+                "model %s: over its %s limit (%d/min); %d request(s) wait %.2f s for budget",
+                self.model, key.split(":", 1)[0], per_minute, n, wait,
+            )  # fmt: skip
             await self.sleep(wait)
 
     def _may_wait(self) -> float:

@@ -17,8 +17,10 @@ fit in the call is not waited out here: the error goes up with it, and the queue
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from genspool.core.joblog import reason
 from genspool.core.retry import RetryPolicy
 from genspool.exceptions import ModelError
 from genspool.providers.base import Provider, Request
@@ -26,6 +28,8 @@ from genspool.resilience.layer import Layer, Result
 from genspool.resilience.timeout import call_time_left
 
 __all__ = ["InCallRetry"]
+
+log = logging.getLogger("genspool.resilience.retry")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -51,17 +55,28 @@ class InCallRetry(Layer):
         self.clock, self.sleep = clock, sleep
 
     async def handle(self, batch: Sequence[Request]) -> list[Result]:
-        results = list(await self.inner.handle(batch))
+        results = list(await self._send(batch))
         for attempt in range(1, self.retries + 1):
             todo = [i for i, r in enumerate(results) if _retryable(r)]
             delay = self._delay(attempt, [results[i] for i in todo])
             if not todo or delay is None:
                 break
+            self._log(attempt, [results[i] for i in todo], delay)
             await self.sleep(delay)
-            again = await self.inner.handle([batch[i] for i in todo])
+            again = await self._send([batch[i] for i in todo])
             for i, result in zip(todo, again, strict=True):
                 results[i] = result
         return results
+
+    async def _send(self, batch: Sequence[Request]) -> list[Result]:
+        return list(await self.inner.handle(batch))
+
+    def _log(self, attempt: int, failed: Sequence[Result], delay: float) -> None:
+        errors = [r for r in failed if isinstance(r, ModelError)]
+        log.info(
+            "model %s: in-call retry %d/%d of %d request(s) (%s); retry in %.2f s",
+            self.model, attempt, self.retries, len(failed), reason(errors[0]), delay,
+        )  # fmt: skip
 
     def _delay(self, attempt: int, failed: Sequence[Result]) -> float | None:
         """The wait before retry number ``attempt``; None when it would not fit in the call."""

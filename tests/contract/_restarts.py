@@ -1,5 +1,6 @@
-"""What the server-restart tests share: running commands, waiting, retrying as a caller would,
-and checking that events and wake-ups come back after a restart."""
+"""What the server-restart tests share: waiting, retrying as a caller would, and checking that
+events and wake-ups come back after a restart. The servers they restart are the session's own
+(``private_*`` fixtures of ``tests/conftest.py``), never the shared ones."""
 
 from __future__ import annotations
 
@@ -14,22 +15,6 @@ from genspool.core.queue import Queue
 from genspool.exceptions import BackendError
 
 T = TypeVar("T")
-
-
-async def run(*argv: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    return out.decode(errors="replace")
-
-
-async def wait_until(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 async def eventually(call: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:

@@ -3,7 +3,8 @@ running skips its tests outside CI (saying which URL it tried) and fails them in
 
 Every test gets a namespace of its own on the shared servers (the ``namespaced_url`` fixture of
 ``tests/conftest.py``), dropped when it ends; the kinds are those of
-:mod:`tests.helpers.backends`.
+:mod:`tests.helpers.backends`. The restart tests override ``backend_url`` with a namespace on a
+server of the session's own (``private_*``), as they take their server down.
 """
 
 from __future__ import annotations

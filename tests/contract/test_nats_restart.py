@@ -8,24 +8,18 @@ the restart are still held (their results are accepted) and the jobs left waitin
 leased; ``listen`` has resubscribed, so a broadcast sent after the restart arrives; and the
 wake-up subject wakes an idle worker again.
 
-It restarts the server at 127.0.0.1:4222: it stops the process that listens on that port (by
-its pid) and starts it again with the command CI uses, so it runs only against that server.
-Like the contract suite, it skips outside CI when the server is not there and fails in CI.
+The server restarted is this session's own (the ``private_nats`` fixture: a ``nats-server`` on a
+free port with its store in a temporary directory, stopped by its pid with SIGTERM, a clean
+shutdown in which JetStream writes its state out), never the shared one on 4222. The test skips
+when ``nats-server`` is not installed, and fails under ``CI=true``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
-import shutil
-import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import pytest
 
@@ -33,18 +27,9 @@ from genspool.backends import backend_from_url
 from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
 from genspool.exceptions import BackendError
-from tests.contract._restarts import broadcast_arrives, eventually, run, wait_until, work_wakes
+from tests.contract._restarts import broadcast_arrives, eventually, work_wakes
+from tests.helpers.servers import PrivateServer
 
-T = TypeVar("T")
-
-URL = os.environ.get("GENSPOOL_TEST_NATS_URL", "nats://127.0.0.1:4222")
-SERVER = "/usr/sbin/nats-server"
-START = [
-    "start-stop-daemon", "--start", "--oknodo", "--background", "--exec", SERVER, "--",
-    "-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/var/lib/nats-server",
-    "-l", "/var/log/nats-server.log",
-]  # fmt: skip
-IN_CI = os.environ.get("CI") == "true"
 RESULT: dict[str, Any] = {"status_code": 200, "body": {"object": "chat.completion"}}
 
 
@@ -54,61 +39,14 @@ def job(model: str = "m", **kw: Any) -> Job:
 
 
 @pytest.fixture
-def backend_url() -> str:
-    """Only NATS here (the contract conftest's fixture runs every backend)."""
-    parts = urlsplit(URL)
-    if (parts.hostname, parts.port or 4222) != ("127.0.0.1", 4222):
-        pytest.skip(f"restarts only the local server at 127.0.0.1:4222, not {URL}")
-    if not (os.path.exists(SERVER) and shutil.which("start-stop-daemon") and shutil.which("ss")):
-        if IN_CI:
-            pytest.fail(f"{SERVER}, start-stop-daemon and ss are needed to restart the server")
-        pytest.skip("nats-server, start-stop-daemon or ss is not installed")
-    return f"{URL}?prefix=gs_{uuid.uuid4().hex[:10]}"
-
-
-async def _server_pid() -> int | None:
-    """The pid of the process listening on 127.0.0.1:4222, if any."""
-    found = re.search(r"pid=(\d+)", await run("ss", "-Hltnp", "sport = :4222"))
-    return int(found.group(1)) if found else None
-
-
-async def _up() -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", 4222)
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-async def _stop_server() -> None:
-    pid = await _server_pid()
-    assert pid is not None, "no process listens on 127.0.0.1:4222"
-    os.kill(pid, signal.SIGTERM)  # a clean shutdown: JetStream writes its state out
-
-    async def gone() -> bool:  # exited, not only closed its port (start would find it alive)
-        return not await asyncio.to_thread(os.path.exists, f"/proc/{pid}")
-
-    await wait_until(gone, "the NATS server should stop")
-
-
-async def _start_server() -> None:
-    await run(*START)
-    await wait_until(_up, "the NATS server should start")
-
-
-@pytest.fixture
-async def server_back() -> AsyncIterator[None]:
-    """Whatever happens in the test, leave the server running for everyone else."""
-    yield
-    if not await _up():
-        await _start_server()
+def backend_url(private_nats: PrivateServer) -> str:
+    """A prefix of streams and buckets on the private server (the contract conftest's fixture
+    runs every backend)."""
+    return f"{private_nats.url}?prefix=gs_{uuid.uuid4().hex[:10]}"
 
 
 async def test_queue_recovers_after_a_nats_restart(
-    queue: Queue, backend_url: str, server_back: None
+    queue: Queue, backend_url: str, private_nats: PrivateServer
 ) -> None:
     other = Queue(backend_from_url(backend_url))
     await other.connect()
@@ -125,17 +63,17 @@ async def test_queue_recovers_after_a_nats_restart(
         await broadcast_arrives(other, got, "before")
         assert await work_wakes(queue, other, job) < 0.1
 
-        await _stop_server()
+        await asyncio.to_thread(private_nats.stop)
         down_at = time.monotonic()
         try:
             await queue.submit(job())
             raise AssertionError("a call while the server is down must raise BackendError")
         except BackendError as exc:
             message = str(exc)
-        assert "\n" not in message and "127.0.0.1:4222" in message, message
+        assert "\n" not in message and f"127.0.0.1:{private_nats.port}" in message, message
         assert time.monotonic() - down_at < 5.0, "a call to a stopped server must fail fast"
 
-        await _start_server()
+        await asyncio.to_thread(private_nats.start)
         back_at = time.monotonic()
         # Nothing stored before the restart is lost: records, leases, keys, small values.
         found = await eventually(lambda: queue.storage.queue.get_many(list(ids)))

@@ -2,21 +2,19 @@
 nothing else), then the same Queue object works again, nothing stored is lost, and its
 cross-process listener reconnects by itself.
 
-The server is restarted with ``pg_ctlcluster``, as on the CI machine. Like the rest of the
-contract suite, the test skips when PostgreSQL is not reachable (or cannot be restarted from
-here) outside CI, and fails in CI.
+The server restarted is this session's own (the ``private_postgres`` fixture: a cluster in a
+temporary directory on a free port, stopped with a fast shutdown by its pid and started again),
+never the shared one. The test skips when PostgreSQL's programs are not installed, and fails
+under ``CI=true``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -25,42 +23,24 @@ from genspool.core.job import Job, JobStatus
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.exceptions import BackendError
+from tests.helpers.servers import PrivateServer
 
 T = TypeVar("T")
 
-SERVER = os.environ.get("GENSPOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
-START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 CHAT = "/v1/chat/completions"
 RESULT = {"status_code": 200, "body": {"object": "chat.completion", "choices": []}}
 
 
-IN_CI = os.environ.get("CI") == "true"
-
-
 @pytest.fixture
-def backend_url() -> str:
-    """PostgreSQL only (overrides the suite's fixture, which runs every backend); the
-    suite's autouse fixture checks the server first and drops the schema afterwards."""
-    host = urlsplit(SERVER).hostname
-    if host not in (None, "", "127.0.0.1", "localhost", "::1"):
-        pytest.skip(f"restarts only the local cluster, not the server of {SERVER}")
-    if not (shutil.which("pg_ctlcluster") and shutil.which("pg_isready")):
-        if IN_CI:
-            pytest.fail("pg_ctlcluster and pg_isready are needed to restart PostgreSQL")
-        pytest.skip("cannot restart PostgreSQL from here (no pg_ctlcluster)")
-    return f"{SERVER}?schema=gs_{uuid.uuid4().hex[:10]}"
+def backend_url(private_postgres: PrivateServer) -> str:
+    """A schema on the private server (overrides the suite's fixture, which runs every
+    backend); the suite's autouse fixture checks the server first and drops the schema
+    afterwards."""
+    return f"{private_postgres.url}?schema=gs_{uuid.uuid4().hex[:10]}"
 
 
 def job(text: str = "hi") -> Job:
     return Job(url=CHAT, body={"model": "m", "messages": [{"content": text}]}, model="m")
-
-
-async def shell(command: str) -> int:
-    proc = await asyncio.create_subprocess_shell(
-        command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    return await proc.wait()
 
 
 async def eventually(call: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
@@ -87,25 +67,23 @@ async def hammer(q: Queue, stop: asyncio.Event, errors: list[BaseException]) -> 
         await asyncio.sleep(0.02)
 
 
-async def test_queue_recovers_after_a_server_restart(backend_url: str) -> None:
+async def test_queue_recovers_after_a_server_restart(
+    backend_url: str, private_postgres: PrivateServer
+) -> None:
     retry = RetryPolicy(base_s=0.05, cap_s=0.2)
     q = Queue(backend_from_url(backend_url), retry=retry, lease_s=30.0)
     other = Queue(backend_from_url(backend_url), retry=retry)  # another process, in effect
-    try:
-        async with q, other:
-            await _restart_mid_run(q, other)
-    finally:
-        if await shell(f"pg_isready -q -d '{SERVER}'") != 0:
-            await shell(START)  # leave the server running whatever happened
+    async with q, other:
+        await _restart_mid_run(q, other, private_postgres)
 
 
-async def _restart_mid_run(q: Queue, other: Queue) -> None:
+async def _restart_mid_run(q: Queue, other: Queue, server: PrivateServer) -> None:
     before = await q.submit_many([job(f"before {i}") for i in range(5)])
     (held,) = await q.lease("m", 1)
 
-    stop, errors = asyncio.Event(), []
+    stop, errors = asyncio.Event(), list[BaseException]()
     load = asyncio.create_task(hammer(q, stop, errors))
-    assert await shell(RESTART) == 0, "pg_ctlcluster restart failed"
+    await asyncio.to_thread(server.restart)
     await eventually(q.depth)
     stop.set()
     await load

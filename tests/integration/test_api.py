@@ -339,7 +339,7 @@ def test_a_job_that_always_times_out_is_dead_lettered_and_can_be_replayed(
     again = replayed.json()
     assert again["status"] == "queued"
     assert again["attempts"] == 0
-    assert "error" not in again
+    assert again["error"] is None and len(again["history"]) == 2  # the attempts before stay
     final = server.wait(job["id"], timeout=15)
     assert final["status"] == "failed" and final["attempts"] == 2
 

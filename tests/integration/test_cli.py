@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -80,6 +82,9 @@ def test_submit_prints_the_id_and_jobs_get_shows_the_job(cli: Any, server: Serve
     assert job["id"] == job_id
     assert job["status"] == "succeeded"
     assert job["result"]["body"]["choices"][0]["message"]["content"] == "by id"
+    assert job["request"]["url"] == "/v1/chat/completions" and job["error"] is None
+    assert job["request"]["body"]["messages"][-1]["content"] == "by id"
+    assert [a["outcome"] for a in job["history"]] == ["succeeded"] and job["history"][0]["worker"]
 
 
 def test_submit_json_request(cli: Any, server: Server) -> None:
@@ -126,6 +131,10 @@ def test_jobs_cancel(cli: Any, server: Server) -> None:
     assert result.stdout.strip() == "cancelled"
     assert server.get(queued["id"])["status"] == "cancelled"
     one_line_error(cli("jobs", "cancel", queued["id"]), "409", queued["id"])
+    replayed = cli("jobs", "replay", queued["id"])  # a cancelled job can be run after all
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.strip() == "queued"
+    assert server.wait(queued["id"])["status"] == "succeeded"
 
 
 def test_dlq_list_and_replay(cli: Any, server: Server) -> None:
@@ -139,6 +148,9 @@ def test_dlq_list_and_replay(cli: Any, server: Server) -> None:
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.strip() == "queued"
     assert server.wait(job["id"])["status"] == "failed"  # and it fails again: it was re-run
+    again = cli("jobs", "replay", job["id"])  # the same, under jobs
+    assert (again.returncode, again.stdout.strip()) == (0, "queued"), again.stderr
+    assert len(server.wait(job["id"])["history"]) == 3  # one attempt in each of three runs
     ok = server.chat("echo", "not dead")
     server.wait(ok["id"])
     one_line_error(cli("dlq", "replay", ok["id"]), "409", ok["id"])
@@ -247,3 +259,108 @@ def test_error_messages_are_printed_verbatim(cli: Any) -> None:
         "unknown model",
         "mistral[beta]",
     )
+
+
+# -- CLI polish: model choice, global options, paging, progress, start-up checks ---------------
+
+
+def test_submit_embed_without_a_model_picks_the_embedding_model(cli: Any) -> None:
+    result = cli("submit", "--embed", "A man is eating food.", "--wait")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["model"] == EMBED, "echo serves embeddings too, but is not an embedding model"
+    assert len(body["data"][0]["embedding"]) == 384
+
+
+def test_api_and_api_key_are_global_options_too(module_spawner: Spawner, server: Server) -> None:
+    dead = f"http://127.0.0.1:{module_spawner.free_port()}"
+    before = module_spawner.run("--api", server.url, "jobs", "list")
+    assert before.returncode == 0, before.stderr
+    # After the command it wins over the global option and over GENSPOOL_API_URL.
+    after = module_spawner.run(
+        "--api", dead, "jobs", "list", "--api", server.url, env={"GENSPOOL_API_URL": dead}
+    )
+    assert after.returncode == 0, after.stderr
+    one_line_error(module_spawner.run("--api", dead, "jobs", "list"), "cannot reach", dead)
+    shown = module_spawner.run("--help", env={"COLUMNS": "200"})
+    assert "GENSPOOL_API_URL" in shown.stdout and "GENSPOOL_API_KEY" in shown.stdout
+
+
+def test_version(spawner: Spawner) -> None:
+    import genspool
+
+    result = spawner.run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"genspool {genspool.__version__}\n"
+
+
+def test_jobs_list_json_pages_with_after(cli: Any, server: Server) -> None:
+    ids = [server.chat("echo", f"page {i}")["id"] for i in range(5)]
+    server.wait_all(ids)
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        args = ["jobs", "list", "--model", "echo", "--limit", "2", "--json"]
+        result = cli(*args, *(["--after", cursor] if cursor else []))
+        assert result.returncode == 0, result.stderr
+        page = json.loads(result.stdout)  # one JSON document
+        seen += [j["id"] for j in page["data"]]
+        cursor = page["next_cursor"]
+        assert page["has_more"] == (cursor is not None)
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)), "a job was listed twice"
+    assert set(ids) <= set(seen)
+    table = cli("jobs", "list", "--model", "echo", "--limit", "2")
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"next page: --after job_[0-9a-f]+", table.stdout), table.stdout
+    one_line_error(cli("jobs", "list", "--json", "--limit", "0"), "400", "limit")
+
+
+def test_submit_wait_is_a_flag_and_reports_progress_on_stderr(cli: Any) -> None:
+    result = cli("submit", "progress", "--model", "slow", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "progress\n"
+    lines = result.stderr.splitlines()
+    assert any(re.fullmatch(r"job_[0-9a-f]+: queued", line) for line in lines), lines
+    assert any(re.fullmatch(r"job_[0-9a-f]+: running \(attempt 1\)", line) for line in lines)
+    assert re.fullmatch(r"job_[0-9a-f]+: succeeded after \d+\.\d s", lines[-1]), lines
+    shown = cli("submit", "--help", columns=200)
+    wait_line = next(line for line in shown.stdout.splitlines() if "--wait" in line)
+    assert "<bool>" not in wait_line and "BOOL" not in wait_line.upper(), wait_line
+
+
+def test_serve_checks_the_port_before_loading_models(spawner: Spawner) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        # No --config: the bundled models, whose loading would take seconds.
+        result = spawner.run("serve", "--port", str(port), "--db", "memory://port")
+        took = time.monotonic() - started
+        api = spawner.run("api", "--port", str(port), "--db", "memory://port")
+    one_line_error(result, f"port {port} is in use", "pass --port N")
+    assert took < 10
+    assert "loading model" not in result.stderr
+    one_line_error(api, f"port {port} is in use")
+
+
+def test_serve_logs_model_loading_and_notes_dropped_bundled_models(server: Server) -> None:
+    logs = server.proc.stderr()
+    assert f"loading model {EMBED} (provider onnx_embedding)" in logs
+    assert re.search(rf"loaded model {EMBED} in \d+\.\d s", logs), logs
+    assert "serves only its own models; add 'bundled: true'" in logs
+
+
+def test_a_models_file_error_names_the_file_and_line(spawner: Spawner) -> None:
+    dup = spawner.root / "dup.yaml"
+    dup.write_text("models:\n  - name: a\n    provider: echo\n    provider: echo\n")
+    db = spawner.sqlite_url(spawner.root / "x.db")
+    result = spawner.run("worker", "--config", str(dup), "--db", db)
+    one_line_error(result, f"models file {dup}, line 4", "duplicate key 'provider'")
+    said = spawner.root / "said.yaml"
+    said.write_text("bundled: false\nmodels:\n  - {name: a, provider: echo}\n")
+    worker = spawner.start("worker", "--config", str(said), "--db", db)
+    spawner.wait_until(lambda: "worker serving" in worker.stderr(), what="the worker to start")
+    assert "bundled: true" not in worker.stderr() + worker.stdout()

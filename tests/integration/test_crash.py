@@ -140,31 +140,41 @@ def test_sigterm_drains_the_batch_in_flight_and_exits(spawner: Spawner) -> None:
 
 
 def test_sigterm_hands_back_leased_jobs_without_counting_the_attempt(spawner: Spawner) -> None:
-    # The first worker leases jobs and keeps gathering a bigger batch (max_wait_ms 20 s); the
+    # The first worker runs a blocker batch (an idle lane starts its first job at once), so it
+    # leases the next jobs and keeps gathering a bigger batch (max_wait_ms 20 s); the
     # second worker serves the same model name without waiting.
     gathering = {
         "name": "gather",
         "provider": "echo",
-        "batching": {"max_batch_size": 100, "max_wait_ms": 20_000},
+        "batching": {"max_batch_size": 100, "max_wait_ms": 20_000, "max_concurrency": 2},
+        "options": {"latency_ms": 3000},
     }
     api = spawner.server([gathering], command="api", env=ENV)
     assert api.config is not None
     eager_batching = {"max_batch_size": 100, "max_wait_ms": 5}
     eager = spawner.models([{**gathering, "batching": eager_batching}], "eager.yaml")
-    ids = submit_chats(api.url, "gather", [f"handed back {i}" for i in range(3)])
-
     first = spawner.worker(api.db, api.config, env=ENV)
+    submit_chats(api.url, "gather", ["blocker"])
     spawner.wait_until(
-        lambda: counts(spawner, api.db).get("running", 0) == 3,
+        lambda: counts(spawner, api.db).get("running", 0) == 1,
+        timeout=15,
+        what="the first worker to start the blocker",
+    )
+    ids = submit_chats(api.url, "gather", [f"handed back {i}" for i in range(3)])
+    spawner.wait_until(
+        lambda: counts(spawner, api.db).get("running", 0) == 4,
         timeout=15,
         what="the first worker to lease the jobs",
     )
     t0 = time.monotonic()
     first.signal(signal.SIGTERM)
     assert first.wait(15) == 0, first.stderr()
-    assert time.monotonic() - t0 < 5
-    rows = spawner.read_db(api.db, "SELECT status, attempts, lease_token FROM jobs")
+    assert time.monotonic() - t0 < 6  # the blocker's 3 s at most, not the 20 s gathering
+    rows = spawner.read_db(
+        api.db, "SELECT status, attempts, lease_token FROM jobs WHERE status != 'succeeded'"
+    )
     assert rows == [("queued", 0, None)] * 3, rows
+    assert counts(spawner, api.db).get("succeeded") == 1  # the blocker, finished by the drain
 
     spawner.worker(api.db, eager, env=ENV)
     done = api.wait_all(ids, timeout=15)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from genspool.core import machine
-from genspool.core.job import Job, JobStatus
+from genspool.core.job import HISTORY_LIMIT, Job, JobStatus
 from genspool.core.machine import WRITTEN, Change
 
 ERROR = {"code": "x", "message": "boom"}
@@ -80,15 +80,88 @@ def test_cancel_only_what_has_not_ended_and_fence_on_its_state() -> None:
     assert machine.cancel(waiting, 6.0) is None
 
 
-def test_replay_only_dead_letters_with_fresh_attempts() -> None:
+def test_replay_dead_letters_with_fresh_attempts_and_the_history_kept() -> None:
     job = leased_job()
     assert machine.replay(job, 200.0) is None
     machine.dead_letter(job, ERROR, 120.0)
+    history = job.history
     change = machine.replay(job, 200.0)
     assert change is not None and change.status is JobStatus.FAILED
     assert (job.status, job.attempts, job.error, job.finished_at, job.available_at) == (
         JobStatus.QUEUED, 0, None, None, 200.0
     )  # fmt: skip
+    assert job.history is history and "history" not in change.fields
+
+
+@pytest.mark.parametrize("status", ["cancelled", "expired"])
+def test_replay_cancelled_and_expired_jobs_without_their_deadline(status: str) -> None:
+    job = Job(url="/v1/x", body={}, model="m", created_at=100.0, expires_at=150.0)
+    ended = machine.cancel(job, 120.0) if status == "cancelled" else machine.expire(job, 160.0)
+    assert ended is not None and job.status == status
+    change = machine.replay(job, 200.0)
+    assert change is not None and (change.status, change.lease_token) == (status, None)
+    assert (job.status, job.expires_at, job.error, job.finished_at) == (
+        JobStatus.QUEUED, None, None, None
+    )  # fmt: skip
+    assert {"expires_at", "error", "status"} <= set(change.fields) <= set(WRITTEN)
+
+
+@pytest.mark.parametrize("status", ["queued", "retrying", "running", "succeeded"])
+def test_replay_nothing_that_has_not_ended_or_succeeded(status: str) -> None:
+    job = Job(url="/v1/x", body={}, model="m", status=JobStatus(status))
+    assert machine.replay(job, 200.0) is None
+
+
+def test_lease_records_the_worker() -> None:
+    job = Job(url="/v1/x", body={}, model="m")
+    machine.leased(job, machine.lease_spec("m", 1, now=110.0, lease_s=30.0, worker="host:1:ab"))
+    assert job.worker == "host:1:ab"
+    assert machine.leased(job, machine.lease_spec("m", 1, now=120.0, lease_s=30.0)).worker is None
+
+
+def test_each_ended_attempt_is_appended_with_its_own_error() -> None:
+    job = leased_job()
+    machine.retry(job, ERROR, at=130.0, now=120.0)
+    machine.leased(job, machine.lease_spec("m", 1, now=130.0, lease_s=30.0, worker="w2"))
+    machine.release(job, at=150.0, error={"code": "circuit_open", "message": "open"}, now=140.0)
+    machine.leased(job, machine.lease_spec("m", 1, now=150.0, lease_s=30.0, worker="w3"))
+    machine.succeed(job, {"ok": True}, 160.0)
+    assert job.error is None and job.attempts == 2
+    assert [(a["attempt"], a["worker"], a["outcome"]) for a in job.history] == [
+        (1, None, "failed"), (2, "w2", "released"), (2, "w3", "succeeded")
+    ]  # fmt: skip
+    assert [(a["started_at"], a["ended_at"]) for a in job.history] == [
+        (110.0, 120.0), (130.0, 140.0), (150.0, 160.0)
+    ]  # fmt: skip
+    assert [a["error"] for a in job.history] == [
+        ERROR, {"code": "circuit_open", "message": "open"}, None
+    ]  # fmt: skip
+
+
+def test_a_transition_replaces_the_history_a_copy_may_share() -> None:
+    job = leased_job()
+    shared = job.history
+    copy.copy(job)
+    machine.dead_letter(job, ERROR, 120.0)
+    assert shared == [] and len(job.history) == 1 and job.history is not shared
+
+
+def test_cancel_ends_the_running_attempt_only() -> None:
+    running, waiting = leased_job(), Job(url="/v1/x", body={}, model="m")
+    machine.cancel(running, 120.0)
+    machine.cancel(waiting, 120.0)
+    assert [(a["outcome"], a["ended_at"]) for a in running.history] == [("cancelled", 120.0)]
+    assert waiting.history == []
+
+
+def test_history_keeps_the_last_attempts() -> None:
+    job = leased_job()
+    for n in range(HISTORY_LIMIT + 5):
+        machine.release(job, at=200.0 + n)
+        machine.leased(job, machine.lease_spec("m", 1, now=200.0 + n, lease_s=30.0))
+    assert len(job.history) == HISTORY_LIMIT
+    assert job.history[-1]["ended_at"] == 200.0 + HISTORY_LIMIT + 4
+    assert job.history[0]["ended_at"] == 205.0
 
 
 def test_expire_only_waiting_jobs_past_their_time() -> None:

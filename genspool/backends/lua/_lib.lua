@@ -18,6 +18,7 @@ local FIELDS = {
   'id', 'tenant', 'url', 'model', 'body', 'status', 'priority', 'attempts', 'max_attempts',
   'idempotency_key', 'metadata', 'expires_at', 'created_at', 'available_at', 'started_at',
   'retried_at', 'finished_at', 'lease_token', 'lease_expires_at', 'result', 'error', 'rank',
+  'worker', 'history',
 }
 -- The fields that place a job in the indexes (reindex below reads them by name).
 local INDEXED = {

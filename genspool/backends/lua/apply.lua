@@ -29,8 +29,8 @@ while pos <= #batch do
     'lease_expires_at')
   if h[1] and h[1] == status and (h[2] or '') == token then
     -- What reindex needs of the job as it was and as it becomes. A change writes none of
-    -- model, tenant, priority, rank, expires_at, so they are read only where a waiting line is
-    -- left or joined: each field read costs the server about as much as the rest of a change.
+    -- model, tenant, priority, rank (expires_at only on a replay), so they are read only where
+    -- a waiting line is left or joined: each field read costs the server about as much as the rest of a change.
     local old = {status = h[1], model = h[3], finished_at = h[4] or nil,
       lease_expires_at = h[5] or nil}
     local new = {status = to, model = h[3], available_at = available_at,
@@ -41,6 +41,13 @@ while pos <= #batch do
       old.priority, old.rank, old.expires_at = line[1], line[2], line[3] or nil
       new.priority, new.rank, new.expires_at = line[1], line[2], line[3] or nil
       old.available_at = line[4]
+      -- Only a replay writes expires_at (it clears it): the line joined has the new value.
+      for k = 1, nset, 2 do
+        if fields[k] == 'expires_at' then new.expires_at = fields[k + 1] end
+      end
+      for k = nset + 1, nset + nclear do
+        if fields[k] == 'expires_at' then new.expires_at = nil end
+      end
     end
     redis.call('HSET', key, unpack(fields, 1, nset))
     if nclear > 0 then

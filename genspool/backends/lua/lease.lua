@@ -1,8 +1,8 @@
--- lease: ARGV[3..] = model, limit, now, until, token, running status, attempts step (a
--- LeaseSpec; ARGV[2] holds its waiting statuses). Returns the leased jobs in the order they
+-- lease: ARGV[3..] = model, limit, now, until, token, running status, attempts step, worker
+-- ('' for none) (a LeaseSpec; ARGV[2] holds its waiting statuses). Returns the leased jobs in the order they
 -- were taken: highest priority first, then lowest rank, then oldest available_at.
 local model, limit, now, untl, token = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
-local running, step = ARGV[8], ARGV[9]
+local running, step, worker = ARGV[8], ARGV[9], ARGV[10]
 local nnow = tonumber(now)
 local prios, delayed = P .. ':prios:' .. model, P .. ':delayed:' .. model
 
@@ -42,6 +42,11 @@ for _, prio in ipairs(redis.call('ZREVRANGE', prios, 0, -1)) do
         redis.call('HSET', key, 'status', running, 'lease_token', token,
           'lease_expires_at', untl, 'started_at', now)
         redis.call('HINCRBY', key, 'attempts', step)
+        if worker ~= '' then
+          redis.call('HSET', key, 'worker', worker)
+        else
+          redis.call('HDEL', key, 'worker')
+        end
         zadd(P .. ':leased', untl, id)
         if h[2] then
           zrem(P .. ':expiring', id)

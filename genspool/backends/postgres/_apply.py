@@ -14,7 +14,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from genspool.backends._sql import dumps_or_none
+from genspool.backends._sql import dumps_or_none, history_or_none
 from genspool.core.machine import Change
 
 __all__ = ["apply_statement"]
@@ -34,6 +34,8 @@ TYPES = {
     "lease_expires_at": "float8",
     "result": "bytea",
     "error": "bytea",
+    "history": "bytea",
+    "expires_at": "float8",
 }
 WRITTEN = tuple(TYPES)[3:]
 
@@ -54,6 +56,8 @@ def _columns(changes: Sequence[Change]) -> dict[str, list[Any]]:
         "lease_expires_at": [j.lease_expires_at for j in jobs],
         "result": [dumps_or_none(j.result) for j in jobs],
         "error": [dumps_or_none(j.error) for j in jobs],
+        "history": [history_or_none(j.history) for j in jobs],
+        "expires_at": [j.expires_at for j in jobs],
     }
 
 

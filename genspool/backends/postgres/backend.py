@@ -188,6 +188,7 @@ class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             "waiting": list(spec.waiting),
             "running": spec.running,
             "attempts_step": spec.attempts_step,
+            "worker": spec.worker,
         }
         jobs = await self._jobs(Q["lease"], params)
         jobs.sort(key=lambda j: (-j.priority, j.rank, j.available_at))  # RETURNING: no order

@@ -2,7 +2,7 @@
 of a decided change, and a job back from a reply.
 
 Floats go out as ``repr`` (the shortest exact form), which Redis and Lua read back bit for bit;
-JSON values (body, metadata, result, error) as orjson bytes, stored as they are.
+JSON values (body, metadata, result, error, history) as orjson bytes, stored as they are.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ FIELDS = (
     "id", "tenant", "url", "model", "body", "status", "priority", "attempts", "max_attempts",
     "idempotency_key", "metadata", "expires_at", "created_at", "available_at", "started_at",
     "retried_at", "finished_at", "lease_token", "lease_expires_at", "result", "error", "rank",
+    "worker", "history",
 )  # fmt: skip
 _OPTIONAL_FLOATS = ("expires_at", "started_at", "retried_at", "finished_at", "lease_expires_at")
 
@@ -71,6 +72,10 @@ def record(j: Job, *, available_at: float | None = None) -> bytes:
         fields["result"] = orjson.dumps(j.result).decode()
     if j.error is not None:
         fields["error"] = orjson.dumps(j.error).decode()
+    if j.worker is not None:
+        fields["worker"] = j.worker
+    if j.history:
+        fields["history"] = orjson.dumps(j.history).decode()
     return orjson.dumps(fields)
 
 
@@ -83,6 +88,8 @@ def _field(j: Job, name: str) -> str | None:
         return str(value.value if name == "status" else value)
     if name in ("result", "error"):
         return orjson.dumps(value).decode()
+    if name == "history":
+        return orjson.dumps(value).decode() if value else None
     return repr(float(value))
 
 
@@ -138,4 +145,6 @@ def row_to_job(v: Sequence[Any]) -> Job:
         result=None if v[19] is None else orjson.loads(v[19]),
         error=None if v[20] is None else orjson.loads(v[20]),
         rank=float(v[21]),
+        worker=None if v[22] is None else v[22].decode(),
+        history=orjson.loads(v[23]) if v[23] else [],
     )

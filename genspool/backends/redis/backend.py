@@ -84,7 +84,7 @@ class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     async def lease(self, spec: LeaseSpec) -> list[Job]:
         args: list[str | int] = [
             spec.model, spec.limit, num(spec.now), num(spec.until), spec.token, spec.running,
-            spec.attempts_step,
+            spec.attempts_step, spec.worker or "",
         ]  # fmt: skip
         rows = await self._c.run("lease", args, waiting=" ".join(spec.waiting))
         return [row_to_job(r) for r in rows]

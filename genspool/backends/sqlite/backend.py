@@ -19,7 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from genspool.backends._errors import translated
-from genspool.backends._sql import COLUMNS, dumps_or_none, job_to_row, load_queries, row_to_job
+from genspool.backends._sql import (
+    COLUMNS,
+    dumps_or_none,
+    history_or_none,
+    job_to_row,
+    load_queries,
+    row_to_job,
+)
 from genspool.backends._urls import shown_url
 from genspool.backends.sqlite._conn import Connection, migrate, write
 from genspool.core.gcra import gcra
@@ -79,7 +86,8 @@ def _written_row(c: Change) -> tuple[Any, ...]:
     return (
         _TEXT[j.status], j.attempts, j.available_at, j.started_at, j.retried_at, j.finished_at,
         j.lease_token, j.lease_expires_at, None if result is None else orjson.dumps(result),
-        None if error is None else orjson.dumps(error), j.id, _TEXT[c.status], c.lease_token,
+        None if error is None else orjson.dumps(error), history_or_none(j.history), j.expires_at,
+        j.id, _TEXT[c.status], c.lease_token,
     )  # fmt: skip
 
 
@@ -151,7 +159,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         parent = Path(self.path).parent
         if not parent.exists():
             raise BackendError(f"cannot create {self.path}: directory {parent} does not exist")
-        await self._w.run(migrate)
+        await self._w.run(migrate, inline=False)
 
     async def close(self) -> None:
         await self._w.close()
@@ -163,7 +171,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             for table in ("jobs", "slots", "limits", "kv"):
                 db.execute(f"DELETE FROM {table}")
 
-        await self._w.run(write(drop))
+        await self._w.run(write(drop), inline=False)
 
     # -- queue -------------------------------------------------------------------------------
 
@@ -200,6 +208,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             "now": spec.now,
             "model": spec.model,
             "limit": spec.limit,
+            "worker": spec.worker,
         }
 
         def lease(db: sqlite3.Connection) -> list[Job]:
@@ -244,7 +253,8 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     @translated("purge", _ERRORS)
     async def purge(self, statuses: Sequence[str], finished_before: float) -> int:
         sql = _query("purge", statuses=tuple(statuses))
-        return await self._w.run(write(lambda db: db.execute(sql, (finished_before,)).rowcount))
+        purge = write(lambda db: db.execute(sql, (finished_before,)).rowcount)
+        return await self._w.run(purge, inline=False)
 
     @translated("depth", _ERRORS)
     async def depth(self, statuses: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -256,12 +266,12 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
                 out.setdefault(model, {})[status] = count
             return out
 
-        return await self._r.run(depth)
+        return await self._r.run(depth, inline=False)
 
     @translated("oldest_waiting", _ERRORS)
     async def oldest_waiting(self) -> dict[str, float]:
         sql = _query("oldest_waiting", waiting=_WAITING)
-        return await self._r.run(lambda db: dict(db.execute(sql).fetchall()))
+        return await self._r.run(lambda db: dict(db.execute(sql).fetchall()), inline=False)
 
     # -- store -------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ SELECT {columns} FROM jobs WHERE tenant = %(tenant)s AND idempotency_key = %(key
 -- planner use the partial index jobs_ready (a generic plan scans and sorts the whole table).
 UPDATE jobs
    SET status = %(running)s, lease_token = %(token)s, lease_expires_at = %(until)s,
-       attempts = attempts + %(attempts_step)s, started_at = %(now)s
+       attempts = attempts + %(attempts_step)s, started_at = %(now)s, worker = %(worker)s
  WHERE id IN (SELECT id FROM jobs
                WHERE model = %(model)s AND status = ANY(%(waiting)s::text[])
                  AND available_at <= %(now)s
@@ -174,7 +174,7 @@ SELECT *
               %(created_at)s::float8[], %(available_at)s::float8[], %(started_at)s::float8[],
               %(retried_at)s::float8[], %(finished_at)s::float8[], %(lease_token)s::text[],
               %(lease_expires_at)s::float8[], %(result)s::bytea[], %(error)s::bytea[],
-              %(rank)s::float8[])
+              %(rank)s::float8[], %(worker)s::text[], %(history)s::bytea[])
 ON CONFLICT (id) DO UPDATE SET
     tenant = excluded.tenant, url = excluded.url, model = excluded.model, body = excluded.body,
     status = excluded.status, priority = excluded.priority, attempts = excluded.attempts,
@@ -184,4 +184,5 @@ ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at, retried_at = excluded.retried_at,
     finished_at = excluded.finished_at, lease_token = excluded.lease_token,
     lease_expires_at = excluded.lease_expires_at, result = excluded.result,
-    error = excluded.error, rank = excluded.rank;
+    error = excluded.error, rank = excluded.rank, worker = excluded.worker,
+    history = excluded.history;

@@ -19,7 +19,7 @@ SELECT {columns} FROM jobs WHERE tenant = ? AND idempotency_key = ?;
 -- name: lease
 UPDATE jobs
    SET status = :running, lease_token = :token, lease_expires_at = :until,
-       attempts = attempts + :step, started_at = :now
+       attempts = attempts + :step, started_at = :now, worker = :worker
  WHERE seq IN (SELECT seq FROM jobs
                 WHERE model = :model AND status IN ({waiting})
                   AND available_at <= :now
@@ -36,7 +36,8 @@ UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND status
 -- job is still the one the change was decided on (the fence).
 UPDATE jobs
    SET status = ?, attempts = ?, available_at = ?, started_at = ?, retried_at = ?,
-       finished_at = ?, lease_token = ?, lease_expires_at = ?, result = ?, error = ?
+       finished_at = ?, lease_token = ?, lease_expires_at = ?, result = ?, error = ?,
+       history = ?, expires_at = ?
  WHERE id = ? AND status = ? AND lease_token IS ?;
 
 -- name: fence
@@ -100,11 +101,13 @@ DELETE FROM kv WHERE namespace = ? AND key = ?;
 -- The whole record of a job, as the queue that changed it holds it.
 INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
                   idempotency_key, metadata, expires_at, created_at, available_at, started_at,
-                  retried_at, finished_at, lease_token, lease_expires_at, result, error, rank)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  retried_at, finished_at, lease_token, lease_expires_at, result, error, rank,
+                  worker, history)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts,
     available_at = excluded.available_at, started_at = excluded.started_at,
     retried_at = excluded.retried_at, finished_at = excluded.finished_at,
     lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at,
-    result = excluded.result, error = excluded.error, rank = excluded.rank;
+    result = excluded.result, error = excluded.error, rank = excluded.rank,
+    worker = excluded.worker, history = excluded.history, expires_at = excluded.expires_at;
