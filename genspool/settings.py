@@ -6,9 +6,10 @@ Library classes take plain arguments and never read the environment themselves.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -43,3 +44,38 @@ class Settings(BaseSettings):
     key_cache_s: float = Field(
         5.0, gt=0, description="How long an API process trusts a cached API key record."
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the API answers besides loopback ones, comma-separated ('*':"
+        " any). Default: the --host it listens on, or any host on a wildcard address (0.0.0.0,"
+        " ::), where an API key is required. Other Host headers get 403 (DNS rebinding).",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host:port, comma-separated; '*': any) that may POST,"
+        " PUT, PATCH, DELETE or open the WebSocket besides the server's own; other Origin"
+        " headers, and Sec-Fetch-Site: cross-site, get 403.",
+    )
+    max_head_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request head (URL and headers) read before any key is checked;"
+        " a larger one is answered 431 and its connection closed.",
+    )
+    max_headers: int = Field(
+        100, ge=10, description="Most headers in one request; more are answered 431."
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, description="How long an idle keep-alive connection is held open (uvicorn)."
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open connections and requests in progress past which uvicorn answers 503"
+        " before routing (its limit_concurrency); keep it under the open-file limit.",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +21,7 @@ from genspool.api.auth import authorize, document_scopes, requires
 from genspool.api.deps import Services
 from genspool.api.docs import add_docs
 from genspool.api.errors import add_error_handlers, error_response
+from genspool.api.origin import OriginGuard
 from genspool.api.schemas import document_responses
 from genspool.api.shutdown import Shutdown
 from genspool.core.worker import Worker
@@ -78,8 +79,16 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def create_app(services: Services, *, worker: Worker | None = None) -> FastAPI:
-    """The API over ``services``; with ``worker``, that worker runs while the app does."""
+def create_app(
+    services: Services,
+    *,
+    worker: Worker | None = None,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+) -> FastAPI:
+    """The API over ``services``; with ``worker``, that worker runs while the app does.
+    ``allowed_hosts`` and ``allowed_origins`` pass the Host and Origin checks besides loopback
+    names and the server's own origin (:mod:`genspool.api.origin`)."""
     app = FastAPI(
         title="genspool",
         version="0.1.0",
@@ -93,6 +102,8 @@ def create_app(services: Services, *, worker: Worker | None = None) -> FastAPI:
     app.state.services = services
     app.state.shutdown = Shutdown(worker)
     app.add_middleware(BodyLimit, limit=services.max_body_bytes)
+    # Added last, so outermost: a foreign Host or Origin is refused before any other work.
+    app.add_middleware(OriginGuard, hosts=allowed_hosts, origins=allowed_origins)
     add_error_handlers(app)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: answers 200 while the API runs")

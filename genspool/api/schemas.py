@@ -146,6 +146,16 @@ class JobModel(_Open):
     timestamps: dict[str, float]
     result: dict[str, Any] | None = Field(None, description="{status_code, body} once done.")
     error: dict[str, Any] | None
+    request: dict[str, Any] | None = Field(
+        None,
+        description="{url, body} as submitted: in one job; in a list with ?include=request.",
+    )
+    history: list[dict[str, Any]] | None = Field(
+        None,
+        description="Every attempt, oldest first (the last 50), the running one last: "
+        "{attempt, worker, started_at, ended_at, outcome, error}; in one job, in a list with "
+        "?include=history.",
+    )
 
 
 class JobList(BaseModel):

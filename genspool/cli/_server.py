@@ -16,7 +16,7 @@ import typer
 
 from genspool.backends import open_storage
 from genspool.config import DEFAULT_MODELS, ModelConfig, read_models_file
-from genspool.core.keys import KeyStore, SecretsFilter
+from genspool.core.keys import KeyStore, SecretsFilter, redact_every_record
 from genspool.core.queue import Queue
 from genspool.core.retry import RetryPolicy
 from genspool.core.worker import Worker
@@ -105,7 +105,9 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
 
     from genspool.api.app import create_app
     from genspool.api.deps import build_services
-    from genspool.cli._shutdown import Server
+    from genspool.api.origin import allowed_hosts
+    from genspool.cli._http import protocol
+    from genspool.cli._uvicorn import Server
 
     _log_to_stderr(settings)
     sock = _bind(settings.host, settings.port)  # before the models: a busy port fails at once
@@ -124,7 +126,10 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         wait_timeout_s=settings.wait_timeout_s,
     )
     auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, services.keys)))
-    app_ = create_app(services, worker=worker)
+    hosts = allowed_hosts(settings.host, settings.allowed_hosts)
+    app_ = create_app(
+        services, worker=worker, allowed_hosts=hosts, allowed_origins=settings.allowed_origins
+    )
     config = uvicorn.Config(
         app_,
         host=settings.host,
@@ -135,6 +140,12 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         # Events are small JSON documents sent one by one: deflating each cost more CPU than
         # the bytes it saved on a LAN, and a compressor's state per connection costs memory.
         ws_per_message_deflate=False,
+        # A request's head is bounded before any key is checked: uvicorn's httptools protocol
+        # has no bound of its own (genspool.cli._http); h11's is set too, were it chosen.
+        http="httptools",  # TEMP
+        h11_max_incomplete_event_size=settings.max_head_bytes,
+        timeout_keep_alive=settings.keep_alive_s,
+        limit_concurrency=settings.max_connections,
     )
     _redact_logs()
     server = Server(config, app_.state.shutdown, settings.drain_timeout_s)
@@ -175,6 +186,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _log_to_stderr(settings: Settings) -> None:
     """genspool's own log lines (model loading, shutdown) on stderr, at GENSPOOL_LOG_LEVEL."""
+    logging.addLevelName(5, "TRACE")  # uvicorn's level, named here before its Config names it
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -213,8 +225,11 @@ def _loopback(host: str) -> bool:
 
 
 def _redact_logs() -> None:
-    """Keep API keys out of every log line, whatever logs it: uvicorn logs a WebSocket's path
-    with its query string (``?token=``) even with the access log off."""
+    """Keep API keys out of every log line, whatever logs it and at whatever level: uvicorn
+    logs a WebSocket's path with its query string (``?token=``, or ``?tok%65n=``, which is the
+    same parameter) even with the access log off. Every record is blanked as it is made; the
+    handler filters stay for records made elsewhere (e.g. unpickled from another process)."""
+    redact_every_record()
     secrets_filter = SecretsFilter()
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:

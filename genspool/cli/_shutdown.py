@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import sys
@@ -24,13 +23,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 if TYPE_CHECKING:
-    from genspool.api.shutdown import Shutdown
     from genspool.core.worker import Worker
 
-__all__ = ["EXIT_FORCED", "HARD_STOP_S", "Server", "Signals", "hand_back"]
+__all__ = ["EXIT_FORCED", "HARD_STOP_S", "Signals", "hand_back"]
 
 log = logging.getLogger("genspool.cli")
 
@@ -120,33 +116,3 @@ async def hand_back(worker: Worker | None, timeout_s: float = 2.0) -> int:
         return 0
     log.warning("handed back %d unfinished jobs", len(released))
     return len(released)
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server with :class:`Signals`: the app's :class:`Shutdown` begins before the
-    server waits for connections, so push streams end and the worker stops leasing at once."""
-
-    def __init__(self, config: uvicorn.Config, shutdown: Shutdown, bound_s: float) -> None:
-        super().__init__(config)
-        self.shutdown_app = shutdown
-        self.signals = Signals(bound_s, self._begin, self._force)
-
-    async def _begin(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await self.shutdown_app.begin()
-        # Open requests (a caller waiting for a job) get what is left of the bound.
-        left = self.signals.bound_s - (loop.time() - started)
-        self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
-        self.should_exit = True
-
-    async def _force(self) -> int:
-        self.force_exit = self.should_exit = True
-        return await hand_back(self.shutdown_app.worker)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn's own handler stops the server before the app hears of it, and raises the
-        # signal again at exit (a KeyboardInterrupt traceback).
-        with self.signals.installed(asyncio.get_running_loop()):
-            yield

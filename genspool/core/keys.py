@@ -19,6 +19,7 @@ import logging
 import re
 import secrets
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -38,14 +39,31 @@ __all__ = [
     "parse_scopes",
     "parse_token",
     "redact",
+    "redact_every_record",
+    "redact_record",
 ]
 
 NAMESPACE = "keys"
 PREFIX = "gsk_"
 _ID = re.compile(r"^[0-9a-f]{12}$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SECRETS = re.compile(
-    r"(gsk_[0-9a-f]{12}_)[A-Za-z0-9_-]+|(Bearer\s+)\S+|((?<![A-Za-z])token=)[^&\s\"']+"
+#: A key's shape: the id says which key it was and stays; the secret after it goes.
+_KEY = re.compile(r"(gsk_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
+_NOT_DONE = r"(?!\[redacted\])"  # a value blanked by an earlier rule is not blanked again
+_SCHEME = re.compile(rf"(?i)\b((?:bearer|basic)\s+){_NOT_DONE}[^\s\"',;)\]]+")
+#: A header that carries a key, as text (``x-api-key: k``) or as a repr (``(b'x-api-key', b'k'``).
+_HEADER = re.compile(
+    rf"""(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-auth-token)"""
+    rf"""((?>['"]?\s*[:,=]\s*(?:b?['"])?\s*))(?!(?:bearer|basic)\s){_NOT_DONE}([^'"\s,;)\]]+)"""
+)
+#: ``name=value`` anywhere (a query string, a form, a message); the name is decoded before it
+#: is matched, since ``?tok%65n=`` is the parameter ``token`` to every query parser.
+_PARAM = re.compile(r"(?<![A-Za-z0-9%_.~-])([A-Za-z0-9%_.~+-]+)=")
+_RAW_VALUE = re.compile(rf"{_NOT_DONE}[^&\s\"'<>;]*")
+#: Once the text is decoded an ``&`` may have been ``%26`` inside the value: blank to the end.
+_DECODED_VALUE = re.compile(rf"{_NOT_DONE}[^\s\"'<>]*")
+_SECRET_NAMES = frozenset(
+    {"token", "key", "apikey", "api_key", "auth", "authorization", "bearer", "access_token"}
 )
 
 
@@ -92,19 +110,99 @@ def parse_token(token: str) -> tuple[str, str] | None:
 
 
 def redact(text: str) -> str:
-    """``text`` with API key secrets, bearer tokens and ``token=`` values blanked out."""
-    return _SECRETS.sub(lambda m: (m[1] or m[2] or m[3]) + "[redacted]", text)
+    """``text`` with API key secrets, bearer tokens, key headers and the values of key-like
+    parameters (``token=``, ``api_key=``…) blanked out, whatever the case or percent-encoding
+    of their names: when decoding the text uncovers more, the decoded text is returned,
+    blanked."""
+    clean = _scrub(text, _RAW_VALUE)
+    decoded = _decoded(clean)
+    if decoded == clean:
+        return clean
+    again = _scrub(decoded, _DECODED_VALUE)
+    return clean if again == decoded else again
+
+
+def _scrub(text: str, value: re.Pattern[str]) -> str:
+    text = _SCHEME.sub(lambda m: m[1] + "[redacted]", text)
+    text = _HEADER.sub(lambda m: m[1] + m[2] + "[redacted]", text)
+    text = _params(text, value)
+    return _KEY.sub(lambda m: m[1] + "[redacted]", text)
+
+
+def _params(text: str, value: re.Pattern[str]) -> str:
+    out, at = [], 0
+    for name in _PARAM.finditer(text):
+        found = value.match(text, name.end())
+        if name.start() < at or found is None:
+            continue  # inside a value blanked here, or one blanked already
+        if _secret_name(name[1]) or _KEY.search(_decoded(found[0])):
+            out += [text[at : name.end()], "[redacted]"]
+            at = found.end()
+    return "".join(out) + text[at:]
+
+
+def _secret_name(name: str) -> bool:
+    plain = _decoded(name).strip().lower().replace("-", "_")
+    return plain in _SECRET_NAMES or plain.endswith(("_token", "_api_key", "_apikey"))
+
+
+def _decoded(text: str) -> str:
+    """``text`` percent-decoded until it stops changing (a doubly encoded ``%2565`` too)."""
+    for _ in range(4):
+        plain = urllib.parse.unquote(text)
+        if plain == text:
+            break
+        text = plain
+    return text
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Blank secrets in ``record``'s message, its traceback and its stack, in place."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: the handler reports it, as logging does
+        return
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        # Formatted now, so that every handler's formatter uses this blanked text.
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
 
 
 class SecretsFilter(logging.Filter):
     """A logging filter (for handlers) that redacts secrets from every record it passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
+        redact_record(record)
         return True
+
+
+class _RedactingFactory:
+    """A log record factory that blanks secrets as each record is made."""
+
+    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
+        self.inner = inner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        redact_record(record)
+        return record
+
+
+def redact_every_record() -> Callable[[], None]:
+    """From now on, every log record of this process is made with its secrets blanked, so no
+    handler, capture or library logger — whatever its level — ever holds a key (a handler
+    filter sees only the records of its own handlers). Returns what undoes it."""
+    current = logging.getLogRecordFactory()
+    if isinstance(current, _RedactingFactory):
+        return lambda: None
+    logging.setLogRecordFactory(_RedactingFactory(current))
+    return lambda: logging.setLogRecordFactory(current)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from genspool.runtime import ModelCatalog, ModelRegistry
 __all__ = ["BASE_URL", "App", "FakeClock", "InProcess", "build", "serve"]
 
 BASE_URL = "http://genspool.test"
+HARNESS_HOSTS = ("genspool.test", "testserver")
 
 
 class FakeClock:
@@ -103,7 +104,9 @@ def build(
     )
     services = build_services(queue, catalog, **options)
     runner = Worker(queue, catalog, maintain_s=0.05) if isinstance(catalog, ModelRegistry) else None
-    return App(create_app(services, worker=runner), services, runner)
+    # The names this harness's clients use (httpx here, starlette's TestClient): not loopback.
+    app = create_app(services, worker=runner, allowed_hosts=HARNESS_HOSTS)
+    return App(app, services, runner)
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,7 @@ the worker documents (``preempt_check_s`` plus one decode step).
 
 The worker runs in this process on a real SQLite file; SmolLM2 (chat) and MiniLM (embeddings)
 are the bundled weights. A "long" request asks for 1,500 tokens of counting, which SmolLM2
-keeps doing at temperature 0 until max_tokens."""
+keeps doing at temperature 0 until max_tokens (checked for these two prompts)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from genspool.runtime import ModelRegistry
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2-135m-instruct"
-LONG_PROMPT = "Count from 1 to 5000, one number per line."
+LONG_PROMPT = "Write the numbers from 1 to 3000 separated by commas."
+OTHER_LONG = "List every integer from 1 to 10000 in order, one per line. Do not stop."
 
 
 def chat(content: str, max_tokens: int) -> dict[str, Any]:
@@ -133,7 +134,7 @@ async def test_a_short_job_is_stored_and_pushed_before_a_long_one_beside_it(
 
 
 async def test_only_the_slow_job_times_out(tmp_path: Path, cache_dir: Path) -> None:
-    cfg = config(cache_dir, limits={"timeout_s": 4}, batching={"max_batch_size": 3})
+    cfg = config(cache_dir, limits={"timeout_s": 8}, batching={"max_batch_size": 3})
     async with running(tmp_path, cfg) as (queue, _):
         long, short, medium = job(long_body()), job(short_body()), job(chat("Tell a joke.", 24))
         await queue.submit_many([long, short, medium])
@@ -143,14 +144,14 @@ async def test_only_the_slow_job_times_out(tmp_path: Path, cache_dir: Path) -> N
         assert done[medium.id].status.value == "succeeded"
         failed = done[long.id]
         assert failed.status.value == "failed" and failed.error is not None
-        assert "timeout_s=4" in failed.error["message"], failed.error
+        assert "timeout_s=8" in failed.error["message"], failed.error
 
 
 async def test_higher_priority_work_takes_a_sequence_from_a_long_generation(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     async with running(tmp_path, config(cache_dir)) as (queue, worker):
-        longs = [job(long_body()), job(chat("Count from 1000 to 9000 in words.", 1500))]
+        longs = [job(long_body()), job(chat(OTHER_LONG, 1500))]
         await queue.submit_many(longs)
         async with asyncio.timeout(30):  # both sequences busy
             while [j.status.value for j in await queue.get_many([j.id for j in longs])] != [
@@ -215,19 +216,22 @@ async def test_requests_join_a_running_batch_and_leave_when_they_end(
 async def test_embeddings_answer_each_request_when_its_sub_batch_is_done() -> None:
     provider = OnnxEmbeddingProvider("minilm", sub_batch=4)
     await provider.load()
+    words = "a much longer text about queues and batches"
+    long = [" ".join([words] * 20) + str(i) for i in range(64)]
     short = [f"hi {i}" for i in range(4)]
-    long = [
-        " ".join(["a much longer text about queues and batches"] * 20) + str(i) for i in range(64)
-    ]
+    # A round already running: the requests below wait for it, then make up the next round
+    # together, sorted by length.
+    running = asyncio.create_task(provider.handle([Request(EMBEDDINGS, {"input": long})]))
+    await asyncio.sleep(0.05)
     calls = {
         text: asyncio.create_task(provider.handle([Request(EMBEDDINGS, {"input": text})]))
         for text in long + short
     }
     done, _ = await asyncio.wait(calls.values(), return_when=asyncio.FIRST_COMPLETED)
     first = {text for text, task in calls.items() if task in done}
-    assert first <= set(short) and first, first  # the short texts' sub-batch ran first
+    assert first and first <= set(short), first  # the short texts' sub-batch ran first
     assert not all(calls[t].done() for t in long)
-    await asyncio.gather(*calls.values())
+    await asyncio.gather(running, *calls.values())
     vectors, _ = provider.embed(long + short)
     for i, text in enumerate(long + short):
         [answer] = calls[text].result()

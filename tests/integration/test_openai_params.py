@@ -58,7 +58,7 @@ def test_json_schema_output_parses_and_validates(client: Any) -> None:
     )
     choice = answer.choices[0]
     assert choice.finish_reason == "stop", choice
-    jsonschema_rs.validate(json.loads(choice.message.content), CITY)
+    jsonschema_rs.validate(CITY, json.loads(choice.message.content))
 
 
 def test_json_object_through_a_job(server: Server) -> None:
@@ -91,7 +91,8 @@ def test_a_named_tool_call_comes_back_in_the_openai_shape(client: Any) -> None:
     [call] = choice.message.tool_calls
     assert call.type == "function" and call.id.startswith("call_")
     assert call.function.name == "get_weather"
-    jsonschema_rs.validate(json.loads(call.function.arguments), WEATHER_TOOL["function"]["parameters"])
+    arguments = json.loads(call.function.arguments)
+    jsonschema_rs.validate(WEATHER_TOOL["function"]["parameters"], arguments)
 
 
 def test_logprobs_have_the_openai_shape(client: Any) -> None:

@@ -39,14 +39,15 @@ for _, prio in ipairs(redis.call('ZREVRANGE', prios, 0, -1)) do
       elseif tonumber(h[3]) > nnow then
         zadd(delayed, h[3], id) -- made ready by a caller whose clock is ahead of ours
       else
-        redis.call('HSET', key, 'status', running, 'lease_token', token,
-          'lease_expires_at', untl, 'started_at', now)
-        redis.call('HINCRBY', key, 'attempts', step)
         if worker ~= '' then
-          redis.call('HSET', key, 'worker', worker)
+          redis.call('HSET', key, 'status', running, 'lease_token', token,
+            'lease_expires_at', untl, 'started_at', now, 'worker', worker)
         else
+          redis.call('HSET', key, 'status', running, 'lease_token', token,
+            'lease_expires_at', untl, 'started_at', now)
           redis.call('HDEL', key, 'worker')
         end
+        redis.call('HINCRBY', key, 'attempts', step)
         zadd(P .. ':leased', untl, id)
         if h[2] then
           zrem(P .. ':expiring', id)

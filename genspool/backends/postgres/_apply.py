@@ -3,8 +3,9 @@
 Every change travels as one element of parallel arrays that ``unnest`` takes apart, except a
 column whose value is the same for every change of the batch: that one is sent once, as a
 scalar. A batch of successes shares its status, its finish time, an empty error and an empty
-lease, so it sends three arrays (ids, lease tokens, results) instead of thirteen; psycopg's
-array dumping was measured as the largest single cost of a worker's loop on PostgreSQL. The
+lease, so it sends four arrays (ids, lease tokens, results, histories) instead of fifteen;
+psycopg's array dumping was measured as the largest single cost of a worker's loop on
+PostgreSQL. The
 statement for each shape is built once and kept (there are only a few shapes).
 """
 
