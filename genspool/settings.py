@@ -6,10 +6,13 @@ Library classes take plain arguments and never read the environment themselves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from genspool.core.events import PushLimits
 
 __all__ = ["Settings"]
 
@@ -31,6 +34,13 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(0.5, ge=0, description="First backoff step of a retry.")
     retry_cap_s: float = Field(60.0, ge=0, description="Longest backoff between two attempts.")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest accepted request body.")
+    max_json_depth: int = Field(
+        64,
+        ge=2,
+        le=512,
+        description="How deep objects and arrays may nest in a request body (the body is level"
+        " 1); a deeper one is answered 400.",
+    )
     wait_timeout_s: float = Field(
         600.0, gt=0, description="How long OpenAI-compatible routes wait."
     )
@@ -75,7 +85,69 @@ class Settings(BaseSettings):
         " before routing (its limit_concurrency); keep it under the open-file limit.",
     )
 
+    push_outbox_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Bytes one WebSocket or SSE connection may have queued for a client that"
+        " reads slowly; token deltas past it are dropped (the terminal event has the whole"
+        " text), and a state event that still does not fit closes the connection (WebSocket"
+        " 1008, SSE a final comment).",
+    )
+    push_outbox_events: int = Field(
+        1_000, ge=10, description="Events one push connection may have queued (as above)."
+    )
+    push_subscriptions: int = Field(
+        100,
+        ge=1,
+        description="Unfinished jobs one WebSocket may watch at once; one more closes it (1008).",
+    )
+    push_per_key: int = Field(
+        256,
+        ge=1,
+        description="Open WebSocket and SSE connections per API key; past it SSE answers 429"
+        " and a WebSocket is closed with 1013.",
+    )
+    push_total: int = Field(
+        2_048,
+        ge=1,
+        description="Open WebSocket and SSE connections in one API process (429 / 1013 past"
+        " it); keep it under max_connections.",
+    )
+    push_send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long one event may take to reach a client that does not read before"
+        " its connection is closed.",
+    )
+    push_idle_s: float = Field(
+        60.0, gt=0, description="How long a WebSocket watching no job stays open (closed 1000)."
+    )
+    push_recheck_s: float = Field(
+        2.0,
+        gt=0,
+        le=5,
+        description="How often open push connections re-read their API key: a revoked key, or"
+        " one that lost the 'read' scope, closes them within this (WebSocket 1008).",
+    )
+
+    def push_limits(self) -> PushLimits:
+        """The push bounds above, as the API takes them."""
+        from genspool.core.events import PushLimits
+
+        return PushLimits(
+            outbox_bytes=self.push_outbox_bytes,
+            outbox_events=self.push_outbox_events,
+            subscriptions=self.push_subscriptions,
+            per_key=self.push_per_key,
+            total=self.push_total,
+            send_timeout_s=self.push_send_timeout_s,
+            idle_s=self.push_idle_s,
+            recheck_s=self.push_recheck_s,
+        )
+
     @field_validator("allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
-        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if isinstance(value, str):  # "a.example, b.example" rather than JSON
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value

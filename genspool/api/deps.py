@@ -9,13 +9,15 @@ modules import this module, never :mod:`genspool.api.app`, which imports them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from genspool.api.admission import Admission
+from genspool.api.jsonbody import DEFAULT_MAX_DEPTH as DEFAULT_MAX_JSON_DEPTH
+from genspool.core.events import PushLimits
 from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
 from genspool.runtime.catalog import ModelCatalog
@@ -37,6 +39,10 @@ class Services:
     max_body_bytes: int
     #: How long the OpenAI-compatible routes wait for a job's result.
     wait_timeout_s: float
+    #: How deep a request body's JSON may nest (genspool.api.jsonbody).
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    #: The bounds of WebSocket and SSE connections (genspool.api.routes_push).
+    push: PushLimits = field(default_factory=PushLimits)
 
 
 def build_services(
@@ -47,6 +53,8 @@ def build_services(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     wait_timeout_s: float = 600.0,
     admission_refresh_s: float = 0.5,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    push: PushLimits | None = None,
 ) -> Services:
     """The services of an app over ``queue``: API keys in the queue's key-value store, load
     shedding by the models' own limits, on the queue's clock."""
@@ -58,6 +66,8 @@ def build_services(
         admission=Admission(queue, list(catalog), refresh_s=admission_refresh_s, clock=queue.clock),
         max_body_bytes=max_body_bytes,
         wait_timeout_s=wait_timeout_s,
+        max_json_depth=max_json_depth,
+        push=push or PushLimits(),
     )
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genspool.api.auth import Principal, requires
 from genspool.api.deps import Services, Svc
 from genspool.api.feasibility import check_feasible
+from genspool.api.jsonbody import parse_json
+from genspool.api.schemas import request_body
 from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
 from genspool.core.job import Job, JobStatus
@@ -24,9 +27,12 @@ from genspool.core.keys import Scope
 from genspool.core.models import PROMPT_TOKENS
 from genspool.exceptions import InvalidRequest
 
-__all__ = ["JobCreate", "build_job", "router"]
+__all__ = ["MAX_EXPIRES_AHEAD_S", "JobCreate", "build_job", "read_body", "router"]
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+
+#: How far ahead ``expires_at`` may be: beyond it, more likely milliseconds or a typo.
+MAX_EXPIRES_AHEAD_S = 366 * 86_400.0
 
 
 class JobCreate(BaseModel):
@@ -41,17 +47,19 @@ class JobCreate(BaseModel):
     custom_id: str | None = Field(None, description="Your id; kept in metadata.")
     idempotency_key: str | None = Field(None, max_length=255, description="Same key, same job.")
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
-    expires_at: float | None = Field(None, description="Unix time; not started by then → expired.")
+    expires_at: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Unix time in seconds, at most 366 days ahead; not started by then → expired.",
+    )
     max_attempts: int | None = Field(None, ge=1, le=100, description="Default: the model's.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job:
     cfg, prompt_tokens = validate_request(svc.catalog, spec.url, spec.body)
-    if spec.expires_at is not None and spec.expires_at <= svc.queue.clock():
-        raise InvalidRequest(
-            f"expires_at: {spec.expires_at} is already in the past", param="expires_at"
-        )
+    _check_expiry(spec.expires_at, svc.queue.clock())
     check_feasible(svc.queue.storage.kv, cfg, spec.url, spec.body)
     svc.admission.check(cfg, spec.priority, tenant=tenant)  # last: a refused one is not counted
     metadata = dict(spec.metadata)
@@ -73,9 +81,43 @@ def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job
     )
 
 
-@router.post("/jobs", status_code=202, summary="Submit a job; answers at once with its id")
+def _check_expiry(expires_at: float | None, now: float) -> None:
+    if expires_at is None:
+        return
+    if expires_at <= now:
+        raise InvalidRequest(f"expires_at: {expires_at} is already in the past", param="expires_at")
+    if expires_at > now + MAX_EXPIRES_AHEAD_S:
+        raise InvalidRequest(
+            f"expires_at: {expires_at} is more than 366 days ahead; send Unix time in seconds"
+            " (not milliseconds), or leave it out for no expiry",
+            param="expires_at",
+        )
+
+
+async def read_body(request: Request, svc: Services) -> Any:
+    """The request's JSON, parsed once (:mod:`genspool.api.jsonbody`): what no store can keep
+    is a 400 naming the field, before anything else is done."""
+    return parse_json(await request.body(), max_depth=svc.max_json_depth)
+
+
+def _spec(raw: Any) -> JobCreate:
+    try:
+        return JobCreate.model_validate(raw)
+    except ValidationError as exc:
+        # Reported as FastAPI reports a body it validated itself (the same message and param).
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from exc
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    summary="Submit a job; answers at once with its id",
+    openapi_extra=request_body(JobCreate),
+)
 @requires(Scope.SUBMIT, submits=True)
-async def submit(svc: Svc, caller: Principal, spec: JobCreate) -> JSONResponse:
+async def submit(request: Request, svc: Svc, caller: Principal) -> JSONResponse:
+    spec = _spec(await read_body(request, svc))
     job = build_job(svc, spec, tenant=caller.tenant)
     stored = await svc.queue.submit(job)
     status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key

@@ -20,10 +20,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from genspool.api.auth import Principal, requires
 from genspool.api.deps import Services, Svc
 from genspool.api.errors import error_response
-from genspool.api.routes_jobs import JobCreate, build_job
+from genspool.api.routes_jobs import JobCreate, build_job, read_body
 from genspool.api.routes_ops import breaker_states
 from genspool.api.routes_push import SSE_HEADERS
-from genspool.api.validation import check_stream
+from genspool.api.schemas import request_body
+from genspool.api.validation import ChatBody, EmbeddingsBody, check_stream, streamed
 from genspool.core.events import Event, JobChanged, TokenDelta
 from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
@@ -58,51 +59,109 @@ async def list_models(svc: Svc) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.post("/chat/completions", summary="OpenAI chat completions, through the queue")
+@router.post(
+    "/chat/completions",
+    summary="OpenAI chat completions, through the queue",
+    openapi_extra=request_body(ChatBody),
+)
 @requires(Scope.SUBMIT, submits=True)
 async def chat_completions(request: Request, svc: Svc, caller: Principal) -> Any:
-    body = await _json_body(request)
-    job = _build(svc, CHAT, body, caller.tenant)
+    body = await read_body(request, svc)
+    job = _build(svc, CHAT, body, caller.tenant, _idempotency_key(request, CHAT))
     if body.get("stream"):
         # Listening before the job is submitted: no token may be missed.
         events = svc.queue.subscribe([job.id], since=[job])
-        await svc.queue.submit(job)
+        stored = await _submit(svc, job)
+        if stored is not job:  # a retried call: follow the first one's job
+            await events.aclose()
+            job, events = stored, svc.queue.subscribe([stored.id], since=[stored])
         return StreamingResponse(
             _chunks(svc, job, body, events), media_type="text/event-stream", headers=SSE_HEADERS
         )
-    return await _answer(svc, await svc.queue.submit(job))
+    return await _answer(svc, await _submit(svc, job))
 
 
-@router.post("/embeddings", summary="OpenAI embeddings, through the queue")
+@router.post(
+    "/embeddings",
+    summary="OpenAI embeddings, through the queue",
+    openapi_extra=request_body(EmbeddingsBody),
+)
 @requires(Scope.SUBMIT, submits=True)
 async def embeddings(request: Request, svc: Svc, caller: Principal) -> Any:
-    job = _build(svc, EMBEDDINGS, await _json_body(request), caller.tenant)
-    return await _answer(svc, await svc.queue.submit(job))
+    body = await read_body(request, svc)
+    job = _build(svc, EMBEDDINGS, body, caller.tenant, _idempotency_key(request, EMBEDDINGS))
+    return await _answer(svc, await _submit(svc, job))
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"malformed JSON in the request body: {exc}") from exc
+#: The longest ``Idempotency-Key`` header (the job's key is the route, a space, and it).
+MAX_IDEMPOTENCY_KEY = 200
 
 
-def _build(svc: Services, url: str, body: Any, tenant: str) -> Job:
+def _idempotency_key(request: Request, url: str) -> str | None:
+    """The job's idempotency key for an ``Idempotency-Key`` header: a call retried with the
+    same header waits on the first call's job instead of starting another. Scoped by route,
+    so one key sent to both routes names two jobs."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(
+            f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} characters", param="Idempotency-Key"
+        )
+    return f"{url} {key}"
+
+
+def _build(svc: Services, url: str, body: Any, tenant: str, key: str | None = None) -> Job:
     if not isinstance(body, dict):
-        raise InvalidRequest("body: must be a JSON object")
+        raise InvalidRequest("body: must be a JSON object", param="body")
+    if url == CHAT:
+        streamed(body)  # the types of stream and stream_options, which the job does not keep
     stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    spec = JobCreate(url=url, body=stored, priority=INTERACTIVE_PRIORITY)
+    spec = JobCreate(url=url, body=stored, priority=INTERACTIVE_PRIORITY, idempotency_key=key)
     job = build_job(svc, spec, tenant=tenant)
     check_stream(svc.catalog.card(job.model), body)
     return job
 
 
+async def _submit(svc: Services, job: Job) -> Job:
+    """Submit ``job``, or find the job of an earlier call with its idempotency key (which
+    must have been the same request)."""
+    stored = await svc.queue.submit(job)
+    if stored is not job and (stored.url, stored.body) != (job.url, job.body):
+        raise InvalidRequest(
+            f"Idempotency-Key: already used for a different request (job {stored.id}); use a"
+            " new key for a new request",
+            param="Idempotency-Key",
+        )
+    return stored
+
+
 async def _answer(svc: Services, job: Job) -> JSONResponse:
-    done = await svc.queue.outcome(job, svc.wait_timeout_s)
+    try:
+        done = await svc.queue.outcome(job, svc.wait_timeout_s)
+    except TimeoutError:
+        return _still_running(job, svc.wait_timeout_s)
     if done.status == JobStatus.SUCCEEDED.value and done.result is not None:
         return JSONResponse(done.result["body"], status_code=done.result.get("status_code", 200))
     return _job_error(done)
+
+
+#: The status of a call whose job has not ended within the wait. Not 408, 409, 429 or 5xx:
+#: the OpenAI SDKs retry those on their own, and each retry would start another job (unless
+#: it carries the same Idempotency-Key). 424: the answer depends on a job still under way.
+STILL_RUNNING = 424
+
+
+def _still_running(job: Job, waited_s: float) -> JSONResponse:
+    where = f"/v1/jobs/{job.id}"
+    message = (
+        f"job {job.id} did not end within {waited_s:g} s (GENSPOOL_WAIT_TIMEOUT_S); it goes on:"
+        f" read its result at GET {where}, or call again with the same Idempotency-Key header"
+        " to wait on it again"
+    )
+    # x-should-retry: the OpenAI SDKs' own header, obeyed before the status is looked at.
+    headers = {"Location": where, "x-should-retry": "false"}
+    return error_response(STILL_RUNNING, message, "wait_timeout", headers=headers)
 
 
 def _job_error(done: JobChanged) -> JSONResponse:

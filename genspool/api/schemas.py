@@ -4,6 +4,10 @@ The routes build their bodies as dicts (the providers' OpenAI shapes, ``Job.publ
 models document them. :func:`document_responses` puts them into ``/openapi.json`` by route, with
 the error codes each route really answers (400, never FastAPI's default 422), all in the one
 OpenAI error shape. Nothing here validates an answer at run time.
+
+The routes that submit read their bodies themselves (one orjson parse,
+:mod:`genspool.api.jsonbody`), so FastAPI does not see a body parameter: :func:`request_body`
+declares the model of each, for the schema (and the fuzzing that reads it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,18 @@ __all__ = [
     "JobModel",
     "ModelList",
     "document_responses",
+    "request_body",
 ]
+
+#: The request models that :func:`request_body` declared, added to the schema's components.
+_REQUESTS: list[type[BaseModel]] = []
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: its JSON body is a ``model``."""
+    _REQUESTS.append(model)
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
 class _Open(BaseModel):
@@ -194,6 +209,9 @@ _ERRORS = {
     404: "No such job (or one of another tenant), model or key.",
     409: "The job is not in a state that allows this.",
     413: "The request body is above the size limit.",
+    424: "The job did not end within the wait (GENSPOOL_WAIT_TIMEOUT_S) and goes on: its id is"
+    " in the message and the Location header. Not 408 or 5xx, which the OpenAI SDKs retry"
+    " (each retry a new job); x-should-retry: false says so to them.",
     429: "Over a rate limit; Retry-After says when to try again.",
     503: "The store, or the model's breaker, cannot take it now.",
 }
@@ -215,7 +233,7 @@ def document_responses(app: FastAPI) -> None:
 
 def _document(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    models: list[type[BaseModel]] = [*_BODIES.values(), ErrorResponse]
+    models: list[type[BaseModel]] = [*_BODIES.values(), ErrorResponse, *_REQUESTS]
     for model in models:
         _add_model(components, model)
     components.pop("HTTPValidationError", None)
@@ -268,4 +286,6 @@ def _statuses(op: dict[str, Any], method: str, path: str, scope: str | None) -> 
         statuses.append(413)
     if submits:
         statuses += [429, 503]
+    if path in ("/v1/chat/completions", "/v1/embeddings"):
+        statuses.append(424)
     return statuses

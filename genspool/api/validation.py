@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from genspool.api.jsonbody import field_path
 from genspool.config import ModelConfig
 from genspool.exceptions import ContextWindowExceeded, InvalidRequest
 from genspool.providers.base import CHAT, EMBEDDINGS
@@ -29,11 +30,14 @@ from genspool.runtime.catalog import ModelCatalog
 
 __all__ = [
     "BASICS",
+    "ChatBody",
     "Checked",
+    "EmbeddingsBody",
     "check_stream",
     "describe",
     "describe_request_error",
     "max_tokens_of",
+    "streamed",
     "validate_request",
 ]
 
@@ -99,49 +103,133 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 }
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+#: Strict: a value of the wrong type is refused, not converted ("yes" is no boolean, "0.5" no
+#: number), as the body is stored and sent on exactly as it came.
+_STRICT = ConfigDict(extra="allow", strict=True)
+_Object = dict[str, Any]
+
+
+class Message(BaseModel):
+    model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[_Object] | None = None
+    name: str | None = None
+    tool_calls: list[_Object] | None = None
+    tool_call_id: str | None = None
 
 
-class ChatBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class _Streaming(BaseModel):
+    model_config = ConfigDict(strict=True)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+
+
+class ChatBody(_Streaming):
+    """The OpenAI chat parameters, each of its type; whether a model honours one is checked
+    apart (:func:`validate_request`)."""
+
+    model_config = _STRICT
     model: str
-    messages: list[_Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, description="more than 1: remote models only")
-    stream: bool | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    parallel_tool_calls: bool | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    modalities: list[str] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    response_format: _Object | None = None
+    tools: list[_Object] | None = None
+    tool_choice: str | _Object | None = None
+    functions: list[_Object] | None = None
+    function_call: str | _Object | None = None
+    audio: _Object | None = None
+    prediction: _Object | None = None
+    web_search_options: _Object | None = None
 
 
 class EmbeddingsBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = _STRICT
     model: str
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = Field(None, gt=0)
+    user: str | None = None
 
 
 class _AnyBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = _STRICT
     model: str
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {CHAT: ChatBody, EMBEDDINGS: EmbeddingsBody}
 
 
-def describe(exc: ValidationError, prefix: str = "") -> str:
-    """``field.path: what is wrong`` for the first errors of a pydantic validation."""
-    parts = []
-    for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
-        parts.append(f"{loc or 'body'}: {err['msg']}")
-    return "; ".join(parts)
+def _invalid(exc: ValidationError, body: Any) -> InvalidRequest:
+    """The 400 for a body that failed its schema, naming the first field at fault."""
+    first = _located(exc.errors()[0], body) if exc.errors() else ()
+    return InvalidRequest(describe(exc, "body", body), param=field_path("", first))
+
+
+def _located(err: Any, data: Any) -> tuple[str | int, ...]:
+    """The path of an error in ``data``: pydantic's ``loc`` without the union members' tags
+    (``content.str``) that name no field of the request."""
+    path: list[str | int] = []
+    for step in err["loc"]:
+        present = (isinstance(data, dict) and step in data) or (
+            isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
+        )
+        if not present:
+            if err["type"] == "missing" and isinstance(data, dict):
+                path.append(step)
+            break
+        data = data[step]
+        path.append(step)
+    return tuple(path)
+
+
+def streamed(body: dict[str, Any]) -> bool:
+    """Whether a chat body asks for a stream, its ``stream`` and ``stream_options`` checked."""
+    try:
+        asked = _Streaming.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc, body) from exc
+    if asked.stream_options is not None and not asked.stream:
+        raise InvalidRequest(
+            "stream_options: only allowed with stream: true", param="stream_options"
+        )
+    return bool(asked.stream)
+
+
+def describe(exc: ValidationError, prefix: str = "", data: Any = None) -> str:
+    """``field.path: what is wrong`` for the first fields of a pydantic validation of
+    ``data`` (a union's refusals joined with "or")."""
+    found: dict[str, list[str]] = {}
+    for err in exc.errors():
+        loc = _located(err, data) if data is not None else err["loc"]
+        found.setdefault(field_path(prefix, loc), []).append(err["msg"])
+    return "; ".join(f"{where}: {' or '.join(why)}" for where, why in list(found.items())[:3])
 
 
 def max_tokens_of(body: dict[str, Any]) -> int | None:
@@ -171,7 +259,14 @@ def validate_request(models: ModelCatalog, url: str, body: Any) -> Checked:
     try:
         SCHEMAS.get(url, _AnyBody).model_validate(body)
     except ValidationError as exc:
-        raise InvalidRequest(describe(exc, "body"), param="body") from exc
+        raise _invalid(exc, body) from exc
+    if url == CHAT and streamed(body):
+        raise InvalidRequest(
+            "body.stream: a job is stored whole, not streamed; leave stream out (or false) and"
+            " follow the job's events (GET /v1/jobs/{id}/events, or the WebSocket), or call"
+            " POST /v1/chat/completions with stream: true",
+            param="body.stream",
+        )
     if card.check is not None:
         card.check(url, body)
     if card.dimensions is not None and body.get("dimensions") not in (None, card.dimensions):

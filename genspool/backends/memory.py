@@ -15,6 +15,8 @@ backend opened with that URL in this process (an API and a worker in one test); 
 from __future__ import annotations
 
 import copy
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -22,7 +24,15 @@ from urllib.parse import urlsplit
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job
 from genspool.core.machine import Change, LeaseSpec, leased
-from genspool.core.roles import Coordination, JobFilter, JobQueue, JobStore, KeyValue, Signals
+from genspool.core.roles import (
+    Coordination,
+    JobFilter,
+    JobQueue,
+    JobStore,
+    KeyValue,
+    Outbox,
+    Signals,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -35,6 +45,12 @@ class _State:
     tats: dict[str, float] = field(default_factory=dict)
     kv: dict[tuple[str, str], bytes] = field(default_factory=dict)
     waiting: dict[str, set[str]] = field(default_factory=dict)  # model -> ids (an index)
+    outbox: dict[str, float] | None = None  # id -> mark, once ``epoch`` started marking
+    epoch: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def mark(self, job_id: str, at: float) -> None:
+        if self.outbox is not None:
+            self.outbox[job_id] = at
 
     def store(self, job: Job) -> None:
         self.jobs[job.id] = job
@@ -53,7 +69,7 @@ def _copy(job: Job) -> Job:
     return copy.copy(job)
 
 
-class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
+class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
         self.name = name
@@ -69,6 +85,7 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         s = self._s
         for part in (s.jobs, s.by_key, s.slots, s.tats, s.kv, s.waiting):
             part.clear()
+        s.outbox, s.epoch = None, uuid.uuid4().hex
 
     async def drop(self) -> None:
         await self.destroy()
@@ -87,6 +104,7 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             stored = _copy(job)
             stored.available_at = job.available_at or job.created_at
             self._s.store(stored)
+            self._s.mark(job.id, time.time())
             if key is not None:
                 self._s.by_key[key] = job.id
             out.append(job)
@@ -107,6 +125,7 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         out = []
         for job in due[: spec.limit]:
             self._s.store(leased(job, spec))
+            self._s.mark(job.id, spec.now)
             out.append(_copy(job))
         return out
 
@@ -126,6 +145,7 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             if job is None or (job.status, job.lease_token) != (change.status, change.lease_token):
                 continue
             self._s.store(_copy(change.job))
+            self._s.mark(job.id, time.time())
             written.add(job.id)
         for model in {c.job.model for c in changes if c.job.id in written}:
             self.notify(model)
@@ -158,6 +178,7 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             if j.status in statuses
             and j.finished_at is not None
             and j.finished_at < finished_before
+            and j.id not in (self._s.outbox or ())  # the store has not copied it yet
         ]
         for job in gone:
             del self._s.jobs[job.id]
@@ -180,6 +201,26 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             if job.status in WAITING:
                 out[job.model] = min(out.get(job.model, job.created_at), job.created_at)
         return out
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    async def epoch(self) -> str:
+        if self._s.outbox is None:
+            self._s.outbox = {}
+        return self._s.epoch
+
+    async def pending(self, before: float, limit: int) -> list[tuple[Job, float]]:
+        marks = self._s.outbox or {}
+        for gone in [i for i in marks if i not in self._s.jobs]:
+            del marks[gone]
+        due = sorted((at, i) for i, at in marks.items() if at < before)[:limit]
+        return [(_copy(self._s.jobs[i]), at) for at, i in due]
+
+    async def copied(self, marks: Sequence[tuple[str, float]]) -> None:
+        outbox = self._s.outbox or {}
+        for job_id, at in marks:
+            if outbox.get(job_id) == at:
+                del outbox[job_id]
 
     # -- store -------------------------------------------------------------------------------
 
@@ -225,6 +266,9 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         if wait == 0.0:
             self._s.tats[key] = tat
         return wait
+
+    async def server_time(self) -> float:
+        return time.time()  # every user of this backend is in this process
 
     # -- key-value ---------------------------------------------------------------------------
 

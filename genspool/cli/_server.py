@@ -48,7 +48,10 @@ def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
     provider is built (weights load when the worker starts)."""
     queue = _queue(settings)
     shared = Shared(queue.storage.coordination, queue.storage.kv)
-    registry = ModelRegistry(_models(settings), env=dict(os.environ), backend=shared)
+    # Shared limits and slots count in the backend's time, as leases do (queue.clock).
+    registry = ModelRegistry(
+        _models(settings), env=dict(os.environ), backend=shared, clock=queue.clock
+    )
     for cfg in registry:
         registry.provider(cfg.name)
     asyncio.run(_check(queue))
@@ -124,6 +127,8 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         key_cache_s=settings.key_cache_s,
         max_body_bytes=settings.max_body_bytes,
         wait_timeout_s=settings.wait_timeout_s,
+        max_json_depth=settings.max_json_depth,
+        push=settings.push_limits(),
     )
     auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, services.keys)))
     hosts = allowed_hosts(settings.host, settings.allowed_hosts)
@@ -142,7 +147,7 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         ws_per_message_deflate=False,
         # A request's head is bounded before any key is checked: uvicorn's httptools protocol
         # has no bound of its own (genspool.cli._http); h11's is set too, were it chosen.
-        http="httptools",  # TEMP
+        http=protocol(settings.max_head_bytes, settings.max_headers),
         h11_max_incomplete_event_size=settings.max_head_bytes,
         timeout_keep_alive=settings.keep_alive_s,
         limit_concurrency=settings.max_connections,

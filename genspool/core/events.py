@@ -7,12 +7,15 @@ Between processes the relay (:mod:`genspool.core.relay`) also sends announcement
 :class:`Hello` (a process joined: announce again). :func:`encode` and :func:`decode` are the
 one wire format for all four. Subscribers listen to a set of job ids, or to all jobs with
 ``None``; the hub fans out inside one process without ever blocking the publisher.
+
+An :class:`Outbox` holds what one push connection (WebSocket, SSE) has yet to send, bounded
+by :class:`PushLimits`: a client that does not read costs the server a bounded amount.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,8 @@ __all__ = [
     "Hello",
     "JobChanged",
     "Message",
+    "Outbox",
+    "PushLimits",
     "Subscription",
     "TokenDelta",
     "Watching",
@@ -230,3 +235,91 @@ class EventHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[key]
+
+
+@dataclass(frozen=True, slots=True)
+class PushLimits:
+    """The bounds of push connections (WebSocket and SSE); the reasons for each default are in
+    :class:`genspool.settings.Settings`."""
+
+    outbox_bytes: int = 256 * 1024
+    outbox_events: int = 1_000
+    subscriptions: int = 100
+    per_key: int = 256
+    total: int = 2_048
+    send_timeout_s: float = 30.0
+    idle_s: float = 60.0
+    recheck_s: float = 2.0
+    setups: int = 4
+
+
+class Outbox:
+    """Frames one connection has yet to send, at most ``max_events`` of them and ``max_bytes``.
+
+    A token delta that does not fit is dropped: the job's terminal event carries the whole text.
+    A state event that does not fit first evicts the queued deltas, and when it still does not
+    fit the outbox overflows (:meth:`put` answers False): the client cannot keep up and its
+    connection must close. A lone frame always fits, however large, so that a terminal event is
+    never lost while the connection lives.
+    """
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events, self.max_bytes = max_events, max_bytes
+        self._frames: deque[tuple[bytes, bool]] = deque()
+        self.bytes = 0
+        self.dropped = 0
+        self._ready = asyncio.Event()
+        self._ended = False
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def put(self, frame: bytes, *, delta: bool = False) -> bool:
+        """Queue ``frame``; False when it cannot fit even without the queued deltas."""
+        if self._ended:
+            return True
+        if not self._fits(len(frame)):
+            if delta:
+                self.dropped += 1
+                return True
+            self._evict_deltas()
+            if not self._fits(len(frame)):
+                return False
+        self._frames.append((frame, delta))
+        self.bytes += len(frame)
+        self._ready.set()
+        return True
+
+    def end(self, *, at_once: bool = False) -> None:
+        """No more frames: :meth:`get` answers None after the queued ones (or now)."""
+        self._ended = True
+        if at_once:
+            self._frames.clear()
+            self.bytes = 0
+        self._ready.set()
+
+    async def get(self) -> bytes | None:
+        """The next frame to send; None once the outbox has ended and is empty."""
+        while not self._frames:
+            if self._ended:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        frame, _ = self._frames.popleft()
+        self.bytes -= len(frame)
+        return frame
+
+    def _fits(self, size: int) -> bool:
+        if not self._frames:
+            return True
+        return len(self._frames) < self.max_events and self.bytes + size <= self.max_bytes
+
+    def _evict_deltas(self) -> None:
+        kept = deque(f for f in self._frames if not f[1])
+        self.dropped += len(self._frames) - len(kept)
+        self._frames = kept
+        self.bytes = sum(len(f[0]) for f in kept)

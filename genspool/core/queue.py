@@ -3,31 +3,44 @@
 Each public method reads what it needs, lets :mod:`genspool.core.machine` decide the
 transition, has the :class:`~genspool.core.roles.JobQueue` write it under its fence, copies the
 change into the :class:`~genspool.core.roles.JobStore` when that is a separate server, and
-publishes the events (saq's ``Queue``). Time comes from ``clock``, so tests shift it instead of
-sleeping.
+publishes the events (saq's ``Queue``). Time comes from ``clock``: by default the backend's
+(:class:`~genspool.core.clock.ServerClock`), so that every process leases, expires and takes
+back jobs on one clock; a test passes a fake clock of its own and shifts it instead of sleeping.
+
+With a separate store the copy is a second write that a dead worker or a server restart can cut
+off, so it converges instead of being trusted: the queue marks each job it writes in the same
+atomic step (:class:`~genspool.core.roles.Outbox`), ``maintain`` copies the marked jobs' current
+records and clears their marks, the queue purges no marked job, and when the queue's server has
+lost its data (a new epoch) ``maintain`` puts the store's active jobs back into it. A copy that
+fails where it is made is therefore only logged (:mod:`genspool.core.mirror`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import logging
+import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
 from genspool.core import machine
+from genspool.core.clock import ServerClock
 from genspool.core.events import Event, EventHub, JobChanged, Subscription
 from genspool.core.fairness import FairShare
 from genspool.core.job import WAITING, Job
 from genspool.core.joblog import log_failures, log_released
 from genspool.core.machine import ACTIVE, PURGEABLE, Change
+from genspool.core.mirror import Mirror
 from genspool.core.relay import Relay
 from genspool.core.retry import RetryPolicy
 from genspool.core.roles import JobFilter, JobQueue, Storage
 from genspool.core.watch import GroupCommit, StorePoller
-from genspool.exceptions import Conflict, ModelError, NotFound
+from genspool.exceptions import BackendError, Conflict, ModelError, NotFound
 
 __all__ = ["Queue", "error_body"]
+
+log = logging.getLogger(__name__)
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -52,18 +65,22 @@ class Queue:
         retry: RetryPolicy | None = None,
         lease_s: float = 30.0,
         result_ttl_s: float = 86_400.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: None for the backend's time (the local clock corrected by an offset
+        measured at :meth:`connect`), a :class:`ServerClock` to correct some other local
+        clock the same way, or any other clock to use as it is (a test's fake clock)."""
         self.storage = storage if isinstance(storage, Storage) else Storage.of(storage)
         self.events = events or EventHub()
         self.retry = retry or RetryPolicy()
         self.lease_s = lease_s
         self.result_ttl_s = result_ttl_s
-        self.clock = clock
+        self.clock: Callable[[], float] = ServerClock() if clock is None else clock
         self.relay = Relay(self.storage.signals, self.events.publish_many)
         self.fair = FairShare(self.storage.kv)
         self._jobs, self._store = self.storage.queue, self.storage.store
         self._mirrored = self.storage.mirrored
+        self.mirror = Mirror(self.storage, uuid.uuid4().hex) if self._mirrored else None
         self._enqueue = GroupCommit(self._jobs.enqueue)
         self._poller = StorePoller(
             self._read,
@@ -73,10 +90,19 @@ class Queue:
 
     async def connect(self) -> None:
         await self.storage.connect()
+        if self.storage.outbox is not None:
+            await self.storage.outbox.epoch()  # marks from the first write on
+        if isinstance(self.clock, ServerClock):
+            coordination = self.storage.coordination
+            name = getattr(coordination, "kind", type(coordination).__name__)
+            self.clock.follow(coordination.server_time, name)
+            await self.clock.start()
         if self.storage.signals.cross_process_events and not self.relay.running:
             self.relay.start()
 
     async def close(self) -> None:
+        if isinstance(self.clock, ServerClock):
+            await self.clock.stop()
         if self.relay.running:
             await self.relay.stop()
         await self.storage.close()
@@ -121,9 +147,20 @@ class Queue:
             return []
         written = await self._jobs.apply(changes)
         jobs = [c.job for c in changes if c.job.id in written]
-        if self._mirrored and jobs:
-            await self._store.put(jobs)
+        await self._copy(jobs)
         return jobs
+
+    async def _copy(self, jobs: Sequence[Job]) -> None:
+        """Copy what the queue just wrote into a separate store. The queue marked it, so a copy
+        that fails here is made by ``maintain`` (a queue that keeps no marks raises)."""
+        if not self._mirrored or not jobs:
+            return
+        try:
+            await self._store.put(jobs)
+        except BackendError as exc:
+            if self.storage.outbox is None:
+                raise
+            log.warning("store copy of %d job(s) left to maintenance: %s", len(jobs), exc)
 
     async def _read(self, job_ids: Sequence[str]) -> list[Job]:
         """The queue's copy first (it is never older than the store's), then the store's."""
@@ -140,12 +177,15 @@ class Queue:
 
     async def submit_many(self, jobs: Sequence[Job]) -> list[Job]:
         """Store new jobs (concurrent calls share one write); what is stored for each: the job
-        itself, or the one already stored under its idempotency key."""
+        itself, or the one already stored under its idempotency key. Each is stamped with this
+        queue's clock: it becomes due then, on the clock every process leases by."""
+        now = self.clock()
+        for job in jobs:
+            job.created_at = now
         await self.fair.assign(jobs)
         stored = await self._enqueue(jobs)
         new = [j for j, s in zip(jobs, stored, strict=True) if j is s]
-        if self._mirrored and new:
-            await self._store.put(new)
+        await self._copy(new)
         self.publish_many(JobChanged.of(j) for j in new)
         return stored
 
@@ -160,7 +200,14 @@ class Queue:
         return await self._read(job_ids)
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
-        return await self._store.list_jobs(flt)
+        """From the store; with a separate one, each job as the queue has it (never older), so
+        that a list agrees with ``get`` while a copy is on its way."""
+        listed = await self._store.list_jobs(flt)
+        if not self._mirrored or not listed:
+            return listed
+        live = {j.id: j for j in await self._jobs.get_many([j.id for j in listed])}
+        fresh = [live.get(j.id, j) for j in listed]
+        return [j for j in fresh if flt.status is None or j.status == flt.status]
 
     async def depth(self) -> dict[str, dict[str, int]]:
         """Per model, how many jobs are queued, retrying and running."""
@@ -203,8 +250,7 @@ class Queue:
         (the leasing worker's id) is recorded on each job and in its attempt history."""
         spec = machine.lease_spec(model, limit, self.clock(), self.lease_s, worker)
         jobs = await self._jobs.lease(spec)
-        if self._mirrored and jobs:
-            await self._store.put(jobs)
+        await self._copy(jobs)
         await self.fair.leased(model, jobs)
         self.publish_many(JobChanged.of(j) for j in jobs)
         return jobs
@@ -260,7 +306,9 @@ class Queue:
         return changed
 
     async def maintain(self) -> dict[str, int]:
-        """Expire overdue jobs, take back leases of dead workers, drop results past their TTL."""
+        """Expire overdue jobs, take back leases of dead workers, bring a separate store up to
+        the queue (and the queue up to the store after it lost its data), drop results past
+        their TTL."""
         t = self.clock()
         expired = reclaimed = 0
         for _ in range(10):
@@ -274,9 +322,11 @@ class Queue:
         orphans = await self._jobs.stale_leases(t, self.MAINTAIN_BATCH)
         lost = TimeoutError("lease expired: the worker holding the job stopped responding")
         reclaimed = len(await self.fail([(j, lost) for j in orphans]))
+        if self.mirror is not None:  # its counts in ``mirror.last``: the report is the same
+            await self.mirror.converge(t)  # for every deployment
         statuses = sorted(s.value for s in PURGEABLE)
         purged = await self._jobs.purge(statuses, t - self.result_ttl_s)
-        if self._mirrored:
+        if self._mirrored:  # after the queue's: a job the queue keeps stays in the store too
             purged = await self._store.purge(statuses, t - self.result_ttl_s)
         return {"expired": expired, "reclaimed": reclaimed, "purged": purged}
 

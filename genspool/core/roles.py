@@ -11,9 +11,11 @@ each change it makes into the store.
   and new field values arrive as parameters.
 * :class:`JobStore` keeps the record: reads, lists, whole-record upserts, purges.
 * :class:`Coordination`: slots of a model's ``max_concurrency`` and rate-limit buckets shared by
-  every process.
+  every process, and the server's time (the one clock of leases and expiry).
 * :class:`KeyValue`: small values (API keys, breaker states, the fair-share clock).
 * :class:`Signals`: events between processes and wake-ups of idle workers.
+* :class:`Outbox`: a queue's marks of the jobs whose copy in a separate store may be behind,
+  so that the copy converges whatever dies between the two writes.
 
 Every role is also a :class:`Resource` (connect, close, and wiping its namespace for tests).
 Future capabilities (files, batches, vectors) add roles here, not methods to an existing one.
@@ -37,6 +39,7 @@ __all__ = [
     "JobQueue",
     "JobStore",
     "KeyValue",
+    "Outbox",
     "Resource",
     "Signals",
     "Storage",
@@ -160,6 +163,12 @@ class Coordination(Resource):
         ``burst``) and return 0.0, or take nothing and return the seconds until it would
         succeed. Atomic; the arithmetic is :func:`genspool.core.gcra.gcra`."""
 
+    @abstractmethod
+    async def server_time(self) -> float:
+        """The server's clock now, in Unix seconds: the one clock of leases, expiry and
+        maintenance, whatever each process's own says (:class:`genspool.core.clock.ServerClock`
+        reads it every ~30 s). A backend on this machine (memory, a file) reads the local one."""
+
 
 class KeyValue(Resource):
     @abstractmethod
@@ -210,6 +219,33 @@ class Signals(Resource):
         event.clear()
 
 
+class Outbox(Resource):
+    """A queue's record of what a separate store has not copied yet (the transactional outbox).
+
+    Once :meth:`epoch` has been called, every write of a job by the queue (enqueue, lease,
+    apply) also marks the job, in the same atomic step, with the time of the write; ``purge``
+    leaves marked jobs alone. The facade copies a marked job's current record to the store and
+    then clears the mark, unless the job was written again meanwhile. A worker killed between
+    the queue write and the store write thus leaves a mark, and the next maintenance copies it.
+    """
+
+    @abstractmethod
+    async def epoch(self) -> str:
+        """Start marking, and return this queue's generation: a random name made when the
+        queue was first used, that changes when the server lost its data (a restart without
+        persistence), so that the store's active jobs are put back into it."""
+
+    @abstractmethod
+    async def pending(self, before: float, limit: int) -> list[tuple[Job, float]]:
+        """Up to ``limit`` marked jobs whose mark is older than ``before``, with their marks,
+        oldest first; a mark left by a job that no longer exists is dropped."""
+
+    @abstractmethod
+    async def copied(self, marks: Sequence[tuple[str, float]]) -> None:
+        """Clear the marks of ``(job_id, mark)`` pairs that are still as read (a job written
+        again meanwhile keeps its newer mark)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Storage:
     """The roles of one deployment. :meth:`of` takes them all from one backend."""
@@ -233,6 +269,12 @@ class Storage:
     def mirrored(self) -> bool:
         """Whether the store is apart from the queue, so each change is copied into it."""
         return self.store is not self.queue  # type: ignore[comparison-overlap]
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """The queue's marks of what the store has not copied, when the store is apart and the
+        queue keeps them (else changes are copied once, with no repair)."""
+        return self.queue if self.mirrored and isinstance(self.queue, Outbox) else None
 
     def parts(self) -> list[Resource]:
         """The distinct backends, the store's first (it must be up before the queue copies)."""

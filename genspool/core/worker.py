@@ -202,6 +202,7 @@ class Worker:
         under one slot of the model while anything runs here."""
         cfg, loop = lane.cfg, asyncio.get_running_loop()
         slot: str | None = None
+        used = False  # whether the slot held now has run any job
         checked = 0.0
         while not self._stopping.is_set():
             lane.freed.clear()
@@ -225,10 +226,11 @@ class Worker:
                 continue
             if jobs:
                 self._begin(lane, jobs)
+                used = True
                 continue
             if not lane.runs and slot is not None:  # the batch ran empty: free the slot
-                await self._quietly(slots.put(slot, worked=True))
-                slot = None
+                await self._quietly(slots.put(slot, worked=used))
+                slot, used = None, False
             await self.queue.storage.signals.wait_for_work(cfg.name, 1.0)
 
     async def _preempt(self, lane: _Lane) -> None:

@@ -723,8 +723,10 @@ class LlamaChatProvider(Provider):
 
     ``model_path`` defaults to the bundled SmolLM2-135M-Instruct, which is converted to Q8_0
     once into ``cache_dir``; a given file is used as it is. Each request may use up to
-    ``context_window`` tokens; up to ``max_batch_size`` requests decode side by side (fewer if
-    their KV caches would exceed ~720 MiB) and larger batches run in waves.
+    ``context_window`` tokens; up to ``max_batch_size`` requests (``max_sequences``) decode side
+    by side (fewer if their KV caches would exceed ~720 MiB). More wait, and join the running
+    batch as sequences free (continuous batching: each ``handle()`` call returns when its own
+    requests have ended).
     """
 
     endpoints = frozenset({CHAT})

@@ -97,7 +97,7 @@ def test_validation_accepts_a_good_request_and_names_bad_fields() -> None:
     assert validate_request(reg, CHAT, chat()) == (reg.config("echo"), 1)
     with pytest.raises(UnknownModel, match="all-minilm-l6-v2, echo"):
         validate_request(reg, CHAT, {**chat(), "model": "gpt-9"})
-    with pytest.raises(InvalidRequest, match=r"body\.messages\.0\.role"):
+    with pytest.raises(InvalidRequest, match=r"body\.messages\[0\]\.role"):
         validate_request(reg, CHAT, {"model": "echo", "messages": [{"role": "robot"}]})
     with pytest.raises(InvalidRequest, match=r"body\.temperature"):
         validate_request(reg, CHAT, chat(temperature=9))

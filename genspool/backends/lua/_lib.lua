@@ -102,6 +102,19 @@ local function wake(models)
   end
 end
 
+-- The outbox (roles.Outbox): with a separate store, every job written is marked with the time of
+-- the write, in the same script; the key exists once the queue has an epoch (its generation).
+local marking = nil
+
+local function mark(id, now)
+  if marking == nil then
+    marking = redis.call('EXISTS', P .. ':epoch') == 1
+  end
+  if marking then
+    zadd(P .. ':outbox', now, id)
+  end
+end
+
 local function flush()
   for key, list in pairs(zrems) do
     call_in_slices('ZREM', key, list)
@@ -227,6 +240,9 @@ local function reindex(id, old, new, now)
   end
   if b and (a ~= b or old.finished_at ~= new.finished_at) then
     zadd(P .. ':finished:' .. b, new.finished_at, id)
+  end
+  if new then
+    mark(id, now)
   end
   return due
 end

@@ -49,6 +49,7 @@ for _, prio in ipairs(redis.call('ZREVRANGE', prios, 0, -1)) do
         end
         redis.call('HINCRBY', key, 'attempts', step)
         zadd(P .. ':leased', untl, id)
+        mark(id, now)
         if h[2] then
           zrem(P .. ':expiring', id)
         end

@@ -304,6 +304,17 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
 
         return await self._cas(f"rate.{token(key)}", take)
 
+    @_call("server_time")
+    async def server_time(self) -> float:
+        # NATS has no time call: the server stamps each message it stores, so store one (a
+        # key of the coord bucket, kept to one revision) and read its stamp back.
+        bucket = self._conn.buckets["coord"]
+        seq = await self._conn.bucket("coord").put("clock", b"")
+        stored = await self._conn.jet().get_msg(f"KV_{bucket}", seq=seq)
+        if stored.time is None:
+            raise BackendError(f"NATS at {self.shown_url} stored a message with no time stamp")
+        return stored.time.timestamp()
+
     # -- key-value ---------------------------------------------------------------------------
 
     def _kv_key(self, namespace: str, key: str) -> str:

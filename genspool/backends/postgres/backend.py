@@ -302,6 +302,11 @@ class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     async def release_slot(self, name: str, holder: str) -> None:
         await self._db.count(Q["slot_release"], {"name": name, "holder": holder})
 
+    @translated("server_time", ERRORS)
+    async def server_time(self) -> float:
+        found = await self._db.fetch(Q["server_time"], {})
+        return float(found[0][0])
+
     @translated("reserve", ERRORS)
     async def reserve(
         self, key: str, cost: float, rate_per_s: float, burst: float, now: float

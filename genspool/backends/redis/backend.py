@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -16,7 +17,15 @@ from genspool.backends.redis._codec import FIELDS, changes_arg, num, record, row
 from genspool.backends.redis._pubsub import follow
 from genspool.core.job import WAITING, Job
 from genspool.core.machine import Change, LeaseSpec
-from genspool.core.roles import Coordination, JobFilter, JobQueue, JobStore, KeyValue, Signals
+from genspool.core.roles import (
+    Coordination,
+    JobFilter,
+    JobQueue,
+    JobStore,
+    KeyValue,
+    Outbox,
+    Signals,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -26,7 +35,7 @@ _Hash = dict[bytes, bytes]
 ERRORS = (RedisError, OSError)
 
 
-class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
+class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
     kind = "Redis"
     cross_process_events = True
     #: Jobs per ``enqueue``/``put`` script call: a bigger batch is stored in several calls so
@@ -181,6 +190,37 @@ class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             heads += [(model, m.decode()[16:]) for m in members]  # after sortable(available_at)
         return heads
 
+    # -- outbox ------------------------------------------------------------------------------
+    # The marks are a sorted set (job id by the time of its last write) that the scripts which
+    # write a job add to once the epoch key exists (mark() in lua/_lib.lua). A server that
+    # comes back without its data has no epoch key: it marks nothing until ``epoch`` names a
+    # new one, which tells maintenance to put the store's active jobs back.
+
+    @translated("epoch", ERRORS)
+    async def epoch(self) -> str:
+        key = self._c.key("epoch")
+        async with self._c.r.pipeline(transaction=True) as pipe:
+            pipe.set(key, uuid.uuid4().hex, nx=True)
+            pipe.get(key)
+            _, epoch = await pipe.execute()
+        return cast(bytes, epoch).decode()
+
+    @translated("pending", ERRORS)
+    async def pending(self, before: float, limit: int) -> list[tuple[Job, float]]:
+        key = self._c.key("outbox")
+        reply = await self._c.r.zrangebyscore(key, "-inf", f"({num(before)}", 0, limit, True)
+        marks = [(m.decode(), float(at)) for m, at in cast(list[tuple[bytes, float]], reply)]
+        jobs = {j.id: j for j in await self.get_many([job_id for job_id, _ in marks])}
+        gone = [job_id for job_id, _ in marks if job_id not in jobs]
+        if gone:
+            await self._c.r.zrem(key, *gone)
+        return [(jobs[job_id], at) for job_id, at in marks if job_id in jobs]
+
+    @translated("copied", ERRORS)
+    async def copied(self, marks: Sequence[tuple[str, float]]) -> None:
+        if marks:
+            await self._c.run("copied", [x for job_id, at in marks for x in (job_id, num(at))])
+
     # -- store -------------------------------------------------------------------------------
 
     @translated("list", ERRORS)
@@ -223,6 +263,11 @@ class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     ) -> float:
         args = [key, num(now), num(cost), num(rate_per_s), num(burst)]
         return float(await self._c.run("reserve", args))
+
+    @translated("server_time", ERRORS)
+    async def server_time(self) -> float:
+        seconds, micros = await self._c.r.time()
+        return seconds + micros / 1e6
 
     # -- key-value ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,10 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             return wait
 
         return await self._w.run(write(take))
+
+    async def server_time(self) -> float:
+        # Every process on a SQLite file runs on this machine, under this clock.
+        return time.time()
 
     # -- key-value ---------------------------------------------------------------------------
 

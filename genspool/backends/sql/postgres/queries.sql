@@ -104,6 +104,10 @@ SELECT acquire_slot(%(name)s, %(holder)s, %(limit)s, %(until)s, %(now)s);
 -- name: slot_release
 DELETE FROM slots WHERE name = %(name)s AND holder = %(holder)s;
 
+-- name: server_time
+-- clock_timestamp(), not now(): now() is the start of the transaction.
+SELECT extract(epoch FROM clock_timestamp())::float8;
+
 -- name: limit_get
 SELECT tat FROM limits WHERE key = %(key)s;
 
