@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     result_ttl_s: float = Field(86_400.0, gt=0, description="How long finished jobs are kept.")
     retry_base_s: float = Field(0.5, ge=0, description="First backoff step of a retry.")
     retry_cap_s: float = Field(60.0, ge=0, description="Longest backoff between two attempts.")
+    max_retry_after_s: float = Field(
+        300.0,
+        ge=0,
+        description="Longest Retry-After a job waits; a model asking for more fails over to its"
+        " fallbacks, else the job is dead-lettered naming the Retry-After and this cap.",
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest accepted request body.")
     max_json_depth: int = Field(
         64,

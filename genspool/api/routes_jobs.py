@@ -101,6 +101,8 @@ async def read_body(request: Request, svc: Services) -> Any:
 
 
 def _spec(raw: Any) -> JobCreate:
+    if not isinstance(raw, dict):
+        raise InvalidRequest('body: must be a JSON object, {"url": ..., "body": {...}}')
     try:
         return JobCreate.model_validate(raw)
     except ValidationError as exc:

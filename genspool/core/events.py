@@ -198,9 +198,18 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, maxsize: int = 10_000) -> None:
+    """Subscriptions by job id, and the fan-out of each event to them: at most ``step``
+    deliveries per turn of the event loop, the rest on the next turns, in order. Delivering an
+    event to 2,000 SSE clients of one job at once woke 2,000 tasks in one turn and held an
+    unrelated GET for ~650 ms."""
+
+    def __init__(self, maxsize: int = 10_000, *, step: int = 256) -> None:
         self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._maxsize = maxsize
+        self._step = step
+        self._pending: deque[tuple[Event, tuple[Subscription, ...], int]] = deque()
+        self._used = 0  # deliveries made in this turn of the event loop
+        self._turn_scheduled = False
 
     def subscribe(self, ids: Iterable[str] | None = None, *, deltas: bool = True) -> Subscription:
         sub = Subscription(self, ids, self._maxsize, deltas=deltas)
@@ -221,8 +230,41 @@ class EventHub:
     def publish(self, event: Event) -> None:
         if not self._subs:
             return
-        for sub in (*self._subs.get(event.id, ()), *self._subs.get(_ALL, ())):
-            sub.put(event)
+        subs = (*self._subs.get(event.id, ()), *self._subs.get(_ALL, ()))
+        if subs:
+            self._pending.append((event, subs, 0))
+            if len(self._pending) == 1:  # else the ones before wait for the next turn
+                self._deliver()
+
+    def _deliver(self) -> None:
+        """Deliver pending events in order, ``step`` deliveries a turn of the event loop."""
+        budget = self._step - self._used
+        while self._pending and budget > 0:
+            event, subs, at = self._pending[0]
+            end = min(len(subs), at + budget)
+            for sub in subs[at:end]:
+                sub.put(event)
+            budget -= end - at
+            if end == len(subs):
+                self._pending.popleft()
+            else:
+                self._pending[0] = (event, subs, end)
+        self._used = self._step - budget
+        if self._turn_scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._turn)
+            self._turn_scheduled = True
+        except RuntimeError:  # no loop (a synchronous caller): deliver the rest now
+            pending, self._pending, self._used = self._pending, deque(), 0
+            for event, subs, at in pending:
+                for sub in subs[at:]:
+                    sub.put(event)
+
+    def _turn(self) -> None:
+        self._turn_scheduled, self._used = False, 0
+        if self._pending:
+            self._deliver()
 
     def publish_many(self, events: Iterable[Event]) -> None:
         if self._subs:

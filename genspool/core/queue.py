@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from genspool.core.events import Event, EventHub, JobChanged, Subscription
 from genspool.core.fairness import FairShare
 from genspool.core.job import WAITING, Job
 from genspool.core.joblog import log_failures, log_released
-from genspool.core.machine import ACTIVE, PURGEABLE, Change
+from genspool.core.machine import ACTIVE, PURGEABLE, WRITTEN, Change
 from genspool.core.mirror import Mirror
 from genspool.core.relay import Relay
 from genspool.core.retry import RetryPolicy
@@ -41,6 +42,8 @@ from genspool.exceptions import BackendError, Conflict, ModelError, NotFound
 __all__ = ["Queue", "error_body"]
 
 log = logging.getLogger(__name__)
+#: The fields a transition may change, read in one call: a write that fails puts them back.
+_WRITTEN_OF = operator.attrgetter(*WRITTEN)
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -261,13 +264,13 @@ class Queue:
 
     async def complete(self, done: Sequence[tuple[Job, dict[str, Any]]]) -> list[Job]:
         """Store results; a job whose lease was lost (or that was cancelled) keeps its state."""
-        t = self.clock()
-        return await self._finish([machine.succeed(j, r, t) for j, r in done])
+        t, before = self.clock(), [(j, _WRITTEN_OF(j)) for j, _ in done]
+        return await self._finish([machine.succeed(j, r, t) for j, r in done], before)
 
     async def fail(self, failed: Sequence[tuple[Job, BaseException]]) -> list[Job]:
         """Retry after a backoff, or dead-letter when attempts are used up or retrying is futile."""
-        t = self.clock()
-        written = await self._finish([self._failure(job, exc, t) for job, exc in failed])
+        t, before = self.clock(), [(j, _WRITTEN_OF(j)) for j, _ in failed]
+        written = await self._finish([self._failure(job, exc, t) for job, exc in failed], before)
         log_failures(written, failed, t)
         return written
 
@@ -283,6 +286,11 @@ class Queue:
         )
         if delay is None:
             reason = "not retryable" if not retryable else f"{job.attempts} attempts used"
+            if retryable and self.retry.over_cap(retry_after):
+                reason = (
+                    f"Retry-After {retry_after:g} s is over "
+                    f"max_retry_after_s={self.retry.max_retry_after_s:g}"
+                )
             err["message"] = f"{err['message']} (dead-lettered: {reason})"
             return machine.dead_letter(job, err, t)
         return machine.retry(job, err, t + delay, t)
@@ -292,14 +300,25 @@ class Queue:
     ) -> list[Job]:
         """Hand leased jobs back untouched (a draining worker); the attempt does not count.
         Each is logged with ``why``, unless it is None (a job leased only to be looked at)."""
-        t = self.clock()
-        released = await self._finish([machine.release(j, t) for j in jobs])
+        t, before = self.clock(), [(j, _WRITTEN_OF(j)) for j in jobs]
+        released = await self._finish([machine.release(j, t) for j in jobs], before)
         if why is not None:
             log_released(released, why)
         return released
 
-    async def _finish(self, changes: Sequence[Change]) -> list[Job]:
-        changed = await self._write(changes)
+    async def _finish(
+        self, changes: Sequence[Change], before: Sequence[tuple[Job, tuple[Any, ...]]]
+    ) -> list[Job]:
+        """Write a worker's decided changes. If the write raises, each job is put back as it
+        was (the transitions change jobs in place), so the worker still holds its lease and
+        can store another outcome or hand the job back."""
+        try:
+            changed = await self._write(changes)
+        except BaseException:
+            for job, values in before:
+                for name, value in zip(WRITTEN, values, strict=True):
+                    setattr(job, name, value)
+            raise
         self.publish_many(JobChanged.of(j) for j in changed)
         for model in {j.model for j in changed if j.status in WAITING}:
             self.storage.signals.notify(model)

@@ -22,9 +22,13 @@ past it is cancelled and failed alone, the jobs beside it go on.
   (and its own prefill) for a sequence, unless more than ``preempt_scan`` jobs arrive within
   one ``preempt_check_s`` after it.
 
-A heartbeat keeps the leases of held jobs alive; a maintenance loop expires overdue jobs, takes
-back the jobs of dead workers and publishes the measured decode rates
-(:mod:`genspool.core.decode_rate`). ``stop()`` drains: no new leases, in-flight jobs get
+A job this process holds is being worked on or handed back: an error between its lease and its
+outcome's store (the backend failing while a batch is filled, a provider that cannot start it)
+hands back every job of that batch, or runs the ones already leased. The heartbeat renews only
+jobs with a live attempt (a call in flight); a held job found without one on two heartbeats in a
+row is handed back, so no bug can keep a job ``running`` with no call made. A maintenance loop
+expires overdue jobs, takes back the jobs of dead workers and publishes the measured decode
+rates (:mod:`genspool.core.decode_rate`). ``stop()`` drains: no new leases, in-flight jobs get
 ``drain_timeout_s`` to finish, what is left is handed back.
 """
 
@@ -40,6 +44,7 @@ from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from genspool._storable import Unstorable, UnstorableResult, storable
 from genspool.config import ModelConfig
 from genspool.core.decode_rate import DecodeRates, completion_tokens
 from genspool.core.events import TokenDelta
@@ -109,6 +114,8 @@ class Worker:
         self.completed = 0
         self._providers: dict[str, Provider] = {}
         self._slots: list[Slots] = []  # one per model
+        self._lanes: list[_Lane] = []
+        self._idle: set[str] = set()  # held jobs the last heartbeat found with no call in flight
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.slot_poll_s = 0.05
         self.preempt_check_s = 0.5
@@ -167,6 +174,7 @@ class Worker:
         )  # fmt: skip
         self._slots.append(slots)
         lane = _Lane(cfg, provider)
+        self._lanes.append(lane)
         if continuous(provider):
             await self._feed(lane, slots)
         else:
@@ -266,7 +274,15 @@ class Worker:
         if wrong:
             self._launch(self._settled(lane, [(j, _unserved(j, lane.cfg)) for j in wrong]))
         if served := [j for j in jobs if j.url in lane.provider.endpoints]:
-            self._launch(self._settle(lane, self._start(lane, served)))
+            try:
+                runs = self._start(lane, served)
+            except Exception as exc:
+                log.error(
+                    "model %s could not start %d jobs", lane.cfg.name, len(served), exc_info=exc
+                )
+                self._launch(self._hand_back(served, f"its model could not start it: {exc}"))
+                return
+            self._launch(self._settle(lane, runs))
 
     def _launch(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -278,6 +294,9 @@ class Worker:
     ) -> None:
         try:
             await self._run_batch(lane, jobs)
+        except Exception as exc:
+            log.error("model %s: a batch of %d failed", lane.cfg.name, len(jobs), exc_info=exc)
+            await self._hand_back(jobs, f"its batch failed in the worker: {exc}")
         finally:
             lane.batches -= 1
             local.release()
@@ -304,9 +323,12 @@ class Worker:
             return jobs  # nothing of this model in flight: no reason to wait
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.batching.max_wait_ms / 1000
-        while len(jobs) < size and (left := deadline - loop.time()) > 0:
-            await self.queue.storage.signals.wait_for_work(cfg.name, left)
-            jobs += await self._lease(cfg, size - len(jobs))
+        try:
+            while len(jobs) < size and (left := deadline - loop.time()) > 0:
+                await self.queue.storage.signals.wait_for_work(cfg.name, left)
+                jobs += await self._lease(cfg, size - len(jobs))
+        except Exception as exc:  # the jobs leased so far run; the lane's loop retries
+            log.error("filling a batch of %s failed (%s); running %d", cfg.name, exc, len(jobs))
         return jobs
 
     async def _lease(self, cfg: ModelConfig, limit: int) -> list[Job]:
@@ -396,21 +418,32 @@ class Worker:
             if isinstance(o, BaseException) and not isinstance(o, _HandedBack)
         ]
         try:
-            stored = await self.queue.complete(
-                [(j, {"status_code": 200, "body": r}) for j, r in done]
-            )
-            self.completed += len(stored)
+            failed += await self._complete(done)
             await self.queue.fail(failed)
             if back:
                 await self.queue.release(back)
         except Exception as exc:
             log.error("could not store %d outcomes of %s (%s)", len(outcomes), lane.cfg.name, exc)
-            with contextlib.suppress(Exception):
-                await self.queue.release([j for j, _ in outcomes])
+            with contextlib.suppress(Exception):  # else their leases run out
+                await self.queue.release([j for j, _ in outcomes], why=f"storing failed: {exc}")
         for job, _ in outcomes:
             self.held.pop(job.id, None)
             lane.preempted.discard(job.id)
         self._measure(lane, done)
+
+    async def _complete(self, done: list[tuple[Job, dict[str, Any]]]) -> list[tuple[Job, Any]]:
+        """Store results. If the store cannot encode one (a lone surrogate, an integer over
+        64 bits), that one is stored repaired or, past repair, failed alone: the failures are
+        returned; its batch-mates are stored as they are."""
+        try:
+            self.completed += len(await self.queue.complete(_results(done)))
+            return []
+        except Exception:
+            good, bad = _storable(done)
+            if not bad and all(g[1] is d[1] for g, d in zip(good, done, strict=True)):
+                raise  # all were storable as they were: the backend failed
+        self.completed += len(await self.queue.complete(_results(good)))
+        return bad
 
     def _measure(self, lane: _Lane, done: list[tuple[Job, dict[str, Any]]]) -> None:
         now = asyncio.get_running_loop().time()
@@ -441,12 +474,35 @@ class Worker:
 
     # -- upkeep ------------------------------------------------------------------------------
 
+    async def _hand_back(self, jobs: Sequence[Job], why: str) -> None:
+        """Release those of ``jobs`` still held (their attempt not counted); if the backend
+        fails here too, they are dropped from ``held`` and their leases run out."""
+        mine = [j for j in jobs if self.held.pop(j.id, None) is not None]
+        if not mine:
+            return
+        try:
+            await self.queue.release(mine, why=why)
+        except Exception as exc:
+            log.warning("could not hand back %d jobs (%s); their leases run out", len(mine), exc)
+
+    def _live(self) -> list[Job]:
+        """The held jobs with a call in flight; a held job found twice in a row without one
+        (a path that lost it: a bug) is handed back."""
+        running = {job_id for lane in self._lanes for job_id in lane.runs}
+        idle = self.held.keys() - running
+        lost = [self.held[i] for i in idle & self._idle]
+        self._idle = idle - self._idle
+        if lost:
+            log.error("handing back %d held jobs with no call in flight", len(lost))
+            self._launch(self._hand_back(lost, "held by its worker with no call in flight"))
+        return [job for job_id, job in self.held.items() if job_id in running]
+
     async def _heartbeat(self) -> None:
         ttl = self.queue.lease_s
         while True:
             await asyncio.sleep(ttl / 3)
             try:
-                await self.queue.heartbeat(list(self.held.values()))
+                await self.queue.heartbeat(self._live())
                 for slots in self._slots:
                     await slots.renew()
             except Exception as exc:  # the backend is down: leases run out, others take over
@@ -478,6 +534,25 @@ def _outcome(lane: _Lane, run: _Run) -> tuple[Job, Result | BaseException]:
     if not isinstance(exc, ModelError):  # a provider bug must not kill the lane; the job retries
         log.error("model %s failed job %s", lane.cfg.name, run.job.id, exc_info=exc)
     return run.job, exc
+
+
+def _results(done: Sequence[tuple[Job, dict[str, Any]]]) -> list[tuple[Job, dict[str, Any]]]:
+    return [(j, {"status_code": 200, "body": r}) for j, r in done]
+
+
+def _storable(
+    done: Sequence[tuple[Job, dict[str, Any]]],
+) -> tuple[list[tuple[Job, dict[str, Any]]], list[tuple[Job, Any]]]:
+    """The results as every store can encode them (repaired where needed), and the jobs whose
+    result is past repair, each with its error."""
+    good: list[tuple[Job, dict[str, Any]]] = []
+    bad: list[tuple[Job, Any]] = []
+    for job, body in done:
+        try:
+            good.append((job, storable(body)))
+        except Unstorable as exc:
+            bad.append((job, UnstorableResult(f"model {job.model}: its answer {exc}")))
+    return good, bad
 
 
 def _unserved(job: Job, cfg: ModelConfig) -> ModelError:

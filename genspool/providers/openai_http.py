@@ -22,6 +22,7 @@ import httpx
 import orjson
 from pydantic import Field
 
+from genspool._storable import Unstorable, UnstorableResult, loads
 from genspool.exceptions import ConfigError, ModelError, ModelTimeout
 from genspool.providers._http import Reply, wire
 from genspool.providers.base import CHAT, EMBEDDINGS, Provider, Request, Response, TokenSink
@@ -113,8 +114,10 @@ class OpenAIProvider(Provider):
 
     def _chunk(self, merged: _Merged, data: bytes, sink: TokenSink) -> ModelError | None:
         try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            chunk = loads(data)
+        except Unstorable as exc:
+            return UnstorableResult(f"{self.model}: a chunk the remote streamed {exc}")
+        except ValueError:
             return ModelError(f"{self.model}: the remote streamed malformed JSON: {data[:200]!r}")
         if not isinstance(chunk, dict):
             return ModelError(f"{self.model}: the remote streamed a non-object chunk")
@@ -133,9 +136,13 @@ class OpenAIProvider(Provider):
                 retry_after=retry_after_s(reply.retry_after),
             )
         try:
-            data: Any = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            return ModelError(f"{self.model}: remote answered {status} with malformed JSON")
+            data: Any = loads(content)
+        except Unstorable as exc:
+            return UnstorableResult(f"{self.model}: the remote's answer {exc}")
+        except ValueError:
+            return ModelError(
+                f"{self.model}: remote answered {status} with malformed JSON: {content[:200]!r}"
+            )
         if not isinstance(data, dict):
             return ModelError(f"{self.model}: remote answered {status} with a non-object body")
         data["model"] = self.model

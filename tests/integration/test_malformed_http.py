@@ -19,7 +19,8 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture(scope="module")
 def server(module_spawner: Spawner) -> Server:
-    return module_spawner.server(MODELS, env={"GENSPOOL_WAIT_TIMEOUT_S": "0.5"})
+    env = {"GENSPOOL_WAIT_TIMEOUT_S": "0.5", "GENSPOOL_MAX_JSON_DEPTH": "16"}
+    return module_spawner.server(MODELS, env=env)
 
 
 def jobs(server: Server) -> list[str]:
@@ -71,3 +72,14 @@ def test_the_openai_sdk_gets_one_answer_and_one_job_for_a_wait_that_times_out(
     (job_id,) = set(jobs(server)) - before  # one job: the SDK did not call again
     assert job_id in assert_error(response, 424, "wait_timeout")
     assert response.headers["location"] == f"/v1/jobs/{job_id}"
+
+
+def test_the_depth_limit_is_read_from_the_environment(server: Server) -> None:
+    def job(levels: int) -> bytes:  # the job is level 1, metadata 2, then the arrays
+        nested = b"[" * levels + b"]" * levels
+        return b'{"url": "%s", "body": {}, "metadata": {"a": %s}}' % (CHAT.encode(), nested)
+
+    deep = server.client.post("/v1/jobs", content=job(15), headers=JSON)
+    assert "deeper than 16 levels" in assert_error(deep, 400)
+    shallow = server.client.post("/v1/jobs", content=job(14), headers=JSON)
+    assert "deeper" not in assert_error(shallow, 400)  # past the depth check: no model

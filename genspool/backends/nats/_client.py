@@ -68,7 +68,12 @@ class Conn:
         self.connected = asyncio.Event()
         p = prefix
         self.work_stream, self.timer_stream = f"{p}_work", f"{p}_timers"
-        self.buckets = {"jobs": f"{p}_jobs", "idem": f"{p}_idem", "coord": f"{p}_coord"}
+        self.buckets = {
+            "jobs": f"{p}_jobs",
+            "idem": f"{p}_idem",
+            "coord": f"{p}_coord",
+            "marks": f"{p}_marks",
+        }
         self.events_subject, self.wake_subject = f"{p}.events", f"{p}.wake"
 
     def timer(self, kind: str) -> tuple[str, str]:

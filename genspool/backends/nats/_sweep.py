@@ -55,8 +55,11 @@ async def sweep(
     durable, subject = conn.timer(kind)
     await conn.refresh(conn.timer_stream, durable, subject, at)
     found: list[Job] = []
+    seen: set[int] = set()  # a message put back shortly may come again within this sweep
     while len(found) < limit:
         msgs = await _fetch(conn, durable, subject)
+        fresh = {m.metadata.sequence.stream for m in msgs} - seen
+        seen |= fresh
         due = []
         for msg in msgs:
             note = orjson.loads(msg.data)
@@ -73,6 +76,6 @@ async def sweep(
                 await act(jobs)
             found += jobs
             await _settle(msg, verdict)
-        if len(msgs) < FETCH_BATCH:
+        if len(msgs) < FETCH_BATCH or not fresh:
             break
     return found

@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from genspool.backends.nats import lanes
 from genspool.backends.nats._client import Conn, ConsumerGone
 from genspool.backends.nats._codec import Rec, decode, encode, idem_key, name_token
+from genspool.backends.nats._marks import Marks
 from genspool.backends.nats._records import Conflict, Records
 from genspool.backends.nats.lanes import INFLIGHT_RETRY_S, Lane, Verdict
 from genspool.core.job import Job, JobStatus
@@ -48,9 +49,13 @@ def _age(msg: Msg) -> float:
 
 class Work:
     def __init__(
-        self, conn: Conn, records: Records, wake_later: Callable[[str, float], None]
+        self,
+        conn: Conn,
+        records: Records,
+        marks: Marks,
+        wake_later: Callable[[str, float], None],
     ) -> None:
-        self.conn, self.records, self.wake_later = conn, records, wake_later
+        self.conn, self.records, self.marks, self.wake_later = conn, records, marks, wake_later
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -96,6 +101,7 @@ class Work:
             )
             for j in jobs
         }
+        await self.marks.mark(records)
         await asyncio.gather(
             *(n for j in records.values() for n in self.records.notices(j, None, 0))
         )
@@ -204,6 +210,7 @@ class Work:
         # The lease timer goes out before the records change, so no lease is left unwatched.
         note = {"t": spec.token, "u": spec.until, "ids": list(ready)}
         await self.conn.publish(self.conn.timer("lease")[1], note)
+        await self.marks.mark(ready)
 
         def decide(job: Job) -> Job | None:
             return leased(job, spec) if lanes.ready(job, spec.now, spec.waiting) else None

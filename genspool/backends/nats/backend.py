@@ -28,13 +28,22 @@ from genspool.backends._urls import shown_url
 from genspool.backends.nats import timers
 from genspool.backends.nats._client import ERRORS, Conn, quietly
 from genspool.backends.nats._codec import decode, token, untoken
+from genspool.backends.nats._marks import Marks
 from genspool.backends.nats._records import CAS_TRIES, Conflict, Records
 from genspool.backends.nats._sweep import sweep
 from genspool.backends.nats._work import Work
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job
 from genspool.core.machine import ACTIVE, Change, LeaseSpec
-from genspool.core.roles import Coordination, JobFilter, JobQueue, JobStore, KeyValue, Signals
+from genspool.core.roles import (
+    Coordination,
+    JobFilter,
+    JobQueue,
+    JobStore,
+    KeyValue,
+    Outbox,
+    Signals,
+)
 from genspool.exceptions import BackendError
 
 __all__ = ["NatsBackend"]
@@ -76,7 +85,7 @@ def _matches(job: Job, flt: JobFilter) -> bool:
     )
 
 
-class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
+class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
     kind = "NATS"
     cross_process_events = True
 
@@ -88,7 +97,8 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         self.shown_url = shown_url(url)
         self._conn = Conn(url, prefix, self.shown_url)
         self._records = Records(self._conn)
-        self._work = Work(self._conn, self._records, self._wake_later)
+        self._marks = Marks(self._conn)
+        self._work = Work(self._conn, self._records, self._marks, self._wake_later)
         self._wake_timers: dict[str, asyncio.TimerHandle] = {}
 
     @classmethod
@@ -159,6 +169,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             return lambda job: change.job if (job.status, job.lease_token) == fence else None
 
         todo = [c for c in changes if c.job.id in recs and fenced(c)(recs[c.job.id].job)]
+        await self._marks.mark(c.job.id for c in todo)
         done = await asyncio.gather(
             *(self._records.transition(recs[c.job.id], fenced(c)) for c in todo)
         )
@@ -195,7 +206,9 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             for job in jobs:
                 removed += await self._records.delete(job)
 
-        judge = timers.purge(frozenset(statuses))
+        # Read before the sweep: a job marked later was written later, so it finished after
+        # the cutoff (or is not purgeable any more) when the sweep reads it.
+        judge = timers.purge(frozenset(statuses), await self._marks.held())
         await sweep(self._conn, self._records, "purge", finished_before, judge, act=delete)
         return removed
 
@@ -221,6 +234,24 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     async def _all_jobs(self) -> list[Job]:
         entries = await self._conn.scan("jobs", ">", keys_only=False)
         return [decode(e.value) for e in entries if e.value is not None]
+
+    # -- outbox ------------------------------------------------------------------------------
+    # Marks are written before the queue writes they stand for (see ._marks).
+
+    @_call("epoch")
+    async def epoch(self) -> str:
+        return await self._marks.epoch()
+
+    @_call("pending")
+    async def pending(self, before: float, limit: int) -> list[tuple[Job, float]]:
+        marks = await self._marks.older(before, limit)
+        recs = await self._records.get_many(i for i, _ in marks)
+        await self._marks.forget([i for i, _ in marks if i not in recs])
+        return [(recs[i].job, at) for i, at in marks if i in recs]
+
+    @_call("copied")
+    async def copied(self, marks: Sequence[tuple[str, float]]) -> None:
+        await self._marks.cleared(marks)
 
     # -- store -------------------------------------------------------------------------------
 

@@ -29,13 +29,25 @@ from genspool.backends.nats._codec import Rec
 from genspool.backends.nats.lanes import Verdict, inflight
 from genspool.core.job import Job
 
-__all__ = ["KINDS", "REAPER_RECHECK_S", "Judge", "TimerKind", "expire", "lease", "purge"]
+__all__ = [
+    "HELD_RECHECK_S",
+    "KINDS",
+    "REAPER_RECHECK_S",
+    "Judge",
+    "TimerKind",
+    "expire",
+    "lease",
+    "purge",
+]
 
 #: After a sweep reported a job to the facade, look at its timer again after this long.
 REAPER_RECHECK_S = 2.0
 #: A purge notice not due yet is looked at again after at most this long (each process may
 #: have its own result TTL, so the cutoff is the caller's).
 PURGE_RECHECK_S = 1.0
+#: A purge notice of a job its separate store has not copied yet is looked at again after
+#: this long (the next maintenance usually finds it copied).
+HELD_RECHECK_S = 0.001
 
 Note = dict[str, Any]
 #: (note, records by id, the sweep's time, the message's age) -> (verdict, jobs found)
@@ -100,8 +112,9 @@ def expire(waiting: Container[str], active: Container[str]) -> Judge:
     return judge
 
 
-def purge(statuses: Container[str]) -> Judge:
-    """The judge of purge timers for jobs in ``statuses``; the sweep's time is the cutoff."""
+def purge(statuses: Container[str], held: Container[str] = ()) -> Judge:
+    """The judge of purge timers for jobs in ``statuses``; the sweep's time is the cutoff.
+    A job in ``held`` (its separate store has not copied it yet) is looked at again soon."""
 
     def judge(
         note: Note, recs: Mapping[str, Rec], cutoff: float, age: float
@@ -117,6 +130,8 @@ def purge(statuses: Container[str]) -> Judge:
             return "drop", []  # the ending this notice announced did not happen
         if job.finished_at is not None and job.finished_at >= cutoff:
             return min(job.finished_at - cutoff, PURGE_RECHECK_S) or 0.001, []
+        if job.id in held:
+            return HELD_RECHECK_S, []
         return "take", [job]
 
     return judge
