@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     keep_alive_s: int = Field(
         5, ge=1, description="How long an idle keep-alive connection is held open (uvicorn)."
     )
+    head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a connection may take to send a request's head (URL and"
+        " headers), from when it opens or its request begins; a slower one is answered 408"
+        " and closed (half-sent requests do not hold their sockets).",
+    )
     max_connections: int = Field(
         4096,
         ge=1,
@@ -103,7 +110,7 @@ class Settings(BaseSettings):
         1_000, ge=10, description="Events one push connection may have queued (as above)."
     )
     push_subscriptions: int = Field(
-        100,
+        1_000,
         ge=1,
         description="Unfinished jobs one WebSocket may watch at once; one more closes it (1008).",
     )

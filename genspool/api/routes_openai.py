@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from genspool.api.auth import Principal, requires
 from genspool.api.deps import Services, Svc
@@ -136,13 +136,18 @@ async def _submit(svc: Services, job: Job) -> Job:
     return stored
 
 
-async def _answer(svc: Services, job: Job) -> JSONResponse:
+async def _answer(svc: Services, job: Job) -> Response:
     try:
         done = await svc.queue.outcome(job, svc.wait_timeout_s)
     except TimeoutError:
         return _still_running(job, svc.wait_timeout_s)
     if done.status == JobStatus.SUCCEEDED.value and done.result is not None:
-        return JSONResponse(done.result["body"], status_code=done.result.get("status_code", 200))
+        # orjson: an embedding is hundreds of floats, which the stdlib encoder is slow at.
+        return Response(
+            orjson.dumps(done.result["body"]),
+            status_code=done.result.get("status_code", 200),
+            media_type="application/json",
+        )
     return _job_error(done)
 
 

@@ -152,7 +152,7 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         ws_per_message_deflate=False,
         # A request's head is bounded before any key is checked: uvicorn's httptools protocol
         # has no bound of its own (genspool.cli._http); h11's is set too, were it chosen.
-        http=protocol(settings.max_head_bytes, settings.max_headers),
+        http=protocol(settings.max_head_bytes, settings.max_headers, settings.head_timeout_s),
         h11_max_incomplete_event_size=settings.max_head_bytes,
         timeout_keep_alive=settings.keep_alive_s,
         limit_concurrency=settings.max_connections,

@@ -286,7 +286,7 @@ class PushLimits:
 
     outbox_bytes: int = 256 * 1024
     outbox_events: int = 1_000
-    subscriptions: int = 100
+    subscriptions: int = 1_000
     per_key: int = 256
     total: int = 2_048
     send_timeout_s: float = 30.0

@@ -121,7 +121,8 @@ def test_ten_unfinished_32_mb_heads_hold_no_memory(server: Server) -> None:
     )
     # Each is answered 431 or, when the client was still sending, reset: never read to 32 MB.
     assert all(a.startswith(b"HTTP/1.1 431 ") or a == b"" for a in answers), answers
-    assert max(sent.values()) < 2 * 1024 * 1024, sent
+    # Never read to 32 MB: what got sent sits mostly in the kernel's socket buffers.
+    assert max(sent.values()) < 4 * 1024 * 1024, sent
     assert grown_mb < 8, f"RSS grew {grown_mb:.1f} MB for 10 unfinished heads"
     assert server.client.get("/healthz").status_code == 200
 
@@ -166,3 +167,27 @@ def test_no_key_in_the_logs_of_a_real_server_at_trace(module_spawner: Spawner) -
     assert "tok%65n=[redacted]" in logs  # uvicorn did log the paths, blanked
     plain = urllib.parse.unquote(urllib.parse.unquote(logs))
     assert OPAQUE not in logs and OPAQUE not in plain
+
+
+def test_half_sent_requests_are_answered_408_and_closed(module_spawner: Spawner) -> None:
+    """Slowloris: heads that never finish (and a connection that sends nothing) are closed once
+    GENSPOOL_HEAD_TIMEOUT_S has passed; a request that is merely slow still gets its answer."""
+    server = module_spawner.server(MODELS, env={"GENSPOOL_HEAD_TIMEOUT_S": "1"})
+    half = [connected(server) for _ in range(20)]
+    silent = connected(server)
+    for sock in half:
+        sock.sendall(HEAD_START + b"a")  # and then nothing more
+    started = time.monotonic()
+    answers = [answer_of(sock, timeout=5) for sock in half]
+    assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[0][:200]
+    assert b"GENSPOOL_HEAD_TIMEOUT_S" in answers[0]
+    assert answer_of(silent, timeout=5).startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started < 4
+    for sock in (*half, silent):
+        sock.close()
+    with connected(server) as slow:  # a head sent in pieces within the time is served
+        for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
+            slow.sendall(piece)
+            time.sleep(0.2)
+        slow.settimeout(5)
+        assert slow.recv(64).startswith(b"HTTP/1.1 200 ")

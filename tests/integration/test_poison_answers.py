@@ -15,14 +15,11 @@ write transaction left open).
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -34,6 +31,7 @@ from genspool.resilience.shared import Shared
 from genspool.runtime import ModelRegistry
 from genspool.testing.inprocess import models_of, serve
 from tests.helpers.api import CHAT, FAST_RETRY, TERMINAL, chat_body
+from tests.helpers.upstream import served
 
 N = 40
 MALFORMED, SURROGATE, HUGE, PAST_REPAIR = "prompt 3", "prompt 17", "prompt 29", "prompt 35"
@@ -73,21 +71,8 @@ def upstream(calls: dict[str, int]) -> FastAPI:
 @pytest.fixture
 def upstream_url() -> Iterator[tuple[str, dict[str, int]]]:
     calls: dict[str, int] = {}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(upstream(calls), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/v1", calls
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served(upstream(calls)) as url:
+        yield url, calls
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

@@ -8,19 +8,17 @@ answer 200; it records when each request arrived. genspool runs in process over 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from genspool.testing.inprocess import serve
 from tests.helpers.api import CHAT, FAST_RETRY, TERMINAL, chat_body
+from tests.helpers.upstream import served
 
 RETRY_AFTER_S = 1.0
 
@@ -49,21 +47,8 @@ def upstream(arrivals: dict[str, list[float]]) -> FastAPI:
 @pytest.fixture
 def upstream_url() -> Iterator[tuple[str, dict[str, list[float]]]]:
     arrivals: dict[str, list[float]] = {}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(upstream(arrivals), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/v1", arrivals
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served(upstream(arrivals)) as url:
+        yield url, arrivals
 
 
 @pytest.mark.parametrize("call_retries", [0, 2])

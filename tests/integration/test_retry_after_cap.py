@@ -8,19 +8,17 @@ process over ``memory://`` with the default cap (300 s).
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from genspool.testing.inprocess import serve
 from tests.helpers.api import CHAT, TERMINAL, chat_body
+from tests.helpers.upstream import served
 
 
 def upstream(calls: list[float]) -> FastAPI:
@@ -41,21 +39,8 @@ def upstream(calls: list[float]) -> FastAPI:
 @pytest.fixture
 def upstream_url() -> Iterator[tuple[str, list[float]]]:
     calls: list[float] = []
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(upstream(calls), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/v1", calls
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served(upstream(calls)) as url:
+        yield url, calls
 
 
 def _remote(url: str, fallbacks: list[str]) -> dict[str, Any]:

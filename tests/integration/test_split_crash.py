@@ -14,17 +14,22 @@ get and with the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from genspool.backends import open_storage
+from genspool.core.job import Job
+from genspool.core.queue import Queue
 from tests.helpers.processes import TERMINAL, Proc, Spawner
 
 CHAT = "/v1/chat/completions"
@@ -38,9 +43,10 @@ MODELS = [
         "options": {"latency_ms": int(os.environ.get("SPLIT_CRASH_LATENCY_MS", "5"))},
     }
 ]
-JOBS = int(os.environ.get("SPLIT_CRASH_JOBS", "1200"))
+JOBS = int(os.environ.get("SPLIT_CRASH_JOBS", "3500"))
 KILLS = int(os.environ.get("SPLIT_CRASH_KILLS", "15"))
-KILL_EVERY_S, WORKERS = 1.0, 3
+#: Every third kill round, the store refuses writes for HELD_S, then every worker is killed.
+KILL_EVERY_S, HELD_S, WORKERS = 1.0, 0.8, 3
 
 
 @dataclass(frozen=True)
@@ -97,12 +103,48 @@ def stored_statuses(store_url: str, ids: Sequence[str]) -> dict[str, str]:
     return asyncio.run(read())
 
 
+async def submit_many(target: Split, n: int) -> list[str]:
+    """A backlog big enough to keep the workers busy through every kill, submitted through the
+    queue facade of this process (many times faster than one HTTP request per job)."""
+    queue = Queue(open_storage(target.store_url, queue_url=target.queue_url))
+    async with queue:
+        jobs = [job(i) for i in range(1, n + 1)]
+        for start in range(0, n, 500):
+            await queue.submit_many(jobs[start : start + 500])
+    return [j.id for j in jobs]
+
+
+def job(n: int) -> Job:
+    body = {"model": "echo", "messages": [{"role": "user", "content": f"job {n}"}]}
+    return Job(url=CHAT, body=body, model="echo", max_attempts=20)
+
+
 def submit(client: httpx.Client, n: int) -> str:
     body = {"model": "echo", "messages": [{"role": "user", "content": f"job {n}"}]}
     r = client.post("/v1/jobs", json={"url": CHAT, "body": body})
     assert r.status_code == 202, r.text
     job_id: str = r.json()["id"]
     return job_id
+
+
+@contextlib.contextmanager
+def store_writes_refused(store_url: str) -> Iterator[None]:
+    """Make the store refuse every write to its jobs table (a constraint no row meets, as a full
+    disk or a revoked grant would refuse them), for the ``with`` block: the workers' queue
+    writes go on and their copies to the store fail, so a kill then lands between the two
+    writes of every batch that ended meanwhile. A random kill rarely does: the window is the
+    few microseconds before the copy is sent (PostgreSQL runs a statement it has received to
+    its end even when its client is SIGKILLed while the statement waits)."""
+    base, _, query = store_url.partition("?")
+    table = sql.Identifier(dict(parse_qsl(query))["schema"], "jobs")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT refuse CHECK (false) NOT VALID").format(table)
+        )
+        try:
+            yield
+        finally:
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT refuse").format(table))
 
 
 def kill_and_replace(spawner: Spawner, workers: list[Proc], start: Callable[[], Proc]) -> None:
@@ -122,17 +164,28 @@ def test_workers_killed_while_jobs_run_every_job_ends_in_the_store(
     def start() -> Proc:
         return spawner.worker(split.store_url, config, env=split.env)
 
+    first = submit(api.client, 0)  # the API's own door works on this deployment
+    ids = asyncio.run(submit_many(split, JOBS))
     workers = [start() for _ in range(WORKERS)]
-    with ThreadPoolExecutor(4) as pool:  # jobs keep coming while the workers are killed
-        submitted = pool.map(lambda n: submit(api.client, n), range(JOBS))
-        for _ in range(KILLS):
-            time.sleep(KILL_EVERY_S)
+    for n in range(KILLS):
+        time.sleep(KILL_EVERY_S)
+        if n % 3 < 2:
             kill_and_replace(spawner, workers, start)
-        ids = list(submitted)
+            continue
+        with store_writes_refused(split.store_url):
+            time.sleep(HELD_S)  # the workers go on: every copy they make fails
+            for victim in workers:
+                victim.kill()
+        workers = [start() for _ in range(WORKERS)]
+    ids.append(first)
+    ended = stored_statuses(split.store_url, ids)
+    left = sum(s not in TERMINAL for s in ended.values())
+    print(f"after {KILLS} kills: {left} of {len(ids)} jobs not ended in the store")
+    assert left, "the workers finished before the last kill: make the backlog bigger"
 
     def settled() -> dict[str, str] | None:
         stored = stored_statuses(split.store_url, ids)
-        done = len(stored) == JOBS and set(stored.values()) <= TERMINAL
+        done = len(stored) == len(ids) and set(stored.values()) <= TERMINAL
         return stored if done else None
 
     stored = spawner.wait_until(
@@ -141,8 +194,17 @@ def test_workers_killed_while_jobs_run_every_job_ends_in_the_store(
     assert set(stored.values()) == {"succeeded"}, sorted(stored.items())[:5]
 
     got = {i: api.get(i)["status"] for i in ids}
-    page = api.client.get("/v1/jobs", params={"limit": 1000}).json()
-    assert not page["has_more"]
-    listed = {j["id"]: j["status"] for j in page["data"]}
     assert got == stored
-    assert {i: listed.get(i) for i in ids} == stored
+    assert listed_statuses(api.client) == stored
+
+
+def listed_statuses(client: httpx.Client) -> dict[str, str]:
+    """Every job as ``GET /v1/jobs`` lists it, page after page."""
+    listed: dict[str, str] = {}
+    params: dict[str, str | int] = {"limit": 500}
+    while True:
+        page = client.get("/v1/jobs", params=params).json()
+        listed |= {j["id"]: j["status"] for j in page["data"]}
+        if not page["has_more"]:
+            return listed
+        params["after"] = page["data"][-1]["id"]

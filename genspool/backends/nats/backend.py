@@ -341,7 +341,10 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
         # key of the coord bucket, kept to one revision) and read its stamp back.
         bucket = self._conn.buckets["coord"]
         seq = await self._conn.bucket("coord").put("clock", b"")
-        stored = await self._conn.jet().get_msg(f"KV_{bucket}", seq=seq)
+        try:
+            stored = await self._conn.jet().get_msg(f"KV_{bucket}", seq=seq)
+        except nats.js.errors.NotFoundError:  # another process's put replaced it: as recent
+            stored = await self._conn.jet().get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.clock")
         if stored.time is None:
             raise BackendError(f"NATS at {self.shown_url} stored a message with no time stamp")
         return stored.time.timestamp()
