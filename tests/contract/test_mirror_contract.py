@@ -113,8 +113,7 @@ class FakeDeathBetweenWrites:
 
 
 def split(queue: Queue) -> None:
-    if not queue.storage.mirrored:
-        pytest.skip("queue and store are one backend")
+    assert queue.storage.mirrored, "a split kind: the queue and the store are two backends"
     outbox_of(queue)
 
 
@@ -127,6 +126,7 @@ async def agree(queue: Queue, jobs: Sequence[Job]) -> dict[str, JobStatus]:
     return got
 
 
+@pytest.mark.parametrize("backend_url", SPLIT_KINDS, indirect=True)  # split only
 async def test_store_catches_up_after_deaths_between_writes(
     queue: Queue, make_queue: Callable[..., Queue]
 ) -> None:
@@ -151,6 +151,7 @@ async def test_store_catches_up_after_deaths_between_writes(
     )
 
 
+@pytest.mark.parametrize("backend_url", SPLIT_KINDS, indirect=True)  # split only
 async def test_purge_waits_for_the_store_and_then_get_and_list_agree(
     queue: Queue, make_queue: Callable[..., Queue]
 ) -> None:
@@ -181,6 +182,7 @@ async def test_purge_waits_for_the_store_and_then_get_and_list_agree(
         await other.close()
 
 
+@pytest.mark.parametrize("backend_url", SPLIT_KINDS, indirect=True)  # split only
 async def test_a_queue_that_lost_its_data_gets_the_stores_active_jobs_back(
     queue: Queue,
 ) -> None:

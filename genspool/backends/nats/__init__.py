@@ -2,8 +2,9 @@
 
 URL: ``nats://[user:password@]host:port?prefix=name`` (prefix ``genspool`` by default). Every
 object lives under the prefix: KV buckets ``<prefix>_jobs`` (job id -> orjson record),
-``<prefix>_idem`` (tenant + idempotency key -> job id) and ``<prefix>_coord`` (slots, rate
-limits, small values); streams ``<prefix>_work`` and ``<prefix>_timers`` with their durable
+``<prefix>_idem`` (tenant + idempotency key -> job id), ``<prefix>_coord`` (slots, rate
+limits, small values) and ``<prefix>_marks`` (the outbox of a queue with a separate store);
+streams ``<prefix>_work`` and ``<prefix>_timers`` with their durable
 pull consumers; core subjects ``<prefix>.events`` and ``<prefix>.wake``.
 
 The parts:
@@ -13,6 +14,7 @@ The parts:
   notices (work messages, timers) published before each write;
 * :mod:`.lanes` (pure) and :mod:`._work`: submitting, and leasing over per-tenant lanes;
 * :mod:`.timers` (pure) and :mod:`._sweep`: lease, expiry and purge timers, one sweep;
+* :mod:`._marks`: the outbox's marks, written before each queue write of a split deployment;
 * :mod:`._codec`: records, tokens and subjects;
 * :mod:`.backend`: :class:`NatsBackend`, every storage role.
 

@@ -5,10 +5,10 @@ and the lease over a model's lanes (its pure decisions are in
 A lease asks the work stream which lanes of the model hold messages (one stream-info
 request), reads the rank at the head of each lane when there are several (one direct read per
 lane, in parallel), fetches each lane's share (``no_wait``, in parallel), reads the records,
-publishes one lease timer, moves the ready jobs to ``running`` by compare-and-set and acks
-their messages. A message whose job is not waiting any more (cancelled, leased through a
-duplicate, ended) is acked away; one whose retry is not due yet is nak'd with the remaining
-delay.
+publishes one lease timer, marks the ready jobs (the outbox of a split deployment), moves them
+to ``running`` by compare-and-set and acks their messages. A message whose job is not waiting
+any more (cancelled, leased through a duplicate, ended) is acked away; one whose retry is not
+due yet is nak'd with the remaining delay.
 """
 
 from __future__ import annotations
