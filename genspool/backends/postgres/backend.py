@@ -69,6 +69,8 @@ TABLES = ("jobs", "slots", "limits", "kv", "events")
 
 class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     kind = "PostgreSQL"
+    #: Each call (but connect, destroy, purge) fails as a BackendError after this long.
+    call_timeout_s: float | None = 5.0
     cross_process_events = True
 
     def __init__(

@@ -74,7 +74,7 @@ class RedisClient:
         client = redis.asyncio.Redis.from_url(
             self.url,
             socket_connect_timeout=5.0,
-            socket_timeout=10.0,
+            socket_timeout=5.0,  # and each call is bounded by the backend's call_timeout_s
             socket_keepalive=True,
             health_check_interval=15,
             # A few quick retries ride out a dropped connection; a server that stays down

@@ -37,6 +37,8 @@ ERRORS = (RedisError, OSError)
 
 class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
     kind = "Redis"
+    #: Each call (but connect, destroy, purge) fails as a BackendError after this long.
+    call_timeout_s: float | None = 5.0
     cross_process_events = True
     #: Jobs per ``enqueue``/``put`` script call: a bigger batch is stored in several calls so
     #: that one call never holds the (single-threaded) server for long.
