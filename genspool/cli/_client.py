@@ -215,18 +215,20 @@ def _table(jobs: Iterable[Job]) -> Table:
     return table
 
 
+#: The paging options of the list commands.
+After = Annotated[str | None, typer.Option(help="The next page: the cursor the last page printed.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", metavar=FLAG, help="One JSON document: the API's page.")
+]
+
+
 @jobs_app.command("list")
 def jobs_list(
     status: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
     limit: Annotated[int, typer.Option(help="How many (one page, up to 1000).")] = 20,
-    after: Annotated[
-        str | None, typer.Option(help="The next page: the cursor the last page printed.")
-    ] = None,
-    as_json: Annotated[
-        bool,
-        typer.Option("--json", metavar=FLAG, help="One JSON document: the API's page."),
-    ] = False,
+    after: After = None,
+    as_json: AsJson = False,
     api_url: Api = None,
     api_key: Key = None,
 ) -> None:
@@ -283,13 +285,8 @@ def jobs_replay(job_id: str, api_url: Api = None, api_key: Key = None) -> None:
 def dlq_list(
     model: Annotated[str | None, typer.Option(help="Only dead letters of this model.")] = None,
     limit: Annotated[int, typer.Option(help="How many (one page, up to 1000).")] = 20,
-    after: Annotated[
-        str | None, typer.Option(help="The next page: the cursor the last page printed.")
-    ] = None,
-    as_json: Annotated[
-        bool,
-        typer.Option("--json", metavar=FLAG, help="One JSON document: the API's page."),
-    ] = False,
+    after: After = None,
+    as_json: AsJson = False,
     api_url: Api = None,
     api_key: Key = None,
 ) -> None:
