@@ -59,13 +59,7 @@ def translated(
             try:
                 if limit is None:
                     return await fn(*args, **kwargs)
-                if getattr(owner, "abandons_late_calls", False):
-                    return await _within(limit, fn(*args, **kwargs), owner, what)
-                try:
-                    async with asyncio.timeout(limit):
-                        return await fn(*args, **kwargs)
-                except TimeoutError as exc:
-                    raise _late(owner, what, limit) from exc
+                return await _within(limit, fn(*args, **kwargs), owner, what)
             except BackendError:
                 raise
             except errors as exc:
@@ -79,9 +73,7 @@ def translated(
 async def _within(limit: float, call: Awaitable[T], owner: Any, what: str) -> T:
     """``call``'s result, or a BackendError once ``limit`` has passed. The call is then
     cancelled but not waited for: a driver cleaning up after a server that does not answer
-    (psycopg sends a cancel request, then rolls back) would hold the caller as long again. For
-    the backends whose ``abandons_late_calls``: a task per call costs ~20 us, so a driver that
-    lets go at once when cancelled (redis-py) is bounded by a plain ``asyncio.timeout``."""
+    (psycopg sends a cancel request, then rolls back) would hold the caller as long again."""
     task = asyncio.ensure_future(call)
     try:
         done, _ = await asyncio.wait({task}, timeout=limit)
@@ -92,11 +84,7 @@ async def _within(limit: float, call: Awaitable[T], owner: Any, what: str) -> T:
         return task.result()
     task.cancel()
     task.add_done_callback(_retrieve)
-    raise _late(owner, what, limit)
-
-
-def _late(owner: Any, what: str, limit: float) -> BackendError:
-    return BackendError(
+    raise BackendError(
         f"{owner.kind} {what} at {owner.shown_url} did not answer within {limit:g} s"
         " (the backend's call_timeout_s)"
     )

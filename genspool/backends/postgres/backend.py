@@ -71,8 +71,6 @@ class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     kind = "PostgreSQL"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.
     call_timeout_s: float | None = 5.0
-    #: psycopg waits for the server when a call is cancelled: a late call is left behind.
-    abandons_late_calls = True
     cross_process_events = True
 
     def __init__(
