@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from websockets.sync.client import connect
 
@@ -480,7 +481,6 @@ def test_models_lists_the_configured_models(server: Server) -> None:
 
 
 def test_openai_sdk_chat_and_stream(server: Server) -> None:
-    openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
     content = "the quick brown fox jumps over the lazy dog"
     answer = client.chat.completions.create(
@@ -512,7 +512,6 @@ def test_openai_sdk_chat_and_stream(server: Server) -> None:
 
 
 def test_openai_sdk_embeddings_base64_and_float(server: Server) -> None:
-    openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
     texts = ["A man is eating food.", "A cheetah is running behind its prey."]
     default = client.embeddings.create(model=EMBED, input=texts)  # the SDK asks for base64
@@ -597,7 +596,6 @@ def test_websocket_on_the_api_process_sees_jobs_run_by_workers(split: Server) ->
 
 
 def test_openai_routes_on_the_api_process_wait_for_the_workers(split: Server) -> None:
-    openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{split.url}/v1", api_key="x", max_retries=0, timeout=30)
     content = "answered by another process"
     answer = client.chat.completions.create(
@@ -640,7 +638,6 @@ def test_real_chat_job_through_the_api(bundled: Server) -> None:
 
 @pytest.mark.slow
 def test_real_chat_through_the_openai_sdk(bundled: Server) -> None:
-    openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{bundled.url}/v1", api_key="x", max_retries=0, timeout=60)
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     answer = client.chat.completions.create(

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from playwright import sync_api
 
 from tests.helpers.processes import Spawner
 
@@ -29,7 +30,6 @@ def _chromium() -> str:
 
 
 def test_docs_render_offline(spawner: Spawner) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     server = spawner.server(MODELS)
     outside: list[str] = []
 

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import jsonschema_rs  # installed with schemathesis
+import openai
 import pytest
 
 from tests.helpers.processes import CHAT, Server, Spawner
@@ -47,7 +48,6 @@ def server(module_spawner: Spawner) -> Server:
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> Any:
-    openai = pytest.importorskip("openai")
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=120)
 
 
