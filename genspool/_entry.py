@@ -38,6 +38,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "llama_cpp": "genspool.providers.local:llama_plugin",
         "onnx_embedding": "genspool.providers.local:onnx_plugin",
         "openai": "genspool.providers.openai_http:plugin",
+        "fanout": "genspool.fanout.coordinator:plugin",
+        "agent": "genspool.agents.provider:plugin",
         "echo": "genspool.providers.echo:plugin",
     },
     "genspool.backends": {

@@ -29,7 +29,7 @@ of every old key.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ from genspool.providers.plugins import ProviderOptions, get_plugin
 
 __all__ = [
     "DEFAULT_MODELS",
+    "FANOUT_MODEL",
+    "INTERNAL_MODELS",
     "AdmissionConfig",
     "BatchingConfig",
     "BreakerConfig",
@@ -230,13 +232,35 @@ DEFAULT_MODELS: tuple[dict[str, Any], ...] = (
 )
 
 
+#: The model that runs fan-out parent jobs (:mod:`genspool.fanout`): every catalog has it, no
+#: client asks for it by name (``POST /v1/fanouts`` makes its jobs). A parent waits for its
+#: branches, so many run side by side and one may take up to the longest ``deadline_s``.
+FANOUT_MODEL: dict[str, Any] = {
+    "name": "genspool-fanout",
+    "provider": "fanout",
+    "context_window": 1,
+    "max_attempts": 3,
+    "batching": {"max_batch_size": 64, "max_wait_ms": 0, "max_concurrency": 64},
+    "limits": {"timeout_s": 86_400 + 60},
+}
+#: Models the catalog has that are not listed to clients.
+INTERNAL_MODELS = frozenset({FANOUT_MODEL["name"]})
+
+
 @dataclass(frozen=True, slots=True)
 class ModelsFile:
     """What a models file declares: its models (with the bundled ones when it says
-    ``bundled: true``) and what it said about the bundled ones (None: nothing)."""
+    ``bundled: true``), what it said about the bundled ones (None: nothing), and, as written,
+    its fan-out ``routes`` (checked by :mod:`genspool.fanout.routes`, which knows patterns),
+    ``tools`` and ``agents`` (:func:`genspool.agents.config.agent_models` makes the agents
+    models of their own)."""
 
     models: list[ModelConfig]
     bundled: bool | None
+    routes: list[Any] = field(default_factory=list)
+    tools: list[Any] = field(default_factory=list)
+    agents: list[Any] = field(default_factory=list)
+    source: str = "the default models"
 
 
 def load_models(path: str | Path | None) -> list[ModelConfig]:
@@ -253,11 +277,15 @@ def read_models_file(path: str | Path | None) -> ModelsFile:
         not isinstance(raw.get("models"), list) and raw.get("bundled") is not True
     ):
         raise ConfigError(f"{source} must have a top-level 'models:' list")
-    if unknown := [k for k in raw if k not in ("models", "bundled")]:
+    if unknown := [k for k in raw if k not in TOP_LEVEL]:
         raise ConfigError(
             f"{source}, line {_line(raw, unknown[0])}: unknown top-level key {unknown[0]!r};"
-            " a models file has a top-level 'models:' list and, optionally, 'bundled: true|false'"
+            " a models file has a top-level 'models:' list and, optionally, 'bundled: true|false',"
+            " 'routes:', 'tools:' and 'agents:' lists"
         )
+    for key in ("routes", "tools", "agents"):
+        if raw.get(key) is not None and not isinstance(raw[key], list):
+            raise ConfigError(f"{source}, line {_line(raw, key)}: {key} must be a list")
     bundled = raw.get("bundled")
     if bundled is not None and not isinstance(bundled, bool):
         raise ConfigError(f"{source}, line {_line(raw, 'bundled')}: bundled must be true or false")
@@ -265,7 +293,18 @@ def read_models_file(path: str | Path | None) -> ModelsFile:
     if bundled:
         mine = {e.get("name") for e in entries if isinstance(e, dict)}
         entries += [m for m in DEFAULT_MODELS if m["name"] not in mine]
-    return ModelsFile(_validated(entries, source), bundled)
+    return ModelsFile(
+        _validated(entries, source),
+        bundled,
+        routes=list(raw.get("routes") or []),
+        tools=list(raw.get("tools") or []),
+        agents=list(raw.get("agents") or []),
+        source=source,
+    )
+
+
+#: The top-level keys of a models file.
+TOP_LEVEL = ("models", "bundled", "routes", "tools", "agents")
 
 
 def _read_yaml(path: Path, what: str) -> Any:

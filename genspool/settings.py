@@ -40,6 +40,18 @@ class Settings(BaseSettings):
         " fallbacks, else the job is dead-lettered naming the Retry-After and this cap.",
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest accepted request body.")
+    max_file_bytes: int = Field(
+        512 * 1024 * 1024,
+        gt=0,
+        description="Largest file POST /v1/files accepts (uploads are streamed to the blob store"
+        " and bounded by this, not by max_body_bytes).",
+    )
+    files_url: str | None = Field(
+        None,
+        description="Where file contents live: file:///dir, or postgresql://...?schema=... for"
+        " processes that share no disk. Default: a directory beside a SQLite database"
+        " (<db>.files), the database's own schema on PostgreSQL.",
+    )
     max_json_depth: int = Field(
         64,
         ge=2,

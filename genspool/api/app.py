@@ -16,7 +16,16 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genspool.api import routes_jobs, routes_keys, routes_openai, routes_ops, routes_push
+from genspool.api import (
+    routes_fanouts,
+    routes_files,
+    routes_jobs,
+    routes_keys,
+    routes_openai,
+    routes_ops,
+    routes_push,
+    routes_rules,
+)
 from genspool.api.auth import authorize, document_scopes, requires
 from genspool.api.deps import Services
 from genspool.api.docs import add_docs
@@ -26,6 +35,7 @@ from genspool.api.schemas import document_responses
 from genspool.api.shutdown import Shutdown
 from genspool.core.worker import Worker
 from genspool.exceptions import PayloadTooLarge
+from genspool.files import Files
 
 __all__ = ["BodyLimit", "create_app"]
 
@@ -33,13 +43,17 @@ log = logging.getLogger("genspool.api")
 
 
 class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming.
+    Bodies POSTed to the ``exempt`` paths are bounded by their route instead (file uploads,
+    streamed to storage under their own limit)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, exempt: Iterable[str] = ()) -> None:
+        self.app, self.limit, self.exempt = app, limit, frozenset(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] == "POST" and scope["path"] in self.exempt:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
@@ -101,7 +115,7 @@ def create_app(
     )
     app.state.services = services
     app.state.shutdown = Shutdown(worker)
-    app.add_middleware(BodyLimit, limit=services.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=services.max_body_bytes, exempt=[routes_files.UPLOAD])
     # Added last, so outermost: a foreign Host or Origin is refused before any other work.
     app.add_middleware(OriginGuard, hosts=allowed_hosts, origins=allowed_origins)
     add_error_handlers(app)
@@ -111,7 +125,10 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (routes_jobs, routes_push, routes_openai, routes_ops, routes_keys):
+    for module in (
+        routes_jobs, routes_push, routes_openai, routes_ops, routes_keys, routes_files,
+        routes_fanouts, routes_rules,
+    ):  # fmt: skip
         app.include_router(module.router)
     document_scopes(app)
     document_responses(app)
@@ -131,7 +148,8 @@ def _lifespan(
             serving = asyncio.create_task(worker.run())
         shedding = asyncio.create_task(services.admission.run())
         try:
-            yield
+            async with _files_running(services.files):
+                yield
         finally:
             shedding.cancel()
             # Usually begun already by the signal (genspool.cli): push streams end, no leases.
@@ -142,6 +160,22 @@ def _lifespan(
             await services.queue.close()
 
     return lifespan
+
+
+@contextlib.asynccontextmanager
+async def _files_running(files: Files | None) -> AsyncIterator[None]:
+    """The blob store connected, and expired files purged, while the app runs."""
+    if files is None:
+        log.warning("this store keeps no files: the Files API answers 501 (see GENSPOOL_QUEUE_URL)")
+        yield
+        return
+    await files.connect()
+    purging = asyncio.create_task(files.run())
+    try:
+        yield
+    finally:
+        purging.cancel()
+        await files.close()
 
 
 async def _load(worker: Worker) -> None:

@@ -20,6 +20,8 @@ from genspool.api.jsonbody import DEFAULT_MAX_DEPTH as DEFAULT_MAX_JSON_DEPTH
 from genspool.core.events import PushLimits
 from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
+from genspool.fanout.routes import Route, RouteBook
+from genspool.files import DEFAULT_MAX_FILE_BYTES, Files, open_files
 from genspool.runtime.catalog import ModelCatalog
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "Services", "Svc", "build_services", "services"]
@@ -43,6 +45,10 @@ class Services:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     #: The bounds of WebSocket and SSE connections (genspool.api.routes_push).
     push: PushLimits = field(default_factory=PushLimits)
+    #: The fan-out routes: the models file's and those stored by ``PUT /v1/routes/{name}``.
+    routes: RouteBook = field(default_factory=lambda: RouteBook(None))
+    #: The Files API's files; None when the store keeps none (a Redis or NATS server alone).
+    files: Files | None = None
 
 
 def build_services(
@@ -55,6 +61,9 @@ def build_services(
     admission_refresh_s: float = 0.5,
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     push: PushLimits | None = None,
+    routes: list[Route] | None = None,
+    files_url: str | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Services:
     """The services of an app over ``queue``: API keys in the queue's key-value store, load
     shedding by the models' own limits, on the queue's clock."""
@@ -68,7 +77,17 @@ def build_services(
         wait_timeout_s=wait_timeout_s,
         max_json_depth=max_json_depth,
         push=push or PushLimits(),
+        routes=RouteBook(storage.routes, routes),
+        files=_files(queue, files_url, max_file_bytes),
     )
+
+
+def _files(queue: Queue, url: str | None, max_bytes: int) -> Files | None:
+    """The files of the store, on the queue's clock; None when the store keeps none."""
+    store = queue.storage.files
+    if store is None:
+        return None
+    return open_files(store, url=url, max_bytes=max_bytes, clock=queue.clock)
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -8,6 +8,7 @@ asks for them; the answer of a submit leaves them out too (the caller has just s
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -24,7 +25,7 @@ from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
 from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
-from genspool.core.models import PROMPT_TOKENS
+from genspool.core.models import PROMPT_TOKENS, RESERVED, SCOPES
 from genspool.exceptions import InvalidRequest
 
 __all__ = ["MAX_EXPIRES_AHEAD_S", "JobCreate", "build_job", "read_body", "router"]
@@ -57,15 +58,24 @@ class JobCreate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-def build_job(svc: Services, spec: JobCreate, *, tenant: str = "default") -> Job:
+def build_job(
+    svc: Services,
+    spec: JobCreate,
+    *,
+    tenant: str = "default",
+    scopes: Collection[str] | None = None,
+) -> Job:
+    """The job of a checked request. ``scopes``: the caller's, kept with the job for the
+    agents' tool calls (None: a caller of library code, trusted with every scope)."""
     cfg, prompt_tokens = validate_request(svc.catalog, spec.url, spec.body)
     _check_expiry(spec.expires_at, svc.queue.clock())
     check_feasible(svc.queue.storage.kv, cfg, spec.url, spec.body)
     svc.admission.check(cfg, spec.priority, tenant=tenant)  # last: a refused one is not counted
-    metadata = dict(spec.metadata)
-    metadata.pop(PROMPT_TOKENS, None)  # only the API's own count goes on to the worker
-    if prompt_tokens is not None:
+    metadata = {k: v for k, v in spec.metadata.items() if k not in RESERVED}
+    if prompt_tokens is not None:  # only the API's own count goes on to the worker
         metadata[PROMPT_TOKENS] = prompt_tokens
+    if scopes is not None:
+        metadata[SCOPES] = sorted(scopes)
     if spec.custom_id is not None:
         metadata["custom_id"] = spec.custom_id
     return Job(
@@ -120,7 +130,7 @@ def _spec(raw: Any) -> JobCreate:
 @requires(Scope.SUBMIT, submits=True)
 async def submit(request: Request, svc: Svc, caller: Principal) -> JSONResponse:
     spec = _spec(await read_body(request, svc))
-    job = build_job(svc, spec, tenant=caller.tenant)
+    job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes)
     stored = await svc.queue.submit(job)
     status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key
     return JSONResponse(stored.public(), status_code=status)

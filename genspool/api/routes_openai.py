@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from genspool.api.auth import Principal, requires
+from genspool.api.auth import Caller, Principal, requires
 from genspool.api.deps import Services, Svc
 from genspool.api.errors import error_response
 from genspool.api.routes_jobs import JobCreate, build_job, read_body
@@ -25,6 +25,7 @@ from genspool.api.routes_ops import breaker_states
 from genspool.api.routes_push import SSE_HEADERS
 from genspool.api.schemas import request_body
 from genspool.api.validation import ChatBody, EmbeddingsBody, check_stream, streamed
+from genspool.config import INTERNAL_MODELS
 from genspool.core.events import Event, JobChanged, TokenDelta
 from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
@@ -55,6 +56,7 @@ async def list_models(svc: Svc) -> dict[str, Any]:
             "breaker": breakers[cfg.name],
         }
         for cfg in svc.catalog
+        if cfg.name not in INTERNAL_MODELS
     ]
     return {"object": "list", "data": data}
 
@@ -67,7 +69,7 @@ async def list_models(svc: Svc) -> dict[str, Any]:
 @requires(Scope.SUBMIT, submits=True)
 async def chat_completions(request: Request, svc: Svc, caller: Principal) -> Any:
     body = await read_body(request, svc)
-    job = _build(svc, CHAT, body, caller.tenant, _idempotency_key(request, CHAT))
+    job = _build(svc, CHAT, body, caller, _idempotency_key(request, CHAT))
     if body.get("stream"):
         # Listening before the job is submitted: no token may be missed.
         events = svc.queue.subscribe([job.id], since=[job])
@@ -89,7 +91,7 @@ async def chat_completions(request: Request, svc: Svc, caller: Principal) -> Any
 @requires(Scope.SUBMIT, submits=True)
 async def embeddings(request: Request, svc: Svc, caller: Principal) -> Any:
     body = await read_body(request, svc)
-    job = _build(svc, EMBEDDINGS, body, caller.tenant, _idempotency_key(request, EMBEDDINGS))
+    job = _build(svc, EMBEDDINGS, body, caller, _idempotency_key(request, EMBEDDINGS))
     return await _answer(svc, await _submit(svc, job))
 
 
@@ -111,14 +113,14 @@ def _idempotency_key(request: Request, url: str) -> str | None:
     return f"{url} {key}"
 
 
-def _build(svc: Services, url: str, body: Any, tenant: str, key: str | None = None) -> Job:
+def _build(svc: Services, url: str, body: Any, caller: Caller, key: str | None = None) -> Job:
     if not isinstance(body, dict):
         raise InvalidRequest("body: must be a JSON object", param="body")
     if url == CHAT:
         streamed(body)  # the types of stream and stream_options, which the job does not keep
     stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     spec = JobCreate(url=url, body=stored, priority=INTERACTIVE_PRIORITY, idempotency_key=key)
-    job = build_job(svc, spec, tenant=tenant)
+    job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes)
     check_stream(svc.catalog.card(job.model), body)
     return job
 

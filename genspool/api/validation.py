@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genspool.api.jsonbody import field_path
-from genspool.config import ModelConfig
+from genspool.config import INTERNAL_MODELS, ModelConfig
 from genspool.exceptions import ContextWindowExceeded, InvalidRequest
 from genspool.providers.base import CHAT, EMBEDDINGS
 from genspool.providers.plugins import ModelCard
@@ -251,6 +251,10 @@ def validate_request(models: ModelCatalog, url: str, body: Any) -> Checked:
     if not isinstance(model, str) or not model:
         raise InvalidRequest("body.model: required, the name of a served model", param="model")
     cfg = models.config(model)
+    if cfg.name in INTERNAL_MODELS:
+        raise InvalidRequest(
+            f"body.model: {model} runs fan-outs; submit one with POST /v1/fanouts", param="model"
+        )
     card = models.card(model)
     if url not in card.endpoints:
         served = ", ".join(sorted(card.endpoints))

@@ -2,8 +2,9 @@
 
 :func:`open_storage` gives the :class:`~genspool.core.roles.Storage` of a deployment: every
 role from the backend at ``url``, or, with a different ``queue_url``, the queue, coordination
-and signals from that one and the store and key-value from ``url``. A backend whose driver is
-an optional extra raises :class:`~genspool.exceptions.ConfigError` naming the extra to install.
+and signals from that one and the store, key-value, routes and files from ``url``. A backend
+whose driver is an optional extra raises :class:`~genspool.exceptions.ConfigError` naming the
+extra to install.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from genspool._entry import Ref, find
 from genspool.backends._urls import shown_url
-from genspool.core.roles import JobFilter, Storage
+from genspool.core.roles import FileStore, JobFilter, Storage
 from genspool.exceptions import ConfigError
 
 __all__ = ["GROUP", "JobFilter", "Storage", "backend_from_url", "open_storage", "shown_url"]
@@ -37,12 +38,15 @@ def _scheme(name: str) -> Ref | Any | None:
 
 def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
     """The storage roles at ``url``; with a different ``queue_url``, jobs move on that server
-    and their record, API keys and breaker states stay at ``url``."""
+    and their record, API keys, breaker states and routes stay at ``url``."""
     store = backend_from_url(url)
     if not queue_url or queue_url == url:
         return Storage.of(store)
     queue = backend_from_url(queue_url)
-    return Storage(queue=queue, store=store, coordination=queue, kv=store, signals=queue)
+    return Storage(
+        queue=queue, store=store, coordination=queue, kv=store, signals=queue, routes=store,
+        files=store if isinstance(store, FileStore) else None,
+    )  # fmt: skip
 
 
 def backend_from_url(url: str) -> Any:

@@ -52,8 +52,9 @@ def migrations(dialect: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def load_queries(dialect: str, **fmt: str) -> dict[str, str]:
-    text = (_dir(dialect) / "queries.sql").read_text()
+def load_queries(dialect: str, *, source: str = "queries.sql", **fmt: str) -> dict[str, str]:
+    """The named queries of ``sql/<dialect>/<source>``, each ``{key}`` of ``fmt`` written in."""
+    text = (_dir(dialect) / source).read_text()
     parts = _NAME.split(text)[1:]
     queries = {}
     for name, sql in zip(parts[::2], parts[1::2], strict=True):

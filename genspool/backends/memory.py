@@ -26,11 +26,15 @@ from genspool.core.job import WAITING, Job
 from genspool.core.machine import Change, LeaseSpec, leased
 from genspool.core.roles import (
     Coordination,
+    FileFilter,
+    FileObject,
+    FileStore,
     JobFilter,
     JobQueue,
     JobStore,
     KeyValue,
     Outbox,
+    RouteStore,
     Signals,
 )
 
@@ -44,6 +48,9 @@ class _State:
     slots: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> holder -> until
     tats: dict[str, float] = field(default_factory=dict)
     kv: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    routes: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, FileObject] = field(default_factory=dict)
+    routes_revision: int = 0  # kept by destroy: it never goes back
     waiting: dict[str, set[str]] = field(default_factory=dict)  # model -> ids (an index)
     outbox: dict[str, float] | None = None  # id -> mark, once ``epoch`` started marking
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -69,7 +76,9 @@ def _copy(job: Job) -> Job:
     return copy.copy(job)
 
 
-class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
+class MemoryBackend(
+    JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox, RouteStore, FileStore
+):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
         self.name = name
@@ -83,9 +92,10 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox)
 
     async def destroy(self) -> None:
         s = self._s
-        for part in (s.jobs, s.by_key, s.slots, s.tats, s.kv, s.waiting):
+        for part in (s.jobs, s.by_key, s.slots, s.tats, s.kv, s.waiting, s.routes, s.files):
             part.clear()
         s.outbox, s.epoch = None, uuid.uuid4().hex
+        s.routes_revision += 1
 
     async def drop(self) -> None:
         await self.destroy()
@@ -283,3 +293,59 @@ class MemoryBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox)
 
     async def kv_delete(self, namespace: str, key: str) -> bool:
         return self._s.kv.pop((namespace, key), None) is not None
+
+    # -- routes ------------------------------------------------------------------------------
+
+    async def route_put(self, name: str, doc: bytes) -> int:
+        self._s.routes[name] = bytes(doc)
+        self._s.routes_revision += 1
+        return self._s.routes_revision
+
+    async def route_get(self, name: str) -> bytes | None:
+        return self._s.routes.get(name)
+
+    async def route_list(self) -> dict[str, bytes]:
+        return dict(sorted(self._s.routes.items()))
+
+    async def route_delete(self, name: str) -> bool:
+        if self._s.routes.pop(name, None) is None:
+            return False
+        self._s.routes_revision += 1
+        return True
+
+    async def routes_revision(self) -> int:
+        return self._s.routes_revision
+
+    # -- files -------------------------------------------------------------------------------
+
+    def blob_home(self) -> str:
+        return f"memory://{self.name}" if self.name else "memory://"
+
+    async def file_put(self, record: FileObject) -> None:
+        self._s.files[record.id] = record  # frozen: shared safely
+
+    async def file_get(self, file_id: str, tenant: str | None) -> FileObject | None:
+        found = self._s.files.get(file_id)
+        return found if found is not None and tenant in (None, found.tenant) else None
+
+    async def file_list(self, flt: FileFilter) -> list[FileObject]:
+        desc = flt.order == "desc"
+        found = [
+            f
+            for f in self._s.files.values()
+            if flt.tenant in (None, f.tenant)
+            and flt.purpose in (None, f.purpose)
+            and (flt.alive_at is None or f.expires_at is None or f.expires_at > flt.alive_at)
+            and (flt.after is None or (f.id < flt.after if desc else f.id > flt.after))
+        ]
+        return sorted(found, key=lambda f: f.id, reverse=desc)[: flt.limit]
+
+    async def file_delete(self, file_id: str, tenant: str | None) -> FileObject | None:
+        if await self.file_get(file_id, tenant) is None:
+            return None
+        return self._s.files.pop(file_id)
+
+    async def files_expired(self, now: float, limit: int) -> list[FileObject]:
+        files = self._s.files.values()
+        late = [f for f in files if f.expires_at is not None and f.expires_at <= now]
+        return sorted(late, key=lambda f: (f.expires_at or 0.0, f.id))[:limit]

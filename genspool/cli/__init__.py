@@ -20,6 +20,9 @@ from genspool.cli import _server  # noqa: F401
 from genspool.cli import _client  # noqa: F401
 
 # isort: split
+from genspool.cli import _fanout  # noqa: F401
+
+# isort: split
 from genspool.cli import _keys  # noqa: F401
 
 # isort: split

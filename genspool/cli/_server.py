@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import socket
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -72,7 +72,21 @@ def _api_parts(settings: Settings) -> tuple[Queue, ModelCatalog]:
 
 
 def _models(settings: Settings) -> list[ModelConfig]:
-    return read_models_file(settings.config).models
+    """The file's models, and its agents as models of their own."""
+    found = read_models_file(settings.config)
+    if not found.agents and not found.tools:
+        return found.models
+    from genspool.agents.config import agent_models
+
+    return [*found.models, *agent_models(found)]
+
+
+def _routes(settings: Settings) -> list[Any]:
+    """The models file's fan-out routes, checked (an invalid pattern names its path)."""
+    from genspool.fanout.routes import load_routes
+
+    found = read_models_file(settings.config)
+    return load_routes(found.routes, found.source)
 
 
 def _bundled_note(settings: Settings) -> None:
@@ -134,6 +148,9 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         wait_timeout_s=settings.wait_timeout_s,
         max_json_depth=settings.max_json_depth,
         push=settings.push_limits(),
+        routes=_routes(settings),
+        files_url=settings.files_url,
+        max_file_bytes=settings.max_file_bytes,
     )
     auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, services.keys)))
     hosts = allowed_hosts(settings.host, settings.allowed_hosts)

@@ -67,6 +67,28 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
+    # -- fan-out -------------------------------------------------------------------------------
+
+    async def fanout(self, request: Mapping[str, Any]) -> Job:
+        """Submit a fan-out (``branches``, ``event`` or ``map``, with ``aggregate``…); the
+        parent job comes back at once. Its events carry one ``progress`` per branch."""
+        return await self._run(_base.fanout(request))
+
+    async def routes(self) -> builtins.list[dict[str, Any]]:
+        """The fan-out routes, those of the models file included."""
+        return await self._run(_base.routes())
+
+    async def put_route(self, name: str, route: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace a route (admin): ``pattern``, ``targets``, ``description``."""
+        return await self._run(_base.put_route(name, route))
+
+    async def delete_route(self, name: str) -> dict[str, Any]:
+        return await self._run(_base.delete_route(name))
+
+    async def test_route(self, pattern: Any, event: Any) -> bool:
+        """Whether ``event`` matches ``pattern`` (an invalid pattern raises, naming its path)."""
+        return await self._run(_base.test_route(pattern, event))
+
     # -- jobs ----------------------------------------------------------------------------------
 
     async def submit(

@@ -140,6 +140,28 @@ def submit(payload: Mapping[str, Any]) -> Call[Job]:
     return Call("POST", "/v1/jobs", Job.from_wire, body=payload)
 
 
+def fanout(payload: Mapping[str, Any]) -> Call[Job]:
+    return Call("POST", "/v1/fanouts", Job.from_wire, body=dict(payload))
+
+
+def routes() -> Call[list[dict[str, Any]]]:
+    return Call("GET", "/v1/routes", lambda page: list(page["data"]))
+
+
+def put_route(name: str, route: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    return Call("PUT", f"/v1/routes/{_segment(name)}", dict, body=dict(route))
+
+
+def delete_route(name: str) -> Call[dict[str, Any]]:
+    return Call("DELETE", f"/v1/routes/{_segment(name)}", dict)
+
+
+def test_route(pattern: Any, event: Any) -> Call[bool]:
+    return Call(
+        "POST", "/v1/routes/test", lambda r: bool(r["match"]), body={"pattern": pattern, "event": event}
+    )
+
+
 def get(job_id: str) -> Call[Job]:
     return Call("GET", f"/v1/jobs/{_segment(job_id)}", Job.from_wire)
 

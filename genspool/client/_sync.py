@@ -63,6 +63,28 @@ class Client:
     ) -> None:
         self.close()
 
+    # -- fan-out -------------------------------------------------------------------------------
+
+    def fanout(self, request: Mapping[str, Any]) -> Job:
+        """Submit a fan-out (``branches``, ``event`` or ``map``, with ``aggregate``…); the
+        parent job comes back at once. Its events carry one ``progress`` per branch."""
+        return self._run(_base.fanout(request))
+
+    def routes(self) -> builtins.list[dict[str, Any]]:
+        """The fan-out routes, those of the models file included."""
+        return self._run(_base.routes())
+
+    def put_route(self, name: str, route: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace a route (admin): ``pattern``, ``targets``, ``description``."""
+        return self._run(_base.put_route(name, route))
+
+    def delete_route(self, name: str) -> dict[str, Any]:
+        return self._run(_base.delete_route(name))
+
+    def test_route(self, pattern: Any, event: Any) -> bool:
+        """Whether ``event`` matches ``pattern`` (an invalid pattern raises, naming its path)."""
+        return self._run(_base.test_route(pattern, event))
+
     # -- jobs ----------------------------------------------------------------------------------
 
     def submit(

@@ -184,6 +184,10 @@ class Job:
         return dict(self.raw)
 
 
+#: The kinds of progress a job's events may carry.
+PROGRESS = ("branch", "step")
+
+
 @dataclass(frozen=True, slots=True)
 class JobEvent:
     """One push event: a state change (the final one with ``result`` or ``error``), a token
@@ -195,11 +199,14 @@ class JobEvent:
     delta: str | None = None
     result: JobResult | None = None
     error: JobError | None = None
+    #: A part of the running job that ended: ``("branch", {...})`` for a fan-out's branch,
+    #: ``("step", {...})`` for an agent's model or tool call.
+    progress: tuple[str, dict[str, Any]] | None = None
 
     @property
     def ends(self) -> bool:
-        """Whether this is the job's last event (a token delta never is)."""
-        if self.delta is not None:
+        """Whether this is the job's last event (a token delta or progress never is)."""
+        if self.delta is not None or self.progress is not None:
             return False
         return self.status == "not_found" or JobStatus(self.status).terminal
 
@@ -213,6 +220,7 @@ class JobEvent:
             delta=data.get("delta"),
             result=JobResult.from_wire(data.get("result")),
             error=JobError.from_wire(data.get("error")),
+            progress=next(((k, data[k]) for k in PROGRESS if isinstance(data.get(k), dict)), None),
         )
 
 

@@ -1,11 +1,12 @@
 """Job events: their types, their one codec, and the in-process publish/subscribe hub.
 
-Two kinds of event reach subscribers: :class:`JobChanged` (a job entered a state; the terminal
-one carries the result or error) and :class:`TokenDelta` (text a running chat job generated).
+Three kinds of event reach subscribers: :class:`JobChanged` (a job entered a state; the terminal
+one carries the result or error), :class:`TokenDelta` (text a running chat job generated) and
+:class:`JobProgress` (a step of a running job ended: a fan-out's branch, an agent's tool call).
 Between processes the relay (:mod:`genspool.core.relay`) also sends announcements:
 :class:`Watching` (a subscriber here listens to these jobs: send their token deltas) and
 :class:`Hello` (a process joined: announce again). :func:`encode` and :func:`decode` are the
-one wire format for all four. Subscribers listen to a set of job ids, or to all jobs with
+one wire format for all five. Subscribers listen to a set of job ids, or to all jobs with
 ``None``; the hub fans out inside one process without ever blocking the publisher.
 
 An :class:`Outbox` holds what one push connection (WebSocket, SSE) has yet to send, bounded
@@ -29,6 +30,7 @@ __all__ = [
     "EventHub",
     "Hello",
     "JobChanged",
+    "JobProgress",
     "Message",
     "Outbox",
     "PushLimits",
@@ -90,6 +92,22 @@ class TokenDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class JobProgress:
+    """A part of a running job ended: ``kind`` says which (``branch`` of a fan-out, ``step`` of
+    an agent), ``data`` is its public record. Unlike token deltas, progress goes to every
+    process and is never dropped for a slow reader: a client renders branches from it."""
+
+    id: str
+    kind: str
+    data: dict[str, Any]
+    status: str = "running"
+    ends = False
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, self.kind: self.data}
+
+
+@dataclass(frozen=True, slots=True)
 class Watching:
     """A subscriber in the sending process listens to these jobs (``None``: to all)."""
 
@@ -103,8 +121,8 @@ class Hello:
     origin: str
 
 
-Event = JobChanged | TokenDelta
-Message = JobChanged | TokenDelta | Watching | Hello
+Event = JobChanged | TokenDelta | JobProgress
+Message = JobChanged | TokenDelta | JobProgress | Watching | Hello
 
 
 def _to_wire(m: Message) -> dict[str, Any]:
@@ -117,6 +135,8 @@ def _to_wire(m: Message) -> dict[str, Any]:
         return out
     if isinstance(m, TokenDelta):
         return {"t": "delta", "id": m.id, "delta": m.delta}
+    if isinstance(m, JobProgress):
+        return {"t": "progress", "id": m.id, "kind": m.kind, "data": m.data}
     if isinstance(m, Watching):
         return {"t": "watch", "ids": None if m.ids is None else list(m.ids)}
     return {"t": "hello", "origin": m.origin}
@@ -128,6 +148,8 @@ def _from_wire(d: dict[str, Any]) -> Message | None:
         return JobChanged(d["id"], d["status"], d["attempts"], d.get("result"), d.get("error"))
     if kind == "delta":
         return TokenDelta(d["id"], d["delta"])
+    if kind == "progress":
+        return JobProgress(d["id"], d["kind"], d["data"])
     if kind == "watch":
         return Watching(None if d["ids"] is None else tuple(d["ids"]))
     if kind == "hello":

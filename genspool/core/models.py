@@ -10,13 +10,22 @@ from typing import Any, Protocol
 
 from genspool.config import ModelConfig
 from genspool.providers.base import Provider
+from genspool.providers.plugins import ModelCard
 
-__all__ = ["PROMPT_TOKENS", "Models", "prompt_tokens"]
+__all__ = ["BRANCH", "PARENT", "PROMPT_TOKENS", "RESERVED", "SCOPES", "Models", "prompt_tokens"]
 
 #: ``Job.metadata`` key: prompt tokens as counted once by the API (the model's own tokenizer),
 #: so neither the rate limiter nor anything else in the worker tokenizes the prompt again.
 #: Metadata round-trips through every backend; the API overwrites a client's value of this key.
 PROMPT_TOKENS = "genspool.prompt_tokens"
+#: ``Job.metadata`` key: the scopes of the API key that submitted the job, which an agent's tool
+#: calls are checked against and a fan-out's children inherit (the API sets it, like the count).
+SCOPES = "genspool.scopes"
+#: ``Job.metadata`` keys of a fan-out's child: its parent job's id and its branch's name.
+PARENT = "genspool.parent"
+BRANCH = "genspool.branch"
+#: The keys only genspool writes: the API drops a client's values of them.
+RESERVED = (PROMPT_TOKENS, SCOPES, PARENT, BRANCH)
 
 
 class Models(Protocol):
@@ -25,6 +34,8 @@ class Models(Protocol):
     def config(self, name: str) -> ModelConfig: ...
 
     def provider(self, name: str) -> Provider: ...
+
+    def card(self, name: str) -> ModelCard: ...
 
 
 def prompt_tokens(metadata: dict[str, Any]) -> int | None:

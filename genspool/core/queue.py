@@ -47,8 +47,14 @@ _WRITTEN_OF = operator.attrgetter(*WRITTEN)
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
+    """``code`` and ``message``, plus what an error carries in ``details`` (a fan-out's
+    branches, an agent's steps), so that nothing done before the failure is lost."""
     code = getattr(exc, "code", type(exc).__name__)
-    return {"code": code, "message": str(exc) or type(exc).__name__}
+    body = {"code": code, "message": str(exc) or type(exc).__name__}
+    details = getattr(exc, "details", None)
+    if isinstance(details, dict):
+        body = {**details, **body}
+    return body
 
 
 class Queue:

@@ -16,9 +16,15 @@ each change it makes into the store.
 * :class:`Signals`: events between processes and wake-ups of idle workers.
 * :class:`Outbox`: a queue's marks of the jobs whose copy in a separate store may be behind,
   so that the copy converges whatever dies between the two writes.
+* :class:`RouteStore`: the fan-out routes by name, edited at run time and read by every API
+  process, with a revision that tells a process when to read them again.
+* :class:`FileStore`: the records of uploaded and generated files (:class:`FileObject`), each
+  tenant's own; their bytes live in a blob store (:mod:`genspool.files`). Only the SQL
+  backends fill it: a Redis or NATS deployment keeps its files in its SQL store.
 
 Every role is also a :class:`Resource` (connect, close, and wiping its namespace for tests).
 Future capabilities (files, batches, vectors) add roles here, not methods to an existing one.
+Like the key-value role, routes live with the store (in a split deployment, at ``url``).
 """
 
 from __future__ import annotations
@@ -29,18 +35,23 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from genspool.core.job import Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
 
 __all__ = [
     "Coordination",
+    "FileFilter",
+    "FileObject",
+    "FileStore",
     "JobFilter",
     "JobQueue",
     "JobStore",
     "KeyValue",
     "Outbox",
     "Resource",
+    "RouteStore",
     "Signals",
     "Storage",
 ]
@@ -246,6 +257,92 @@ class Outbox(Resource):
         again meanwhile keeps its newer mark)."""
 
 
+class RouteStore(Resource):
+    """Fan-out routes by name: documents the core encodes (bytes), shared by every process.
+
+    Every write is atomic with the step of :meth:`routes_revision` it causes, so a process that
+    reads the revision and then the routes never holds an older set under a newer revision.
+    The revision never goes back while the namespace exists: ``destroy`` empties the routes
+    and moves it on too (a process polling it then reloads to the empty set)."""
+
+    @abstractmethod
+    async def route_put(self, name: str, doc: bytes) -> int:
+        """Create or replace the route ``name``; returns the new revision of the set."""
+
+    @abstractmethod
+    async def route_get(self, name: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def route_list(self) -> dict[str, bytes]:
+        """Every route, by name."""
+
+    @abstractmethod
+    async def route_delete(self, name: str) -> bool:
+        """Remove a route; returns whether it existed (the revision moves only if it did)."""
+
+    @abstractmethod
+    async def routes_revision(self) -> int:
+        """A counter that grows with every write of the routes, 0 before the first: one cheap
+        read, which API processes poll to know when to read the routes again."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileObject:
+    """The record of one file (its bytes are in a blob store, at ``blob``)."""
+
+    id: str  # "file-" and a sortable hex: ids of one process grow with time
+    tenant: str
+    filename: str
+    purpose: str
+    bytes: int
+    sha256: str
+    created_at: float
+    expires_at: float | None
+    blob: str  # the blob store's URL of the content
+    status: str = "processed"
+
+
+@dataclass(frozen=True, slots=True)
+class FileFilter:
+    tenant: str | None = None  # None: every tenant's (admin)
+    purpose: str | None = None
+    after: str | None = None  # cursor: ids strictly after this one, in ``order``
+    limit: int = 100
+    order: str = "desc"  # by id: "desc" (newest first) or "asc"
+    alive_at: float | None = None  # leave out files expired at or before this time
+
+
+class FileStore(Resource):
+    """The records of files, tenant-scoped: a ``tenant`` of None reaches every tenant's (an
+    admin); any other never sees another tenant's file. The bytes are not here: the core
+    streams them to and from a blob store, and writes the record once they are committed."""
+
+    @abstractmethod
+    async def file_put(self, record: FileObject) -> None:
+        """Store a new record (its id is new)."""
+
+    @abstractmethod
+    async def file_get(self, file_id: str, tenant: str | None) -> FileObject | None: ...
+
+    @abstractmethod
+    async def file_list(self, flt: FileFilter) -> list[FileObject]:
+        """Up to ``flt.limit`` records matching ``flt``, ordered by id as it says."""
+
+    @abstractmethod
+    async def file_delete(self, file_id: str, tenant: str | None) -> FileObject | None:
+        """Remove a record and return it; None when there was none. Of callers deleting the
+        same file at once, one gets the record (and so deletes its blob)."""
+
+    @abstractmethod
+    async def files_expired(self, now: float, limit: int) -> list[FileObject]:
+        """Up to ``limit`` records whose ``expires_at`` is at or before ``now``, oldest first."""
+
+    def blob_home(self) -> str | None:
+        """The URL of the blob store that keeps this store's file contents when the deployment
+        names none (a directory beside a SQLite file, the same PostgreSQL schema)."""
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Storage:
     """The roles of one deployment. :meth:`of` takes them all from one backend."""
@@ -255,15 +352,19 @@ class Storage:
     coordination: Coordination
     kv: KeyValue
     signals: Signals
+    routes: RouteStore
+    #: None when the store keeps no files (a Redis or NATS server alone).
+    files: FileStore | None = None
 
     @classmethod
     def of(cls, backend: JobQueue) -> Storage:
         """Every role from one backend that fills them all."""
-        roles = (JobStore, Coordination, KeyValue, Signals)
+        roles = (JobStore, Coordination, KeyValue, Signals, RouteStore)
         missing = [r.__name__ for r in roles if not isinstance(backend, r)]
         if missing:
             raise TypeError(f"{type(backend).__name__} does not fill {', '.join(missing)}")
-        return cls(backend, backend, backend, backend, backend)  # type: ignore[arg-type]
+        b: Any = backend
+        return cls(b, b, b, b, b, b, b if isinstance(b, FileStore) else None)
 
     @property
     def mirrored(self) -> bool:
@@ -279,8 +380,9 @@ class Storage:
     def parts(self) -> list[Resource]:
         """The distinct backends, the store's first (it must be up before the queue copies)."""
         out: list[Resource] = []
-        for part in (self.store, self.queue, self.coordination, self.kv, self.signals):
-            if not any(part is seen for seen in out):
+        roles = (self.store, self.queue, self.coordination, self.kv, self.signals, self.routes)
+        for part in (*roles, self.files):
+            if part is not None and not any(part is seen for seen in out):
                 out.append(part)
         return out
 

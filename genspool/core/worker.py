@@ -30,6 +30,15 @@ row is handed back, so no bug can keep a job ``running`` with no call made. A ma
 expires overdue jobs, takes back the jobs of dead workers and publishes the measured decode
 rates (:mod:`genspool.core.decode_rate`). ``stop()`` drains: no new leases, in-flight jobs get
 ``drain_timeout_s`` to finish, what is left is handed back.
+
+A job cancelled while it runs here is stopped at once: the worker listens to the events of the
+jobs it runs (which the relay brings from every process) and, where the backend carries no
+events between processes, also reads their states every ``cancel_poll_s``. Its future is
+cancelled, so a continuous provider drops the sequence at the next decode step and a remote call
+closes its connection; nothing is stored for it (the cancel already was).
+
+Providers that act on the queue themselves (fan-out coordinators, agents) get it, and the
+models, through a ``bind(queue, models)`` method, called once at start.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from typing import Any
 from genspool._storable import Unstorable, UnstorableResult, storable
 from genspool.config import ModelConfig
 from genspool.core.decode_rate import DecodeRates, completion_tokens
-from genspool.core.events import TokenDelta
+from genspool.core.events import JobChanged, Subscription, TokenDelta
 from genspool.core.job import Job, JobStatus
 from genspool.core.models import Models, prompt_tokens
 from genspool.core.queue import Queue
@@ -55,6 +64,7 @@ from genspool.core.roles import JobFilter
 from genspool.core.slots import Slots
 from genspool.exceptions import ModelError, ModelTimeout
 from genspool.providers.base import (
+    JobRef,
     Provider,
     Request,
     Result,
@@ -85,6 +95,7 @@ class _Lane:
     provider: Provider
     runs: dict[str, _Run] = field(default_factory=dict)
     preempted: set[str] = field(default_factory=set)
+    cancelled: set[str] = field(default_factory=set)  # stopped because the job was cancelled
     freed: asyncio.Event = field(default_factory=asyncio.Event)
     batches: int = 0  # batches in flight (batch providers)
 
@@ -122,6 +133,9 @@ class Worker:
         #: How many of the newest waiting jobs a full continuous lane looks at for priority.
         self.preempt_scan = 20
         self.rates = DecodeRates(queue.storage.kv, clock=queue.clock)
+        #: Without events between processes, how often running jobs are read for cancels.
+        self.cancel_poll_s = 0.5
+        self._watch: Subscription | None = None
 
     def stop(self) -> None:
         """Begin draining; ``run()`` returns once in-flight work is finished or handed back."""
@@ -132,6 +146,10 @@ class Worker:
         if self.ready.is_set():
             return
         self._providers = {cfg.name: self.registry.provider(cfg.name) for cfg in self.models}
+        for provider in self._providers.values():
+            bind = getattr(provider, "bind", None)
+            if callable(bind):
+                bind(self.queue, self.registry)
         await asyncio.gather(*(p.load() for p in self._providers.values()))
         self.ready.set()
         log.info("worker serving %s", ", ".join(self._providers))
@@ -143,6 +161,9 @@ class Worker:
             asyncio.create_task(self._lane(cfg, self._providers[cfg.name])) for cfg in self.models
         ]
         loops += [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._maintain())]
+        loops.append(asyncio.create_task(self._cancels()))
+        if not self.queue.storage.signals.cross_process_events:
+            loops.append(asyncio.create_task(self._poll_cancels()))
         try:
             await self._stopping.wait()
         finally:
@@ -354,9 +375,12 @@ class Worker:
             Request(
                 j.url, j.body, sink := self._token_sink(j), prompt_tokens(j.metadata),
                 stream=sink is not None and self.queue.wants_deltas(j.id),
+                job=JobRef(j.id, j.tenant, j.priority, j.attempts, j.metadata),
             )
             for j in jobs
         ]  # fmt: skip
+        if self._watch is not None:
+            self._watch.add(j.id for j in jobs)
         started = asyncio.get_running_loop().time()
         runs = [
             _Run(j, f, started) for j, f in zip(jobs, lane.provider.start(requests), strict=True)
@@ -403,6 +427,9 @@ class Worker:
         finally:
             for r in runs:
                 lane.runs.pop(r.job.id, None)
+                lane.cancelled.discard(r.job.id)
+                if self._watch is not None:
+                    self._watch.discard(r.job.id)
             lane.freed.set()
 
     async def _settled(
@@ -415,7 +442,7 @@ class Worker:
         failed = [
             (j, o)
             for j, o in outcomes
-            if isinstance(o, BaseException) and not isinstance(o, _HandedBack)
+            if isinstance(o, BaseException) and not isinstance(o, _HandedBack | _Cancelled)
         ]
         try:
             failed += await self._complete(done)
@@ -472,6 +499,44 @@ class Worker:
 
         return sink
 
+    # -- cancels -----------------------------------------------------------------------------
+
+    def _abort(self, job_id: str) -> None:
+        """Stop the call of a running job that was cancelled (nothing is stored for it)."""
+        for lane in self._lanes:
+            run = lane.runs.get(job_id)
+            if run is not None and not run.future.done():
+                log.info("job %s was cancelled while it ran: stopping its call", job_id)
+                lane.cancelled.add(job_id)
+                run.future.cancel()
+
+    async def _cancels(self) -> None:
+        """Watch the events of the jobs running here (``_start`` adds them) for a cancel."""
+        with self.queue.events.subscribe((), deltas=False) as self._watch:
+            try:
+                while True:
+                    event = await self._watch.queue.get()
+                    if isinstance(event, JobChanged) and event.status == JobStatus.CANCELLED:
+                        self._abort(event.id)
+            finally:
+                self._watch = None
+
+    async def _poll_cancels(self) -> None:
+        """Where no events come from other processes: read the running jobs' states."""
+        while True:
+            await asyncio.sleep(self.cancel_poll_s)
+            running = [job_id for lane in self._lanes for job_id in lane.runs]
+            if not running:
+                continue
+            try:
+                jobs = await self.queue.get_many(running)
+            except Exception as exc:
+                log.warning("could not read running jobs for cancels: %s", exc)
+                continue
+            for job in jobs:
+                if job.status is JobStatus.CANCELLED:
+                    self._abort(job.id)
+
     # -- upkeep ------------------------------------------------------------------------------
 
     async def _hand_back(self, jobs: Sequence[Job], why: str) -> None:
@@ -522,11 +587,17 @@ class _HandedBack(Exception):
     """The job's run was cancelled to make room for higher-priority work."""
 
 
+class _Cancelled(Exception):
+    """The job was cancelled (by its owner, or by its fan-out) while it ran here."""
+
+
 def _outcome(lane: _Lane, run: _Run) -> tuple[Job, Result | BaseException]:
     future = run.future
     if future.cancelled():
         if run.job.id in lane.preempted:
             return run.job, _HandedBack()
+        if run.job.id in lane.cancelled:
+            return run.job, _Cancelled()
         return run.job, ModelError("the model call was cancelled", retryable=True)
     exc = future.exception()
     if exc is None:

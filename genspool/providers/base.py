@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from genspool.exceptions import ModelError
@@ -31,6 +31,7 @@ from genspool.exceptions import ModelError
 __all__ = [
     "CHAT",
     "EMBEDDINGS",
+    "JobRef",
     "Provider",
     "Request",
     "Response",
@@ -49,6 +50,19 @@ Response = dict[str, Any]
 Result = Response | ModelError
 
 
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """The job a request belongs to, for the providers that act on the queue themselves (a
+    fan-out submits its branches as child jobs, an agent its model calls) and must give those
+    children the parent's tenant, priority and caller's scopes."""
+
+    id: str
+    tenant: str = "default"
+    priority: int = 0
+    attempts: int = 1
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Request:
     url: str
@@ -60,6 +74,8 @@ class Request:
     #: Whether someone listened to this request's tokens when the call began: a remote
     #: provider then streams from its upstream (a plain call is cheaper when nobody does).
     stream: bool = False
+    #: The job this request is (None when the provider is called outside the queue).
+    job: JobRef | None = None
 
 
 class Provider(ABC):
@@ -81,7 +97,9 @@ class Provider(ABC):
         An exception of ``handle()`` (a provider bug) becomes every request's exception.
         """
         loop = asyncio.get_running_loop()
-        if continuous(self):
+        if continuous(self) or getattr(self, "per_request", False):
+            # Each request its own call: cancelling one future stops that call alone (a remote
+            # call's connection is closed), which a fan-out's "first" strategy relies on.
             return [loop.create_task(_first(self.handle([r]))) for r in batch]
         return _split(loop.create_task(_listed(self.handle(batch))), len(batch))
 

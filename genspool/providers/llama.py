@@ -301,6 +301,11 @@ class PromptCounter:
     def __call__(self, url: str, body: dict[str, Any]) -> list[int] | None:
         return [len(self._loaded().prompt(body))] if url == CHAT else None
 
+    def count_text(self, text: str) -> int:
+        """Tokens of a piece of plain text (what splitting a long text measures); special-token
+        spellings count as those tokens, as they do once the text is inside a rendered prompt."""
+        return len(self._loaded().tokenize(text.encode(), parse_special=True))
+
     def _loaded(self) -> _Vocab:
         with self._lock:
             if self._vocab is None:

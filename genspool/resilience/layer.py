@@ -60,7 +60,10 @@ class PerRequest(Layer):
 
     For providers whose batch is N independent calls anyway (HTTP): the layers below it then
     time out and retry one request at a time, so one hung request does not cost the others
-    their answers."""
+    their answers. ``per_request`` makes :meth:`Provider.start` give each request of a batch
+    its own task through the whole stack, so that cancelling one job aborts its call alone."""
+
+    per_request = True
 
     async def handle(self, batch: Sequence[Request]) -> list[Result]:
         results = await asyncio.gather(*(self.inner.handle([r]) for r in batch))

@@ -7,23 +7,34 @@ OpenAI bodies and usage — except when a fault is drawn. Each model request dra
 from a seeded RNG (reproducible for a given order of arrivals): a 429 with ``Retry-After``, a
 5xx (500/502/503), a connection reset (the socket is closed without an answer), a hang of
 ``hang_s`` (past the client's timeout), a 200 with a malformed JSON body, or a good answer; a
-base latency (plus jitter) comes first. It binds to 127.0.0.1 only.
+base latency (plus jitter) comes first. A request with ``stream: true`` gets the same one JSON
+body (a remote that does not stream, which clients must accept). It binds to 127.0.0.1 only.
+
+Per-model scripts (:mod:`genspool.testing._scripts`) take a request out of the draw: the first
+rule matching its ``model`` sets its latency, outcome and answer (a fixed text, or an agent's
+sequence of assistant messages with tool calls). While a request waits out its latency or hang,
+the server watches its connection: a client that closes it (gave up, timed out, was cancelled)
+ends the request at once, with nothing written, and the stats record the abort.
 
 Control, also while it runs: ``GET``/``POST /_faults`` reads/changes the faults (JSON, any
-subset of :class:`Faults`' fields), ``GET /_faults/stats`` counts outcomes and, per request,
-its arrival times and outcomes (a request is known by its ``user`` field, else by its last
-message or its input, so a test can tell how often each job was tried),
-``POST /_faults/reset`` clears the counts.
+subset of :class:`Faults`' fields); ``GET``/``POST /_faults/script`` reads/replaces the rules
+(``{"rules": [...]}``); ``GET /_faults/stats`` counts outcomes, aborts (``aborted``), the
+requests in flight now and at the peak (``in_flight``, ``max_in_flight``, and per model in
+``by_model``), and, per request, its arrival times, outcomes, abort times and seconds from
+arrival to abort (times are wall clock, ``time.time()``; a request is known by its ``user``
+field, else by its last message or its input, so a test can tell how often each job was tried);
+``POST /_faults/reset`` clears the counts and the rules.
 
 In a test: ``with FaultServer(error_rate=0.3) as url: ...`` (a thread in this process; the
 OpenAI base URL is ``url + "/v1"``). As a process:
-``python -m genspool.testing.faults --port 0 --error-rate 0.3`` prints its URL, then serves
-until SIGTERM/SIGINT.
+``python -m genspool.testing.faults --port 0 --error-rate 0.3 [--script rules.json]`` prints
+its URL, then serves until SIGTERM/SIGINT.
 
 It is a small HTTP/1.1 server on asyncio streams rather than an ASGI app: an ASGI server cannot
-drop a connection without answering, which is one of the faults. It is one module (~480
-lines) so that it runs as ``python -m genspool.testing.faults`` and reads, top to bottom, as the
-specification of every fault a test can ask for.
+drop a connection without answering, which is one of the faults, nor tell the moment a waiting
+client leaves. It is one module (with its scripts beside it) so that it runs as
+``python -m genspool.testing.faults`` and reads, top to bottom, as the specification of every
+fault a test can ask for.
 """
 
 from __future__ import annotations
@@ -41,11 +52,13 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+
+from genspool.testing._scripts import Rule, chat_answer, parse_rules, words
 
 __all__ = ["FaultServer", "Faults", "main"]
 
@@ -95,14 +108,18 @@ class Faults:
 
 
 class _State:
-    """Faults, RNG and counters, shared by the server's loop and the test's thread."""
+    """Faults, scripts, RNG and counters, shared by the server's loop and the test's thread."""
 
-    def __init__(self, faults: Faults) -> None:
+    def __init__(self, faults: Faults, rules: Sequence[Rule] = ()) -> None:
         self.lock = threading.Lock()
         self.faults = faults
+        self.rules = list(rules)
         self.rng = random.Random(faults.seed)
         self.outcomes: dict[str, int] = {}
         self.requests: dict[str, dict[str, list[Any]]] = {}
+        self.aborted = 0
+        self.flight = _Flight()
+        self.by_model: dict[str, _Flight] = {}
 
     def configure(self, changes: dict[str, Any]) -> Faults:
         with self.lock:
@@ -114,17 +131,47 @@ class _State:
                 self.rng = random.Random(self.faults.seed)
             return self.faults
 
-    def decide(self, key: str) -> tuple[str, float, Faults]:
-        """Draw the outcome and delay of one arriving request, and count it."""
+    def script(self, raw: Any) -> list[Rule]:
+        """Replace the rules (all checked first: a bad one leaves the old rules in place)."""
+        rules = parse_rules(raw)
+        with self.lock:
+            self.rules = rules
+            return list(rules)
+
+    def decide(self, key: str, model: str) -> _Plan:
+        """The outcome and delay of one arriving request (its model's rule, else a draw); it
+        is counted, and in flight until :meth:`done`."""
         with self.lock:
             f = self.faults
-            outcome = f.draw(self.rng)
-            delay = f.latency_s + (self.rng.uniform(0, f.jitter_s) if f.jitter_s else 0.0)
+            rule = next((r for r in self.rules if r.matches(model)), None)
+            outcome = rule.drawn if rule else f.draw(self.rng)
+            if rule is not None and rule.latency_s is not None:
+                delay = rule.latency_s
+            else:
+                delay = f.latency_s + (self.rng.uniform(0, f.jitter_s) if f.jitter_s else 0.0)
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-            seen = self.requests.setdefault(key, {"arrivals": [], "outcomes": []})
+            seen = self._seen(key)
             seen["arrivals"].append(time.time())
             seen["outcomes"].append(outcome)
-            return outcome, delay, f
+            self.flight.enter()
+            self.by_model.setdefault(model, _Flight()).enter()
+            return _Plan(key, outcome, delay, f, rule)
+
+    def done(self, model: str) -> None:
+        with self.lock:
+            self.flight.leave()
+            self.by_model[model].leave()
+
+    def abort(self, key: str, after_s: float) -> None:
+        """Count a request whose client closed the connection before it was answered."""
+        with self.lock:
+            self.aborted += 1
+            seen = self._seen(key)  # new if a reset came while it waited
+            seen["aborted"].append(time.time())
+            seen["aborted_after_s"].append(after_s)
+
+    def _seen(self, key: str) -> dict[str, list[Any]]:
+        return self.requests.setdefault(key, {n: [] for n in _PER_REQUEST})
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -133,19 +180,68 @@ class _State:
                 for k, v in self.requests.items()
             }
             total = sum(self.outcomes.values())
-            return {"total": total, "outcomes": dict(self.outcomes), "requests": requests}
+            return {
+                "total": total,
+                "outcomes": dict(self.outcomes),
+                "requests": requests,
+                "aborted": self.aborted,
+                **self.flight.stats(),
+                "by_model": {
+                    m: {**f.stats(), "requests": f.requests} for m, f in self.by_model.items()
+                },
+            }
 
     def reset(self) -> None:
+        """Clear the counts and the scripts; the requests in flight stay counted as such."""
         with self.lock:
             self.outcomes.clear()
             self.requests.clear()
+            self.rules = []
+            self.aborted = 0
+            self.flight = self.flight.restarted()
+            self.by_model = {m: f.restarted() for m, f in self.by_model.items() if f.now}
+
+
+#: What the stats keep of each request (by :func:`request_key`): wall-clock times (``time.time``,
+#: so a test can compare them with its own), outcomes, and the seconds from arrival to abort.
+_PER_REQUEST = ("arrivals", "outcomes", "aborted", "aborted_after_s")
+
+
+@dataclass
+class _Flight:
+    """Requests being handled now, the peak since the last reset, and how many arrived."""
+
+    now: int = 0
+    peak: int = 0
+    requests: int = 0
+
+    def enter(self) -> None:
+        self.now += 1
+        self.requests += 1
+        self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        self.now -= 1
+
+    def restarted(self) -> _Flight:
+        return _Flight(self.now, self.now)
+
+    def stats(self) -> dict[str, int]:
+        return {"in_flight": self.now, "max_in_flight": self.peak}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to do with one request: its outcome, the wait before it, and the rule (if any)."""
+
+    key: str
+    outcome: str
+    delay: float
+    faults: Faults
+    rule: Rule | None
 
 
 # -- answers -----------------------------------------------------------------------------------
-
-
-def _words(value: Any) -> int:
-    return max(1, len(str(value).split()))
 
 
 def request_key(body: dict[str, Any]) -> str:
@@ -158,31 +254,6 @@ def request_key(body: dict[str, Any]) -> str:
     return str(body.get("input", ""))[:200]
 
 
-def _chat(body: dict[str, Any]) -> dict[str, Any]:
-    messages = body.get("messages") or [{}]
-    content = str(messages[-1].get("content", ""))
-    prompt = sum(_words(m.get("content", "")) for m in messages)
-    return {
-        "id": f"chatcmpl-fault-{hashlib.blake2b(content.encode(), digest_size=6).hexdigest()}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": str(body.get("model", "fault-model")),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": _words(content),
-            "total_tokens": prompt + _words(content),
-        },
-    }
-
-
 def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
     inputs = body.get("input", "")
     texts = inputs if isinstance(inputs, list) else [inputs]
@@ -191,7 +262,7 @@ def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
         {"object": "embedding", "index": i, "embedding": [b / 255 for b in d]}
         for i, d in enumerate(digests)
     ]
-    tokens = sum(_words(t) for t in texts)
+    tokens = sum(words(t) for t in texts)
     return {
         "object": "list",
         "data": data,
@@ -227,8 +298,53 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _Reply(status, body, headers)
 
 
+#: How a request can end without an answer: the socket reset on purpose, or the client gone.
+_Drop = Literal["reset", "aborted"]
+
+
+class _Link:
+    """One client connection. While a request waits out its latency or hang, the server reads
+    ahead to notice the client closing the connection; a byte read that way is the start of a
+    pipelined next request, kept for it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.early = b""
+
+    async def head(self) -> list[str]:
+        early, self.early = self.early, b""
+        raw = early + await self.reader.readuntil(b"\r\n\r\n")
+        return raw.decode("latin-1").split("\r\n")
+
+    async def left_during(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless the client closes the connection first; whether it did.
+
+        EOF counts as leaving: HTTP/1.1 clients do not half-close while awaiting an answer."""
+        if seconds <= 0:
+            return False
+        if self.early:  # already read ahead: nothing more to watch on this request
+            await asyncio.sleep(seconds)
+            return False
+        deadline = asyncio.get_running_loop().time() + seconds
+        watch = asyncio.ensure_future(self.reader.read(1))
+        try:
+            await asyncio.wait({watch}, timeout=seconds)
+        finally:
+            if not watch.done():
+                watch.cancel()  # a read cancelled before it returns consumes nothing
+        if not watch.done() or watch.cancelled():
+            return False
+        if watch.exception() is not None:
+            return True  # reset by the peer
+        self.early = watch.result()
+        if not self.early:
+            return True
+        await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
+        return False
+
+
 class _Connections:
-    """The HTTP side: parse requests, route them, act out the drawn fault."""
+    """The HTTP side: parse requests, route them, act out the drawn or scripted fault."""
 
     def __init__(self, state: _State) -> None:
         self.state = state
@@ -238,8 +354,9 @@ class _Connections:
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
+        link = _Link(reader, writer)
         try:
-            while await self._one(reader, writer):
+            while await self._one(link):
                 pass
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
@@ -250,27 +367,29 @@ class _Connections:
                 self.tasks.discard(task)
             writer.close()
 
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _one(self, link: _Link) -> bool:
         """Serve one request; whether the connection stays open."""
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        head = await link.head()
         method, target = head[0].split(" ")[:2]
         headers = {
             k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in head[1:] if ":" in h)
         }
         if "chunked" in headers.get("transfer-encoding", ""):
-            await self._send(writer, _error(411, "send a Content-Length"))
+            await self._send(link.writer, _error(411, "send a Content-Length"))
             return False
-        raw = await reader.readexactly(int(headers.get("content-length", "0")))
-        reply = await self._route(method, target.split("?")[0], raw)
-        if reply is None:  # a connection reset
-            _reset(writer)
+        raw = await link.reader.readexactly(int(headers.get("content-length", "0")))
+        reply = await self._route(method, target.split("?")[0], raw, link)
+        if reply == "reset":
+            _reset(link.writer)
             return False
-        await self._send(writer, reply)
+        if reply == "aborted":  # the client is gone: nothing is written, the socket is closed
+            return False
+        await self._send(link.writer, reply)
         return headers.get("connection", "").lower() != "close"
 
-    async def _route(self, method: str, path: str, raw: bytes) -> _Reply | None:
+    async def _route(self, method: str, path: str, raw: bytes, link: _Link) -> _Reply | _Drop:
         if path in MODEL_PATHS and method == "POST":
-            return await self._model(path, raw)
+            return await self._model(path, raw, link)
         if path == "/v1/models" and method == "GET":
             return _Reply(200, _models())
         if path.startswith("/_faults"):
@@ -283,6 +402,8 @@ class _Connections:
         if (method, path) == ("POST", "/_faults/reset"):
             self.state.reset()
             return _Reply(200, {"reset": True})
+        if path == "/_faults/script" and method in ("GET", "POST"):
+            return self._script(method, raw)
         if path != "/_faults" or method not in ("GET", "POST"):
             return _error(404, f"no route {method} {path}")
         if method == "POST":
@@ -292,29 +413,57 @@ class _Connections:
                 return _error(400, str(exc))
         return _Reply(200, dataclasses.asdict(self.state.faults))
 
-    async def _model(self, path: str, raw: bytes) -> _Reply | None:
+    def _script(self, method: str, raw: bytes) -> _Reply:
+        if method == "POST":
+            try:
+                body = orjson.loads(raw or b"{}")
+                if not isinstance(body, dict) or set(body) != {"rules"}:
+                    raise ValueError('the body must be {"rules": [...]}')
+                self.state.script(body["rules"])
+            except ValueError as exc:  # orjson's decode error is one too
+                return _error(400, str(exc))
+        with self.state.lock:
+            return _Reply(200, {"rules": [r.to_json() for r in self.state.rules]})
+
+    async def _model(self, path: str, raw: bytes, link: _Link) -> _Reply | _Drop:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _error(400, "the request body is not JSON")
         if not isinstance(body, dict):
             return _error(400, "the request body must be a JSON object")
-        outcome, delay, faults = self.state.decide(request_key(body))
-        if delay:
-            await asyncio.sleep(delay)
-        if outcome == "hang":
-            await asyncio.sleep(faults.hang_s)
-        elif outcome == "reset":
-            return None
-        elif outcome == "429":
+        messages = body.get("messages", [{}])
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return _error(400, "messages must be a list of message objects")
+        model = str(body.get("model", ""))
+        plan = self.state.decide(request_key(body), model)
+        try:
+            return await self._act(path, body, plan, link)
+        finally:
+            self.state.done(model)
+
+    async def _act(
+        self, path: str, body: dict[str, Any], plan: _Plan, link: _Link
+    ) -> _Reply | _Drop:
+        """Wait (watching for the client leaving), then answer as planned."""
+        outcome, faults, started = plan.outcome, plan.faults, time.monotonic()
+        wait = plan.delay + (faults.hang_s if outcome == "hang" else 0.0)
+        if await link.left_during(wait):
+            self.state.abort(plan.key, time.monotonic() - started)
+            return "aborted"
+        if outcome == "reset":
+            return "reset"
+        if outcome == "429":
             after = {"Retry-After": f"{faults.retry_after_s:g}"}
             return _error(429, "rate limited (fault injected)", after)
-        elif outcome.isdigit():
+        if outcome.isdigit():
             return _error(int(outcome), f"server error {outcome} (fault injected)")
-        elif outcome == "malformed":
+        if outcome == "malformed":
             return _Reply(200, MALFORMED)
-        answer = _chat(body) if path == "/v1/chat/completions" else _embeddings(body)
-        return _Reply(200, answer)
+        if path == "/v1/embeddings":
+            return _Reply(200, _embeddings(body))
+        scripted = plan.rule.message(body.get("messages")) if plan.rule else None
+        return _Reply(200, chat_answer(body, scripted))
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, reply: _Reply) -> None:
@@ -354,12 +503,20 @@ async def _shutdown(server: asyncio.Server, conns: _Connections) -> None:
 class FaultServer:
     """The fault server on a thread of this process. ``with FaultServer(...) as url`` gives its
     root URL (``http://127.0.0.1:<port>``); ``configure``, ``stats`` and ``reset`` act on it
-    directly (or use the ``/_faults`` routes)."""
+    directly (or use the ``/_faults`` routes); ``scripts`` (or :meth:`script`) sets the rules
+    of :mod:`genspool.testing._scripts`."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **faults: Any) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        scripts: Sequence[Mapping[str, Any]] = (),
+        **faults: Any,
+    ) -> None:
         _check_host(host)
         self.port = port
-        self._state = _State(Faults(**faults))
+        self._state = _State(Faults(**faults), parse_rules(list(scripts)))
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -376,7 +533,16 @@ class FaultServer:
     def stats(self) -> dict[str, Any]:
         return self._state.stats()
 
+    def script(self, rules: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Replace the per-model rules; a bad rule raises ValueError saying where it is wrong."""
+        return [r.to_json() for r in self._state.script(list(rules))]
+
+    def rules(self) -> list[dict[str, Any]]:
+        with self._state.lock:
+            return [r.to_json() for r in self._state.rules]
+
     def reset(self) -> None:
+        """Clear the counts and the scripts (the faults stay as configured)."""
         self._state.reset()
 
     def start(self) -> str:
@@ -436,7 +602,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hang-s", type=float, default=30.0, help="how long a hang lasts")
     p.add_argument("--malformed-rate", type=float, default=0.0, help="share of broken JSON")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--script", metavar="FILE.json", help='per-model rules: {"rules": [...]}')
     return p
+
+
+def _script(path: str | None) -> list[Rule]:
+    """The rules of a ``--script`` file: ``{"rules": [...]}`` or the bare list."""
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as file:
+            raw = orjson.loads(file.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"--script {path}: {exc}") from exc
+    rules = raw.get("rules") if isinstance(raw, dict) else raw
+    try:
+        return parse_rules(rules)
+    except ValueError as exc:
+        raise ValueError(f"--script {path}: {exc}") from exc
 
 
 def _faults(args: argparse.Namespace) -> Faults:
@@ -471,10 +654,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_host(args.host)
-        faults = _faults(args)
+        faults, rules = _faults(args), _script(args.script)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(_serve(_State(faults), args.port))
+    asyncio.run(_serve(_State(faults, rules), args.port))
     return 0
 
 

@@ -1,11 +1,15 @@
 """Resilience end to end against the fault-injecting model server (genspool.testing.faults, a
 real HTTP server on loopback that misbehaves on purpose): a real ``genspool serve`` process with
 an ``openai`` model pointed at it, job retries and dead letters under a mix of faults, the
-circuit breaker opening and closing, fallbacks, and in-call retries."""
+circuit breaker opening and closing, fallbacks, and in-call retries; and the server's own
+promises to the tests that use it: per-model scripts (latencies, outcomes, an agent's replies),
+calls aborted by a client that leaves, and the requests in flight."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -13,14 +17,17 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from genspool.config import ModelConfig
 from genspool.exceptions import ModelError
 from genspool.providers.base import CHAT, Request
+from genspool.providers.openai_http import OpenAIProvider
 from genspool.runtime import ModelRegistry
 from genspool.testing.faults import FaultServer
 from tests.helpers.processes import Server, Spawner
@@ -313,3 +320,310 @@ def test_the_fault_server_runs_as_a_process_on_loopback_only() -> None:
         [*args[:3], "--host", "0.0.0.0"], capture_output=True, text=True, timeout=30, check=False
     )
     assert refused.returncode != 0 and "127.0.0.1 only" in refused.stderr
+
+
+# -- the fault server's own features: scripts, aborts, in flight -------------------------------
+
+
+def ask(model: str, content: str = "hi", **more: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **more}
+
+
+async def timed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, httpx.Response]:
+    started = time.perf_counter()
+    response = await client.post("/v1/chat/completions", json=body)
+    return time.perf_counter() - started, response
+
+
+async def test_a_script_gives_each_model_its_latency() -> None:
+    rules = [
+        {"model": "fast-50", "latency_s": 0.05},
+        {"model": "mid-100", "latency_s": 0.1},
+        {"model_prefix": "slow-", "latency_s": 0.4},
+        {"model_prefix": "slow-", "latency_s": 2.0},  # never used: the first match decides
+    ]
+    latency = {"fast-50": 0.05, "mid-100": 0.1, "slow-400": 0.4, "unscripted": 0.0}
+    with FaultServer(scripts=rules, latency_s=0.0) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            bodies = [ask(m, f"{m} {i}") for m in latency for i in range(3)]
+            measured = await asyncio.gather(*(timed(client, b) for b in bodies))
+            stats = (await client.get("/_faults/stats")).json()
+            listed = (await client.get("/_faults/script")).json()["rules"]
+    assert listed == rules
+    for body, (seconds, response) in zip(bodies, measured, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] == body["messages"][0]["content"]
+        want = latency[body["model"]]
+        # Never early; late by no more than a busy 2-core machine delays a loopback call.
+        assert want - 0.002 <= seconds < want + 0.25, (body["model"], seconds)
+    slowest = dict.fromkeys(latency, 0.0)
+    for body, (seconds, _) in zip(bodies, measured, strict=True):
+        slowest[body["model"]] = max(slowest[body["model"]], seconds)
+    assert slowest["unscripted"] < slowest["fast-50"] < slowest["mid-100"] < slowest["slow-400"]
+    assert {m: v["requests"] for m, v in stats["by_model"].items()} == dict.fromkeys(latency, 3)
+    assert stats["by_model"]["slow-400"]["max_in_flight"] == 3  # 3 concurrent for 400 ms
+
+
+async def test_a_script_decides_outcomes_and_leaves_other_models_to_the_draw() -> None:
+    rules: list[dict[str, Any]] = [
+        {"model": "down", "outcome": "error", "status": 503},
+        {"model": "busy", "outcome": "429"},
+        {"model": "broken", "outcome": "malformed"},
+        {"model": "gone", "outcome": "reset"},
+        {"model": "fixed", "reply": "always this"},
+    ]
+    with FaultServer(scripts=rules, error_rate=1.0, error_statuses=[502], retry_after_s=0.5) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            down = await client.post("/v1/chat/completions", json=ask("down"))
+            busy = await client.post("/v1/chat/completions", json=ask("busy"))
+            broken = await client.post("/v1/chat/completions", json=ask("broken"))
+            with pytest.raises(httpx.TransportError):
+                await client.post("/v1/chat/completions", json=ask("gone"))
+            fixed = await client.post("/v1/chat/completions", json=ask("fixed", "echo me"))
+            streamed = await client.post("/v1/chat/completions", json=ask("fixed", stream=True))
+            drawn = await client.post("/v1/chat/completions", json=ask("unscripted"))
+            stats = (await client.get("/_faults/stats")).json()
+    assert down.status_code == 503 and busy.status_code == 429 and drawn.status_code == 502
+    assert busy.headers["retry-after"] == "0.5"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken.content)
+    for answer in (fixed, streamed):  # a streamed request gets the one body, as before
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+        body = answer.json()
+        assert body["choices"][0]["message"]["content"] == "always this"
+        assert body["choices"][0]["finish_reason"] == "stop"
+        assert body["usage"]["completion_tokens"] == 2
+    assert stats["outcomes"] == {"503": 1, "429": 1, "malformed": 1, "reset": 1, "ok": 2, "502": 1}
+
+
+WEATHER_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+}
+AGENT = {
+    "model": "agent",
+    "replies": [
+        {"role": "assistant", "content": None, "tool_calls": [WEATHER_CALL]},
+        {"role": "assistant", "content": "It is 12 degrees in Oslo."},
+    ],
+}
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {"name": "weather", "parameters": {"type": "object"}},
+}
+
+
+def test_replies_script_a_tool_calling_conversation() -> None:
+    with FaultServer(scripts=[AGENT]) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0)
+        messages: list[Any] = [{"role": "user", "content": "Weather in Oslo?"}]
+        first = client.chat.completions.create(
+            model="agent", messages=messages, tools=[WEATHER_TOOL]
+        )
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        assert choice.message.tool_calls is not None
+        call = choice.message.tool_calls[0]
+        assert call.id == "call_1" and call.type == "function"
+        assert call.function.name == "weather"
+        assert json.loads(call.function.arguments) == {"city": "Oslo"}
+        messages.append(choice.message.model_dump(exclude_none=True))
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "12 degrees"})
+        second = client.chat.completions.create(model="agent", messages=messages)
+        assert second.choices[0].finish_reason == "stop"
+        assert second.choices[0].message.content == "It is 12 degrees in Oslo."
+        assert not second.choices[0].message.tool_calls
+        messages += [second.choices[0].message.model_dump(exclude_none=True)]
+        messages += [{"role": "user", "content": "And tomorrow?"}]
+        third = client.chat.completions.create(model="agent", messages=messages)
+        assert third.choices[0].message.content == "It is 12 degrees in Oslo."  # clamped
+        for answer in (first, second, third):
+            usage = answer.usage
+            assert usage is not None and usage.completion_tokens > 0
+            assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        assert first.usage is not None and second.usage is not None
+        assert second.usage.prompt_tokens > first.usage.prompt_tokens
+        client.close()
+
+
+async def test_genspools_streamed_call_takes_a_scripted_reply() -> None:
+    """genspool streams a chat someone listens to; the fault server answers with one body."""
+    with FaultServer(scripts=[{"model": "fixed", "reply": "a scripted answer"}]) as url:
+        provider = OpenAIProvider("fixed", base_url=f"{url}/v1")
+        request = Request(CHAT, ask("fixed"), on_token=lambda _: None, stream=True)
+        [result] = await provider.handle([request])
+        await provider.aclose()
+    assert not isinstance(result, ModelError), result
+    assert result["choices"][0]["message"]["content"] == "a scripted answer"
+
+
+def wait_for(probe: Any, timeout: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := probe()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert found, "timed out"
+    return found
+
+
+def test_a_client_that_leaves_mid_latency_aborts_the_call() -> None:
+    rules: list[dict[str, Any]] = [
+        {"model": "slow-400", "latency_s": 0.4},
+        {"model": "stuck", "outcome": "hang"},
+    ]
+    with FaultServer(scripts=rules, hang_s=30) as url:
+        for model in ("slow-400", "stuck"):
+            with (
+                httpx.Client(base_url=url, timeout=0.1) as client,
+                pytest.raises(httpx.ReadTimeout),
+            ):
+                client.post("/v1/chat/completions", json=ask(model, f"{model} call"))
+        stats = wait_for(
+            lambda: (s := httpx.get(f"{url}/_faults/stats").json())["aborted"] == 2 and s
+        )
+    assert stats["in_flight"] == 0 and stats["outcomes"] == {"ok": 1, "hang": 1}
+    for key in ("slow-400 call", "stuck call"):
+        seen = stats["requests"][key]
+        # The connection closed at the client's 100 ms timeout, long before the answer was due.
+        [after] = seen["aborted_after_s"]
+        assert 0.09 <= after < 0.3, (key, after)
+        assert abs(seen["aborted"][0] - seen["arrivals"][0] - after) < 0.05
+
+
+def test_an_aborted_call_gets_no_late_answer() -> None:
+    """A raw socket half-closes after its request and keeps reading: the server closes the
+    connection without writing a byte, well before the 400 ms answer would have been due."""
+    body = json.dumps(ask("slow-400", "raw")).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with FaultServer(scripts=[{"model": "slow-400", "latency_s": 0.4}]) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(head.encode() + body)
+            started = time.monotonic()
+            sock.shutdown(socket.SHUT_WR)
+            received = sock.recv(65536)  # b"": the server closed it, so nothing can follow
+            elapsed = time.monotonic() - started
+        stats = httpx.get(f"{url}/_faults/stats").json()
+    assert received == b"" and elapsed < 0.2, (received, elapsed)
+    assert stats["aborted"] == 1 and stats["requests"]["raw"]["aborted_after_s"][0] < 0.2
+    assert stats["in_flight"] == 0
+
+
+async def test_in_flight_counts_requests_overall_and_per_model() -> None:
+    rules = [{"model": "wide", "latency_s": 0.3}, {"model": "narrow", "latency_s": 0.05}]
+    n = 8
+    with FaultServer(scripts=rules) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+
+            async def stats() -> dict[str, Any]:
+                got: dict[str, Any] = (await client.get("/_faults/stats")).json()
+                return got
+
+            wide = [
+                client.post("/v1/chat/completions", json=ask("wide", f"w{i}")) for i in range(n)
+            ]
+            running = asyncio.gather(*wide)
+            while (now := await stats())["in_flight"] < n:
+                await asyncio.sleep(0.01)
+            assert now["by_model"]["wide"]["in_flight"] == n
+            for i in range(2):  # one after the other: never two at once
+                await client.post("/v1/chat/completions", json=ask("narrow", f"n{i}"))
+            assert all(r.status_code == 200 for r in await running)
+            after = await stats()
+            assert after["in_flight"] == 0 and after["max_in_flight"] == n + 1
+            assert after["by_model"]["wide"] == {"in_flight": 0, "max_in_flight": n, "requests": n}
+            narrow = {"in_flight": 0, "max_in_flight": 1, "requests": 2}
+            assert after["by_model"]["narrow"] == narrow
+
+            # A reset keeps the requests in flight as such, and starts the peak from them.
+            three = asyncio.gather(
+                *(client.post("/v1/chat/completions", json=ask("wide", f"r{i}")) for i in range(3))
+            )
+            while (await stats())["in_flight"] < 3:
+                await asyncio.sleep(0.01)
+            await client.post("/_faults/reset")
+            during = await stats()
+            assert (during["in_flight"], during["max_in_flight"]) == (3, 3)
+            assert (
+                set(during["by_model"]) == {"wide"} and during["by_model"]["wide"]["requests"] == 0
+            )
+            await three
+            assert (await stats())["in_flight"] == 0
+            assert (await client.get("/_faults/script")).json() == {"rules": []}
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ({"model": "m", "latency": 1}, "rules[1]: unknown keys ['latency']"),
+        ({"latency_s": 1}, "rules[1]: give model or model_prefix"),
+        (
+            {"model": "m", "outcome": "ok", "status": 503},
+            "rules[1].status: applies to outcome 'error'",
+        ),
+        ({"model": "m", "outcome": "error", "status": 404}, "rules[1].status: must be a 5xx code"),
+        ({"model": "m", "latency_s": -1}, "rules[1].latency_s: must be a number of seconds >= 0"),
+        ({"model": "m", "outcome": "slow"}, "rules[1].outcome: must be one of"),
+        (
+            {"model": "m", "outcome": "reset", "reply": "x"},
+            "rules[1]: reply and replies need outcome 'ok' or 'hang'",
+        ),
+        ({"model": "m", "replies": [{"role": "user", "content": "x"}]}, "rules[1].replies[0].role"),
+        (
+            {
+                "model": "m",
+                "replies": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {**WEATHER_CALL, "function": {"name": "w", "arguments": {}}}
+                        ],
+                    }
+                ],
+            },
+            "rules[1].replies[0].tool_calls[0].function.arguments: must be a JSON string",
+        ),
+    ],
+)
+def test_a_bad_rule_is_refused_saying_where(rule: dict[str, Any], problem: str) -> None:
+    good = {"model": "kept", "reply": "still here"}
+    with FaultServer(scripts=[good]) as url:
+        refused = httpx.post(f"{url}/_faults/script", json={"rules": [good, rule]})
+        assert refused.status_code == 400 and problem in refused.json()["error"]["message"]
+        assert httpx.get(f"{url}/_faults/script").json() == {"rules": [good]}  # unchanged
+    with pytest.raises(ValueError, match="rules\\[1\\]"):
+        FaultServer(scripts=[good, rule])
+
+
+def test_the_script_route_wants_an_object_of_rules() -> None:
+    with FaultServer() as url:
+        bodies: list[Any] = [[], {"rule": []}, {"rules": {"model": "m"}}]
+        for body in bodies:
+            refused = httpx.post(f"{url}/_faults/script", json=body)
+            assert refused.status_code == 400, body
+        assert "rules must be a list" in refused.json()["error"]["message"]
+        server = FaultServer()
+        assert server.script([{"model": "m", "reply": "x"}]) == [{"model": "m", "reply": "x"}]
+        assert server.rules() == [{"model": "m", "reply": "x"}]
+
+
+def test_the_fault_server_process_takes_a_script_file(tmp_path: Path) -> None:
+    script = tmp_path / "rules.json"
+    script.write_text(json.dumps({"rules": [AGENT, {"model": "fixed", "reply": "from a file"}]}))
+    args = [sys.executable, "-m", "genspool.testing.faults", "--port", "0"]
+    proc = subprocess.Popen([*args, "--script", str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        answer = httpx.post(f"{url}/v1/chat/completions", json=ask("fixed")).json()
+        assert answer["choices"][0]["message"]["content"] == "from a file"
+        assert httpx.get(f"{url}/_faults/script").json()["rules"][0] == AGENT
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    script.write_text(json.dumps([{"model": "m", "outcome": "later"}]))  # the bare list works too
+    refused = subprocess.run(
+        [*args, "--script", str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert refused.returncode != 0
+    assert f"--script {script}: rules[0].outcome: must be one of" in refused.stderr

@@ -3,7 +3,8 @@
 URL: ``nats://[user:password@]host:port?prefix=name`` (prefix ``genspool`` by default). Every
 object lives under the prefix: KV buckets ``<prefix>_jobs`` (job id -> orjson record),
 ``<prefix>_idem`` (tenant + idempotency key -> job id), ``<prefix>_coord`` (slots, rate
-limits, small values) and ``<prefix>_marks`` (the outbox of a queue with a separate store);
+limits, small values), ``<prefix>_marks`` (the outbox of a queue with a separate store) and
+``<prefix>_routes`` (the fan-out routes; its stream's sequence is their revision);
 streams ``<prefix>_work`` and ``<prefix>_timers`` with their durable
 pull consumers; core subjects ``<prefix>.events`` and ``<prefix>.wake``.
 
@@ -15,6 +16,7 @@ The parts:
 * :mod:`.lanes` (pure) and :mod:`._work`: submitting, and leasing over per-tenant lanes;
 * :mod:`.timers` (pure) and :mod:`._sweep`: lease, expiry and purge timers, one sweep;
 * :mod:`._marks`: the outbox's marks, written before each queue write of a split deployment;
+* :mod:`._routes`: the fan-out routes;
 * :mod:`._codec`: records, tokens and subjects;
 * :mod:`.backend`: :class:`NatsBackend`, every storage role.
 

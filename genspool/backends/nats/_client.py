@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -25,10 +26,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from genspool.backends._errors import describe
+from genspool.backends._errors import describe, translated
 from genspool.exceptions import BackendError
 
-__all__ = ["ERRORS", "Conn", "ConsumerGone", "quietly"]
+__all__ = ["ERRORS", "Conn", "ConsumerGone", "call", "quietly"]
 
 log = logging.getLogger("genspool.backends.nats")
 
@@ -73,6 +74,7 @@ class Conn:
             "idem": f"{p}_idem",
             "coord": f"{p}_coord",
             "marks": f"{p}_marks",
+            "routes": f"{p}_routes",
         }
         self.events_subject, self.wake_subject = f"{p}.events", f"{p}.wake"
 
@@ -194,10 +196,11 @@ class Conn:
         if nc is not None and not nc.is_closed:
             await quietly(nc.close())
 
-    async def drop(self) -> None:
-        """Delete the streams and buckets of this prefix, leaving nothing behind."""
+    async def drop(self, *, keep: Collection[str] = ()) -> None:
+        """Delete the streams and buckets of this prefix but the buckets of the kinds in
+        ``keep``, leaving nothing else behind."""
         js = self.jet()
-        buckets = (f"KV_{b}" for b in self.buckets.values())
+        buckets = (f"KV_{b}" for kind, b in self.buckets.items() if kind not in keep)
         for stream in (self.work_stream, self.timer_stream, *buckets):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(stream)
@@ -289,6 +292,38 @@ class Conn:
         finally:
             await quietly(sub.unsubscribe())
         return out
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Connected(Protocol):
+    _conn: Conn
+
+
+B = TypeVar("B", bound=_Connected)
+
+
+def call(
+    what: str,
+) -> Callable[
+    [Callable[Concatenate[B, P], Awaitable[T]]], Callable[Concatenate[B, P], Coroutine[Any, Any, T]]
+]:
+    """A public method of an object over a :class:`Conn`: wait out a reconnect, then
+    translate the driver's errors."""
+
+    def wrap(
+        fn: Callable[Concatenate[B, P], Awaitable[T]],
+    ) -> Callable[Concatenate[B, P], Coroutine[Any, Any, T]]:
+        @functools.wraps(fn)
+        async def checked(self: B, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            await self._conn.ready(what)
+            return await fn(self, *args, **kwargs)
+
+        return translated(what, ERRORS)(checked)
+
+    return wrap
 
 
 def _backoff(servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:

@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import nats.js.errors
 import orjson
 from nats.aio.msg import Msg
 
-from genspool.backends._errors import translated
 from genspool.backends._urls import shown_url
 from genspool.backends.nats import timers
-from genspool.backends.nats._client import ERRORS, Conn, quietly
+from genspool.backends.nats._client import Conn, call, quietly
 from genspool.backends.nats._codec import decode, token, untoken
 from genspool.backends.nats._marks import Marks
 from genspool.backends.nats._records import CAS_TRIES, Conflict, Records
+from genspool.backends.nats._routes import NatsRoutes
 from genspool.backends.nats._sweep import sweep
 from genspool.backends.nats._work import Work
 from genspool.core.gcra import gcra
@@ -50,31 +49,9 @@ __all__ = ["NatsBackend"]
 
 log = logging.getLogger("genspool.backends.nats")
 
-P = ParamSpec("P")
 T = TypeVar("T")
-B = TypeVar("B", bound="NatsBackend")
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _call(
-    what: str,
-) -> Callable[
-    [Callable[Concatenate[B, P], Awaitable[T]]], Callable[Concatenate[B, P], Coroutine[Any, Any, T]]
-]:
-    """A public method: wait out a reconnect, then translate the driver's errors."""
-
-    def wrap(
-        fn: Callable[Concatenate[B, P], Awaitable[T]],
-    ) -> Callable[Concatenate[B, P], Coroutine[Any, Any, T]]:
-        @functools.wraps(fn)
-        async def checked(self: B, /, *args: P.args, **kwargs: P.kwargs) -> T:
-            await self._conn.ready(what)
-            return await fn(self, *args, **kwargs)
-
-        return translated(what, ERRORS)(checked)
-
-    return wrap
 
 
 def _matches(job: Job, flt: JobFilter) -> bool:
@@ -85,7 +62,7 @@ def _matches(job: Job, flt: JobFilter) -> bool:
     )
 
 
-class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
+class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox, NatsRoutes):
     kind = "NATS"
     cross_process_events = True
 
@@ -121,29 +98,31 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
         self._wake_timers.clear()
         await self._conn.close()
 
-    @_call("destroy")
+    @call("destroy")
     async def destroy(self) -> None:
-        await self._conn.drop()
+        # The routes' bucket is emptied, not deleted: its sequence, the revision, goes on.
+        await self._conn.drop(keep={"routes"})
         await self._conn.create_objects()
+        await self._clear_routes()
 
-    @_call("drop")
+    @call("drop")
     async def drop(self) -> None:
         """Delete the streams and buckets of this prefix, leaving nothing behind."""
         await self._conn.drop()
 
     # -- queue -------------------------------------------------------------------------------
 
-    @_call("enqueue")
+    @call("enqueue")
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
         out, new = await self._work.enqueue(jobs)
         await self._wake({j.model for j in new})
         return out
 
-    @_call("lease")
+    @call("lease")
     async def lease(self, spec: LeaseSpec) -> list[Job]:
         return await self._work.lease(spec)
 
-    @_call("extend")
+    @call("extend")
     async def extend(self, held: Sequence[tuple[str, str]], until: float) -> int:
         recs = await self._records.get_many(i for i, _ in held)
 
@@ -160,7 +139,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
         done = await asyncio.gather(*(self._records.transition(r, prolong(t)) for r, t in todo))
         return sum(applied for applied, _ in done)
 
-    @_call("apply")
+    @call("apply")
     async def apply(self, changes: Sequence[Change]) -> set[str]:
         recs = await self._records.get_many(c.job.id for c in changes)
 
@@ -179,25 +158,25 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
         )
         return written
 
-    @_call("get_many")
+    @call("get_many")
     async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
         recs = await self._records.get_many(job_ids)
         return [recs[i].job for i in dict.fromkeys(job_ids) if i in recs]
 
-    @_call("stale_leases")
+    @call("stale_leases")
     async def stale_leases(self, now: float, limit: int) -> list[Job]:
         found = await sweep(self._conn, self._records, "lease", now, timers.lease, limit=limit)
         stale = list({j.id: j for j in found}.values())
         stale.sort(key=lambda j: j.lease_expires_at or 0.0)
         return stale[:limit]
 
-    @_call("overdue")
+    @call("overdue")
     async def overdue(self, now: float, limit: int) -> list[Job]:
         judge = timers.expire(WAITING, ACTIVE)
         found = await sweep(self._conn, self._records, "expire", now, judge, limit=limit)
         return list({j.id: j for j in found}.values())[:limit]
 
-    @_call("purge")
+    @call("purge")
     async def purge(self, statuses: Sequence[str], finished_before: float) -> int:
         removed = 0
 
@@ -212,7 +191,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
         await sweep(self._conn, self._records, "purge", finished_before, judge, act=delete)
         return removed
 
-    @_call("depth")
+    @call("depth")
     async def depth(self, statuses: Sequence[str]) -> dict[str, dict[str, int]]:
         """O(jobs stored): a scan of the records."""
         counted = frozenset(statuses)
@@ -223,7 +202,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
                 per_model[job.status.value] = per_model.get(job.status.value, 0) + 1
         return out
 
-    @_call("oldest_waiting")
+    @call("oldest_waiting")
     async def oldest_waiting(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for job in await self._all_jobs():
@@ -238,24 +217,24 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
     # -- outbox ------------------------------------------------------------------------------
     # Marks are written before the queue writes they stand for (see ._marks).
 
-    @_call("epoch")
+    @call("epoch")
     async def epoch(self) -> str:
         return await self._marks.epoch()
 
-    @_call("pending")
+    @call("pending")
     async def pending(self, before: float, limit: int) -> list[tuple[Job, float]]:
         marks = await self._marks.older(before, limit)
         recs = await self._records.get_many(i for i, _ in marks)
         await self._marks.forget([i for i, _ in marks if i not in recs])
         return [(recs[i].job, at) for i, at in marks if i in recs]
 
-    @_call("copied")
+    @call("copied")
     async def copied(self, marks: Sequence[tuple[str, float]]) -> None:
         await self._marks.cleared(marks)
 
     # -- store -------------------------------------------------------------------------------
 
-    @_call("list_jobs")
+    @call("list_jobs")
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
         """O(jobs stored): the keys are scanned, then records read newest first."""
         keys = [e.key for e in await self._conn.scan("jobs", ">", keys_only=True)]
@@ -270,7 +249,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
                 break
         return out[: flt.limit]
 
-    @_call("put")
+    @call("put")
     async def put(self, jobs: Sequence[Job]) -> None:
         await self._records.put(jobs)
         await self._wake({j.model for j in jobs if j.status in WAITING})
@@ -300,7 +279,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
                 await asyncio.sleep(random.uniform(0, 0.005))
         raise BackendError(f"{key} kept changing under concurrent writers; try again")
 
-    @_call("acquire_slot")
+    @call("acquire_slot")
     async def acquire_slot(
         self, name: str, holder: str, limit: int, ttl_s: float, now: float
     ) -> bool:
@@ -314,7 +293,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
 
         return await self._cas(f"slot.{token(name)}", take)
 
-    @_call("release_slot")
+    @call("release_slot")
     async def release_slot(self, name: str, holder: str) -> None:
         def give(value: bytes | None) -> tuple[bytes | None, None]:
             holders: dict[str, float] = orjson.loads(value) if value else {}
@@ -325,7 +304,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
 
         await self._cas(f"slot.{token(name)}", give)
 
-    @_call("reserve")
+    @call("reserve")
     async def reserve(
         self, key: str, cost: float, rate_per_s: float, burst: float, now: float
     ) -> float:
@@ -335,7 +314,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
 
         return await self._cas(f"rate.{token(key)}", take)
 
-    @_call("server_time")
+    @call("server_time")
     async def server_time(self) -> float:
         # NATS has no time call: the server stamps each message it stores, so store one (a
         # key of the coord bucket, kept to one revision) and read its stamp back.
@@ -354,11 +333,11 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
     def _kv_key(self, namespace: str, key: str) -> str:
         return f"kv.{token(namespace)}.{token(key)}"
 
-    @_call("kv_put")
+    @call("kv_put")
     async def kv_put(self, namespace: str, key: str, value: bytes) -> None:
         await self._conn.bucket("coord").put(self._kv_key(namespace, key), value)
 
-    @_call("kv_get")
+    @call("kv_get")
     async def kv_get(self, namespace: str, key: str) -> bytes | None:
         try:
             entry = await self._conn.bucket("coord").get(self._kv_key(namespace, key))
@@ -366,7 +345,7 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
             return None
         return entry.value
 
-    @_call("kv_list")
+    @call("kv_list")
     async def kv_list(self, namespace: str) -> dict[str, bytes]:
         entries = await self._conn.scan("coord", f"kv.{token(namespace)}.>", keys_only=False)
         return {
@@ -374,13 +353,13 @@ class NatsBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
             for e in sorted(entries, key=lambda e: e.key)
         }
 
-    @_call("kv_delete")
+    @call("kv_delete")
     async def kv_delete(self, namespace: str, key: str) -> bool:
         return await self._conn.remove("coord", self._kv_key(namespace, key))
 
     # -- signals -------------------------------------------------------------------------------
 
-    @_call("broadcast")
+    @call("broadcast")
     async def broadcast(self, payload: bytes) -> None:
         await self._conn.client().publish(self._conn.events_subject, payload)
 

@@ -18,12 +18,21 @@ from genspool.backends._errors import translated
 from genspool.backends._sql import COLUMNS, dumps_or_none, job_to_row, row_to_job
 from genspool.backends._urls import shown_url
 from genspool.backends.postgres._apply import apply_statement
+from genspool.backends.postgres._files import PostgresFiles
 from genspool.backends.postgres._pool import Conn, Connections, Q, Settings, rows
 from genspool.backends.postgres._signals import EVENTS_KEEP_S, Listener, inline
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
-from genspool.core.roles import Coordination, JobFilter, JobQueue, JobStore, KeyValue, Signals
+from genspool.core.roles import (
+    Coordination,
+    JobFilter,
+    JobQueue,
+    JobStore,
+    KeyValue,
+    RouteStore,
+    Signals,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -63,11 +72,14 @@ def _record_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
     return {name: list(values) for name, values in zip(_COLUMN_NAMES, columns, strict=True)}
 
 
-#: Every table the migrations make, emptied by ``destroy``.
-TABLES = ("jobs", "slots", "limits", "kv", "events")
+#: Every table the migrations make, emptied by ``destroy`` (``routes`` by ``routes_clear``,
+#: which moves the revision on, as ``routes_revision`` never goes back).
+TABLES = ("jobs", "slots", "limits", "kv", "events", "files", "blob_chunks")
 
 
-class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
+class PostgresBackend(
+    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, PostgresFiles
+):
     kind = "PostgreSQL"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.
     call_timeout_s: float | None = 5.0
@@ -129,6 +141,7 @@ class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
         async with self._db.conn() as conn, conn.transaction():
             for table in TABLES:
                 await conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+            await conn.execute(Q["routes_clear"])
 
     @translated("drop", ERRORS)
     async def drop(self) -> None:
@@ -347,6 +360,30 @@ class PostgresBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     @translated("kv_delete", ERRORS)
     async def kv_delete(self, namespace: str, key: str) -> bool:
         return await self._db.count(Q["kv_delete"], {"namespace": namespace, "key": key}) > 0
+
+    # -- routes ------------------------------------------------------------------------------
+
+    @translated("route_put", ERRORS)
+    async def route_put(self, name: str, doc: bytes) -> int:
+        found = await self._db.fetch(Q["route_put"], {"name": name, "doc": doc})
+        return int(found[0][0])
+
+    @translated("route_get", ERRORS)
+    async def route_get(self, name: str) -> bytes | None:
+        found = await self._db.fetch(Q["route_get"], {"name": name})
+        return bytes(found[0][0]) if found else None
+
+    @translated("route_list", ERRORS)
+    async def route_list(self) -> dict[str, bytes]:
+        return {name: bytes(doc) for name, doc in await self._db.fetch(Q["route_list"], {})}
+
+    @translated("route_delete", ERRORS)
+    async def route_delete(self, name: str) -> bool:
+        return bool(await self._db.fetch(Q["route_delete"], {"name": name}))
+
+    @translated("routes_revision", ERRORS)
+    async def routes_revision(self) -> int:
+        return int((await self._db.fetch(Q["routes_revision"], {}))[0][0])
 
     # -- signals -----------------------------------------------------------------------------
 

@@ -23,10 +23,11 @@ Keys, after the prefix: ``job:<id>`` (hash), ``idem`` (hash of idempotency keys)
 ``finished_at``, for ``purge``), ``ids`` and ``ids:{status,model,tenant}:<value>`` (score-0
 sorted sets of ids: job ids are time-ordered, so a reverse lexicographic range lists newest
 first from a cursor), ``depth`` (counters per status and model), ``slot:<name>``,
-``limit:<key>``, ``kv:<namespace>``. Channels: ``events`` (``broadcast``/``listen``) and
-``work`` (the model name, published by the scripts that make work ready, wakes
-``wait_for_work``). ``lua/_lib.lua`` keeps every index in step with a job's fields, in one
-function every writing script calls.
+``limit:<key>``, ``kv:<namespace>``, ``routes`` (hash of route name -> document) and
+``routes:revision`` (its counter, moved on by the same script as each write). Channels:
+``events`` (``broadcast``/``listen``) and ``work`` (the model name, published by the scripts
+that make work ready, wakes ``wait_for_work``). ``lua/_lib.lua`` keeps every index in step
+with a job's fields, in one function every writing script calls.
 
 Limits: the scripts build their keys from the prefix, so this runs on one Redis server or a
 replicated primary, not on Redis Cluster. Durability is the server's: jobs survive a restart

@@ -25,7 +25,7 @@ __all__ = ["SCRIPTS", "RedisClient", "parse_url"]
 
 SCRIPTS = (
     "enqueue", "lease", "extend", "apply", "put", "range", "purge", "list", "acquire_slot",
-    "reserve", "copied",
+    "reserve", "copied", "route_put", "route_delete",
 )  # fmt: skip
 #: The header's statuses in which a job waits to be leased (ARGV[2], see ``lua/_lib.lua``).
 WAITING_ARG = " ".join(sorted(s.value for s in WAITING))

@@ -24,6 +24,7 @@ from genspool.core.roles import (
     JobStore,
     KeyValue,
     Outbox,
+    RouteStore,
     Signals,
 )
 
@@ -35,7 +36,7 @@ _Hash = dict[bytes, bytes]
 ERRORS = (RedisError, OSError)
 
 
-class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
+class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox, RouteStore):
     kind = "Redis"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.
     call_timeout_s: float | None = 5.0
@@ -74,6 +75,15 @@ class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
 
     @translated("destroy", ERRORS)
     async def destroy(self) -> None:
+        # The routes' revision goes on (a process polling it reloads the empty set). Not
+        # atomic with the deletes: destroy is for tests, which write nothing meanwhile.
+        revision = await self.routes_revision()
+        await self._c.delete_all()
+        if revision:
+            await self._c.r.set(self._c.key("routes", "revision"), revision + 1)
+
+    @translated("drop", ERRORS)
+    async def drop(self) -> None:
         await self._c.delete_all()
 
     # -- queue -------------------------------------------------------------------------------
@@ -289,6 +299,29 @@ class RedisBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox):
     @translated("kv_delete", ERRORS)
     async def kv_delete(self, namespace: str, key: str) -> bool:
         return bool(await self._c.r.hdel(self._c.key("kv", namespace), key))
+
+    # -- routes ------------------------------------------------------------------------------
+
+    @translated("route_put", ERRORS)
+    async def route_put(self, name: str, doc: bytes) -> int:
+        return int(await self._c.run("route_put", [name, doc]))
+
+    @translated("route_get", ERRORS)
+    async def route_get(self, name: str) -> bytes | None:
+        return cast(bytes | None, await self._c.r.hget(self._c.key("routes"), name))
+
+    @translated("route_list", ERRORS)
+    async def route_list(self) -> dict[str, bytes]:
+        found = cast(_Hash, await self._c.r.hgetall(self._c.key("routes")))
+        return {k.decode(): found[k] for k in sorted(found)}
+
+    @translated("route_delete", ERRORS)
+    async def route_delete(self, name: str) -> bool:
+        return bool(await self._c.run("route_delete", [name]))
+
+    @translated("routes_revision", ERRORS)
+    async def routes_revision(self) -> int:
+        return int(await self._c.r.get(self._c.key("routes", "revision")) or 0)
 
     # -- signals -----------------------------------------------------------------------------
 

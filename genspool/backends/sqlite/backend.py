@@ -30,10 +30,19 @@ from genspool.backends._sql import (
 )
 from genspool.backends._urls import shown_url
 from genspool.backends.sqlite._conn import Connection, migrate, write
+from genspool.backends.sqlite._files import SQLiteFiles
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
-from genspool.core.roles import Coordination, JobFilter, JobQueue, JobStore, KeyValue, Signals
+from genspool.core.roles import (
+    Coordination,
+    JobFilter,
+    JobQueue,
+    JobStore,
+    KeyValue,
+    RouteStore,
+    Signals,
+)
 from genspool.exceptions import BackendError
 
 __all__ = ["SQLiteBackend"]
@@ -127,7 +136,12 @@ def _held(db: sqlite3.Connection, changes: Sequence[Change]) -> list[Change]:
     return held
 
 
-class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
+def _bump(db: sqlite3.Connection) -> int:
+    """Move the routes' revision on, in the caller's transaction; returns the new one."""
+    return int(db.execute(Q["routes_bump"]).fetchall()[0][0])
+
+
+class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, SQLiteFiles):
     kind = "SQLite"
 
     def __init__(
@@ -169,8 +183,9 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
     @translated("destroy", _ERRORS)
     async def destroy(self) -> None:
         def drop(db: sqlite3.Connection) -> None:
-            for table in ("jobs", "slots", "limits", "kv"):
+            for table in ("jobs", "slots", "limits", "kv", "routes", "files"):
                 db.execute(f"DELETE FROM {table}")
+            _bump(db)  # the revision goes on: a process polling it reloads the empty set
 
         await self._w.run(write(drop), inline=False)
 
@@ -355,6 +370,38 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals):
             return db.execute(Q["kv_delete"], (namespace, key)).rowcount > 0
 
         return await self._w.run(write(delete))
+
+    # -- routes ------------------------------------------------------------------------------
+
+    @translated("route_put", _ERRORS)
+    async def route_put(self, name: str, doc: bytes) -> int:
+        def put(db: sqlite3.Connection) -> int:
+            db.execute(Q["route_put"], (name, doc))
+            return _bump(db)
+
+        return await self._w.run(write(put))
+
+    @translated("route_get", _ERRORS)
+    async def route_get(self, name: str) -> bytes | None:
+        row = await self._r.run(lambda db: db.execute(Q["route_get"], (name,)).fetchone())
+        return None if row is None else bytes(row[0])
+
+    @translated("route_list", _ERRORS)
+    async def route_list(self) -> dict[str, bytes]:
+        rows = await self._r.run(lambda db: db.execute(Q["route_list"]).fetchall())
+        return {name: bytes(doc) for name, doc in rows}
+
+    @translated("route_delete", _ERRORS)
+    async def route_delete(self, name: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            return db.execute(Q["route_delete"], (name,)).rowcount > 0 and _bump(db) > 0
+
+        return await self._w.run(write(delete))
+
+    @translated("routes_revision", _ERRORS)
+    async def routes_revision(self) -> int:
+        row = await self._r.run(lambda db: db.execute(Q["routes_revision"]).fetchone())
+        return int(row[0])
 
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Job]:
         return await self._r.run(lambda db: [row_to_job(r) for r in db.execute(sql, args)])

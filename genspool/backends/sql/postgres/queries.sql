@@ -131,6 +131,33 @@ SELECT key, value FROM kv WHERE namespace = %(namespace)s ORDER BY key;
 -- name: kv_delete
 DELETE FROM kv WHERE namespace = %(namespace)s AND key = %(key)s;
 
+-- name: route_put
+-- One statement: the route and the revision it makes are committed together.
+WITH put AS (
+    INSERT INTO routes (name, doc) VALUES (%(name)s, %(doc)s)
+    ON CONFLICT (name) DO UPDATE SET doc = excluded.doc
+)
+UPDATE routes_revision SET revision = revision + 1 RETURNING revision;
+
+-- name: route_get
+SELECT doc FROM routes WHERE name = %(name)s;
+
+-- name: route_list
+SELECT name, doc FROM routes ORDER BY name COLLATE "C";
+
+-- name: route_delete
+-- A row back (the new revision) only when the route existed.
+WITH gone AS (DELETE FROM routes WHERE name = %(name)s RETURNING 1)
+UPDATE routes_revision SET revision = revision + 1 WHERE EXISTS (SELECT FROM gone)
+RETURNING revision;
+
+-- name: routes_clear
+WITH gone AS (DELETE FROM routes)
+UPDATE routes_revision SET revision = revision + 1;
+
+-- name: routes_revision
+SELECT revision FROM routes_revision;
+
 -- name: wake
 -- Wake-ups go out after the write committed, in a transaction of their own: a NOTIFY takes a
 -- database-wide lock at commit, and in the writing transaction it would hold that lock across

@@ -97,6 +97,25 @@ SELECT key, value FROM kv WHERE namespace = ? ORDER BY key;
 -- name: kv_delete
 DELETE FROM kv WHERE namespace = ? AND key = ?;
 
+-- name: route_put
+INSERT INTO routes (name, doc) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET doc = excluded.doc;
+
+-- name: route_get
+SELECT doc FROM routes WHERE name = ?;
+
+-- name: route_list
+SELECT name, doc FROM routes ORDER BY name;
+
+-- name: route_delete
+DELETE FROM routes WHERE name = ?;
+
+-- name: routes_bump
+-- In the transaction of the write it counts, so a reader never sees one without the other.
+UPDATE routes_revision SET revision = revision + 1 RETURNING revision;
+
+-- name: routes_revision
+SELECT revision FROM routes_revision;
+
 -- name: put
 -- The whole record of a job, as the queue that changed it holds it.
 INSERT INTO jobs (id, tenant, url, model, body, status, priority, attempts, max_attempts,
