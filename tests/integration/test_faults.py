@@ -356,10 +356,10 @@ async def test_a_script_gives_each_model_its_latency() -> None:
         want = latency[body["model"]]
         # Never early; late by no more than a busy 2-core machine delays a loopback call.
         assert want - 0.002 <= seconds < want + 0.25, (body["model"], seconds)
-    slowest = dict.fromkeys(latency, 0.0)
+    fastest = dict.fromkeys(latency, 10.0)
     for body, (seconds, _) in zip(bodies, measured, strict=True):
-        slowest[body["model"]] = max(slowest[body["model"]], seconds)
-    assert slowest["unscripted"] < slowest["fast-50"] < slowest["mid-100"] < slowest["slow-400"]
+        fastest[body["model"]] = min(fastest[body["model"]], seconds)
+    assert fastest["unscripted"] < fastest["fast-50"] < fastest["mid-100"] < fastest["slow-400"]
     assert {m: v["requests"] for m, v in stats["by_model"].items()} == dict.fromkeys(latency, 3)
     assert stats["by_model"]["slow-400"]["max_in_flight"] == 3  # 3 concurrent for 400 ms
 

@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -293,3 +293,23 @@ def test_uploads_are_not_bound_by_the_body_limit(server: Server, keys: dict[str,
     big_job = {"url": "/v1/chat/completions", "body": {"model": "echo", "x": "z" * (2 * MiB)}}
     response = httpx.post(f"{server.url}/v1/jobs", json=big_job, headers=bearer(keys["a"]))
     assert_error(response, 413, "payload_too_large")
+
+
+async def test_a_redis_server_alone_answers_501_naming_the_store_to_add(
+    namespaced_url: Callable[[str], str],
+) -> None:
+    """Redis keeps no files (no FileStore there): each files route says what to run instead,
+    and the rest of the API works as before."""
+    async with serve(MODELS, url=namespaced_url("redis")) as gs:
+        try:
+            form = {"data": {"purpose": "batch"}, "files": {"file": ("a.txt", b"a")}}
+            for response in (
+                await gs.client.post("/v1/files", **form),  # type: ignore[arg-type]
+                await gs.client.get("/v1/files"),
+                await gs.client.get("/v1/files/file-1/content"),
+            ):
+                message = assert_error(response, 501, "files_unavailable")
+                assert "GENSPOOL_DATABASE_URL=postgresql://" in message
+            assert (await gs.client.get("/v1/jobs")).status_code == 200
+        finally:
+            await gs.queue.storage.drop()
