@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import (
@@ -61,11 +61,15 @@ __all__ = [
     "check_fallbacks",
     "load_models",
     "read_models_file",
+    "section",
 ]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class BatchingConfig(_Section):
@@ -375,16 +379,20 @@ def _line(data: Any, *path: Any) -> int | None:
     return line
 
 
+def section(kind: type[_Model], entry: Any, where: str, source: str) -> _Model:
+    """One entry of a models file as a ``kind``: a :class:`ConfigError` names the file, the
+    line and the path of what is wrong (``routes[2].pattern: …``)."""
+    try:
+        return kind.model_validate(entry)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        line = _line(entry, *first["loc"])
+        at = f", line {line}" if line else ""
+        raise ConfigError(f"{source}{at}, {_first_error(first, where)}") from exc
+
+
 def _validated(entries: Iterable[Any], source: str) -> list[ModelConfig]:
-    models = []
-    for i, entry in enumerate(entries):
-        try:
-            models.append(ModelConfig.model_validate(entry))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            line = _line(entry, *first["loc"])
-            at = f", line {line}" if line else ""
-            raise ConfigError(f"{source}{at}, {_first_error(first, f'models[{i}]')}") from exc
+    models = [section(ModelConfig, e, f"models[{i}]", source) for i, e in enumerate(entries)]
     names = [m.name for m in models]
     if dupes := {n for n in names if names.count(n) > 1}:
         raise ConfigError(f"{source} declares {sorted(dupes)} more than once")

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Collection, Iterable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -40,15 +40,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from genspool.config import ModelConfig, ModelsFile
+from genspool.config import ModelConfig, ModelsFile, section
 from genspool.exceptions import ConfigError
-
-_M = TypeVar("_M", bound=BaseModel)
 
 __all__ = [
     "AgentConfig",
@@ -197,9 +194,9 @@ def agent_models(found: ModelsFile) -> list[ModelConfig]:
     """The models file's agents as models of the ``agent`` provider, each carrying its tools
     (:mod:`genspool.agents.provider`); the file's ``tools`` and ``agents`` checked first. An
     agent job is not retried (``max_attempts: 1``): a second attempt would run its tools again."""
-    tools = [_item(ToolConfig, e, f"tools[{i}]", found.source) for i, e in enumerate(found.tools)]
+    tools = [section(ToolConfig, e, f"tools[{i}]", found.source) for i, e in enumerate(found.tools)]
     agents = [
-        _item(AgentConfig, e, f"agents[{i}]", found.source) for i, e in enumerate(found.agents)
+        section(AgentConfig, e, f"agents[{i}]", found.source) for i, e in enumerate(found.agents)
     ]
     by_model = {m.name: m for m in found.models}
     try:
@@ -208,7 +205,7 @@ def agent_models(found: ModelsFile) -> list[ModelConfig]:
         raise ConfigError(f"{found.source}: {exc.message}") from exc
     by_tool = {t.name: t for t in tools}
     return [
-        _item(
+        section(
             ModelConfig,
             {
                 "name": agent.name,
@@ -228,12 +225,3 @@ def agent_models(found: ModelsFile) -> list[ModelConfig]:
         )
         for i, agent in enumerate(agents)
     ]
-
-
-def _item(kind: type[_M], entry: Any, where: str, source: str) -> _M:
-    try:
-        return kind.model_validate(entry)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        path = ".".join([where, *(str(p) for p in first["loc"])])
-        raise ConfigError(f"{source}, {path}: {first['msg'].removeprefix('Value error, ')}") from exc

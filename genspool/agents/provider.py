@@ -1,6 +1,6 @@
 """An agent served as a model: the ``agent`` provider runs the tool-calling loop as a job.
 
-A models file's ``agents:`` become models of this provider (:func:`genspool.config.read_models_file`),
+A models file's ``agents:`` become models of this provider (``agent_models``),
 each carrying its tools. The worker binds the provider to the queue; each request then runs
 :func:`genspool.agents.loop.run_agent`, whose model calls are child jobs of the agent's model on
 the same queue (its limits, batching, retries and breaker apply to them, and they run wherever

@@ -131,7 +131,9 @@ def _branches(rows: dict[str, dict[str, Any]]) -> Table:
     for name, b in rows.items():
         status = b.get("status", "")
         colour = "green" if status == "succeeded" else "red" if status in TERMINAL else "yellow"
-        detail = _answer(b.get("result")) if "result" in b else (b.get("error") or {}).get("message", "")
+        detail = (
+            _answer(b.get("result")) if "result" in b else (b.get("error") or {}).get("message", "")
+        )
         table.add_row(name, f"[{colour}]{status}[/]", str(detail)[:80])
     return table
 

@@ -158,7 +158,10 @@ def delete_route(name: str) -> Call[dict[str, Any]]:
 
 def test_route(pattern: Any, event: Any) -> Call[bool]:
     return Call(
-        "POST", "/v1/routes/test", lambda r: bool(r["match"]), body={"pattern": pattern, "event": event}
+        "POST",
+        "/v1/routes/test",
+        lambda r: bool(r["match"]),
+        body={"pattern": pattern, "event": event},
     )
 
 

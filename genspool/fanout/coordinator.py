@@ -245,7 +245,9 @@ class Fanout:
 
     # -- further calls -----------------------------------------------------------------------
 
-    async def call(self, name: str, url: str, body: dict[str, Any], timeout_s: float | None) -> Outcome:
+    async def call(
+        self, name: str, url: str, body: dict[str, Any], timeout_s: float | None
+    ) -> Outcome:
         """One further child job (a reduce call, an embedding), followed to its end."""
         branch = PlannedBranch(name=name, url=url, body=body, timeout_s=timeout_s)
         agg = Aggregator(Aggregate(strategy="all"), [name])
@@ -297,7 +299,6 @@ def _outcome(branch: PlannedBranch, event: JobChanged) -> Outcome:
         event.error,
         branch.route,
     )
-
 
 
 def _create(config: ModelSpec, env: Any) -> Provider:

@@ -36,6 +36,7 @@ class Branches(Protocol):
         self, name: str, url: str, body: dict[str, Any], timeout_s: float | None
     ) -> Outcome: ...
 
+
 #: What a request's answer may take when its body does not say (the reducer's budget keeps
 #: room for it).
 DEFAULT_MAX_TOKENS = 256
@@ -75,7 +76,9 @@ class MapReduce:
     async def _pieces(self) -> list[PlannedBranch]:
         spec = self.spec
         if spec.items is not None:
-            bodies = [render(spec.body, {"item": item, "index": i}) for i, item in enumerate(spec.items)]
+            bodies = [
+                render(spec.body, {"item": item, "index": i}) for i, item in enumerate(spec.items)
+            ]
         else:
             bodies = await asyncio.to_thread(self._split, spec.text or "")
         card = self.fan.models.card(str(spec.body.get("model", "")))

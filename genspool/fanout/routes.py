@@ -23,9 +23,10 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from genspool.config import section
 from genspool.core.patterns import Matcher, PatternError, PatternIndex, compile_pattern
 from genspool.core.roles import RouteStore
-from genspool.exceptions import Conflict, ConfigError, InvalidRequest, NotFound
+from genspool.exceptions import ConfigError, Conflict, InvalidRequest, NotFound
 from genspool.fanout.spec import MAX_DEADLINE_S, PlannedBranch
 from genspool.fanout.template import TemplateError, render
 
@@ -94,14 +95,7 @@ class _Compiled:
 def load_routes(entries: list[Any], source: str = "the models file") -> list[Route]:
     """The ``routes:`` of a models file, checked; a :class:`ConfigError` names the route and
     what is wrong with it (an invalid pattern with the path of the offending part)."""
-    routes = []
-    for i, entry in enumerate(entries):
-        try:
-            routes.append(Route.model_validate(entry))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join([f"routes[{i}]", *(str(p) for p in first["loc"])])
-            raise ConfigError(f"{source}, {where}: {first['msg'].removeprefix('Value error, ')}")
+    routes = [section(Route, e, f"routes[{i}]", source) for i, e in enumerate(entries)]
     names = [r.name for r in routes]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise ConfigError(f"{source}: route(s) {dupes} declared more than once")
@@ -114,7 +108,9 @@ class RouteBook:
     ) -> None:
         self.store = store
         self.refresh_s = refresh_s
-        self._fixed = {r.name: _Compiled(r, compile_pattern(r.pattern), "config") for r in fixed or []}
+        self._fixed = {
+            r.name: _Compiled(r, compile_pattern(r.pattern), "config") for r in fixed or []
+        }
         self._stored: dict[str, _Compiled] = {}
         self._docs: dict[str, bytes] = {}
         self._revision = -1

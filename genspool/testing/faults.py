@@ -332,7 +332,8 @@ class _Link:
         finally:
             if not watch.done():
                 watch.cancel()  # a read cancelled before it returns consumes nothing
-        if not watch.done() or watch.cancelled():
+                await asyncio.wait({watch})  # until it lets go of the reader, for the next request
+        if watch.cancelled():
             return False
         if watch.exception() is not None:
             return True  # reset by the peer

@@ -15,8 +15,8 @@ from genspool.testing.inprocess import InProcess, serve
 from tests.helpers.api import (
     DOOMED_AT_ONCE,
     FAST_RETRY,
-    Keys,
     As,
+    Keys,
     assert_error,
     chat_body,
     make_keys,
@@ -91,10 +91,17 @@ async def test_a_bad_branch_is_refused_with_its_name_before_anything_runs(gs: In
 
 
 async def test_map_and_reduce_templates_must_use_their_placeholders(gs: InProcess) -> None:
-    no_chunk = {"map": {"text": "long", "body": chat_body("echo")}, "reduce": {"body": chat_body("echo", "{{outputs}}")}}
+    no_chunk = {
+        "map": {"text": "long", "body": chat_body("echo")},
+        "reduce": {"body": chat_body("echo", "{{outputs}}")},
+    }
     message = assert_error(await As(gs, None).request("POST", "/v1/fanouts", json=no_chunk), 400)
     assert "{{chunk}}" in message
-    no_outputs = {"branches": [branch("a", "echo")], "aggregate": "reduce", "reduce": {"body": chat_body("echo")}}
+    no_outputs = {
+        "branches": [branch("a", "echo")],
+        "aggregate": "reduce",
+        "reduce": {"body": chat_body("echo")},
+    }
     message = assert_error(await As(gs, None).request("POST", "/v1/fanouts", json=no_outputs), 400)
     assert "{{outputs}}" in message
 
@@ -113,7 +120,13 @@ async def test_the_fanout_model_is_not_a_model_clients_ask_for(gs: InProcess) ->
 
 async def test_all_lists_every_branch_and_says_partial_when_one_failed(gs: InProcess) -> None:
     anyone = As(gs, None)
-    body = {"branches": [branch("one", "echo", "first"), branch("two", "other", "second"), branch("bad", "doomed")]}
+    body = {
+        "branches": [
+            branch("one", "echo", "first"),
+            branch("two", "other", "second"),
+            branch("bad", "doomed"),
+        ]
+    }
     parent = await fan(anyone, body)
     assert parent["status"] == "queued" and parent["model"] == "genspool-fanout"
     done = await ended(anyone, parent["id"])
@@ -144,7 +157,10 @@ async def test_when_every_branch_fails_the_parent_fails_with_every_branch_in_its
 
 async def test_first_takes_the_first_success_and_cancels_the_rest(gs: InProcess) -> None:
     anyone = As(gs, None)
-    body = {"branches": [branch("slow", "slow", "late"), branch("fast", "echo", "early")], "aggregate": "first"}
+    body = {
+        "branches": [branch("slow", "slow", "late"), branch("fast", "echo", "early")],
+        "aggregate": "first",
+    }
     parent = await fan(anyone, body)
     done = await ended(anyone, parent["id"], timeout=2.5)  # well before the slow one's 3 s
     result = done["result"]["body"]
@@ -160,18 +176,33 @@ async def test_first_takes_the_first_success_and_cancels_the_rest(gs: InProcess)
 async def test_quorum_by_exact_match_and_a_quorum_not_reached_is_a_result(gs: InProcess) -> None:
     anyone = As(gs, None)
     votes = [branch("a", "echo", "yes"), branch("b", "other", " yes "), branch("c", "echo", "no")]
-    done = await ended(anyone, (await fan(anyone, {"branches": votes, "aggregate": {"strategy": "quorum", "k": 2}}))["id"])
+    done = await ended(
+        anyone,
+        (await fan(anyone, {"branches": votes, "aggregate": {"strategy": "quorum", "k": 2}}))["id"],
+    )
     quorum = done["result"]["body"]
-    assert quorum["quorum"]["reached"] is True and sorted(quorum["quorum"]["agreeing"]) == ["a", "b"]
+    assert quorum["quorum"]["reached"] is True and sorted(quorum["quorum"]["agreeing"]) == [
+        "a",
+        "b",
+    ]
     assert quorum["output"].strip() == "yes"
     split = [branch("a", "echo", "yes"), branch("b", "other", "no"), branch("c", "echo", "maybe")]
-    done = await ended(anyone, (await fan(anyone, {"branches": split, "aggregate": {"strategy": "quorum", "k": 2}}))["id"])
+    done = await ended(
+        anyone,
+        (await fan(anyone, {"branches": split, "aggregate": {"strategy": "quorum", "k": 2}}))["id"],
+    )
     assert done["status"] == "succeeded"
     none = done["result"]["body"]
-    assert none["quorum"]["reached"] is False and none["output"] is None and none["quorum"]["largest"] == 1
+    assert (
+        none["quorum"]["reached"] is False
+        and none["output"] is None
+        and none["quorum"]["largest"] == 1
+    )
 
 
-async def test_reduce_receives_the_outputs_and_its_failure_keeps_them_readable(gs: InProcess) -> None:
+async def test_reduce_receives_the_outputs_and_its_failure_keeps_them_readable(
+    gs: InProcess,
+) -> None:
     anyone = As(gs, None)
     body = {
         "branches": [branch("en", "echo", "hello"), branch("fr", "other", "bonjour")],
@@ -187,7 +218,10 @@ async def test_reduce_receives_the_outputs_and_its_failure_keeps_them_readable(g
     result = done["result"]["body"]
     assert done["status"] == "succeeded" and result["partial"] is True
     assert result["reduce"]["status"] == "failed"
-    assert {b["name"]: b["status"] for b in result["branches"]} == {"en": "succeeded", "fr": "succeeded"}
+    assert {b["name"]: b["status"] for b in result["branches"]} == {
+        "en": "succeeded",
+        "fr": "succeeded",
+    }
 
 
 async def test_a_branch_past_its_timeout_is_cancelled_and_reported(gs: InProcess) -> None:
@@ -225,7 +259,9 @@ async def test_cancelling_the_parent_cancels_its_branches(gs: InProcess) -> None
         assert (await anyone.wait(child, 2.0)).status.value == "cancelled"
 
 
-async def test_replaying_a_parent_reruns_only_the_branches_that_did_not_succeed(gs: InProcess) -> None:
+async def test_replaying_a_parent_reruns_only_the_branches_that_did_not_succeed(
+    gs: InProcess,
+) -> None:
     anyone = As(gs, None)
     parent = await fan(anyone, {"branches": [branch("fast", "echo"), branch("slow", "slow")]})
     fast, slow = await _children(gs, parent["id"], 2)
@@ -276,7 +312,10 @@ ROUTE = {
     "pattern": {"lang": ["fr"], "task": [{"prefix": "support"}], "size": [{"numeric": ["<", 100]}]},
     "targets": [
         {"name": "a", "body": chat_body("echo", "Réponds: {{event.text}}")},
-        {"name": "b", "body": {"model": "other", "messages": [{"role": "user", "content": "{{event.text}}"}]}},
+        {
+            "name": "b",
+            "body": {"model": "other", "messages": [{"role": "user", "content": "{{event.text}}"}]},
+        },
     ],
 }
 
@@ -301,7 +340,10 @@ async def test_routes_are_admin_to_write_and_an_invalid_pattern_names_its_path(
 
 async def test_routes_test_answers_match_or_400(gs: InProcess) -> None:
     anyone = As(gs, None)
-    ask = {"pattern": ROUTE["pattern"], "event": {"lang": "fr", "task": "support-billing", "size": 3}}
+    ask = {
+        "pattern": ROUTE["pattern"],
+        "event": {"lang": "fr", "task": "support-billing", "size": 3},
+    }
     assert (await anyone.request("POST", "/v1/routes/test", json=ask)).json() == {"match": True}
     ask["event"] = {"lang": "fr", "task": "sales", "size": 3}
     assert (await anyone.request("POST", "/v1/routes/test", json=ask)).json() == {"match": False}
@@ -315,13 +357,22 @@ async def test_an_event_runs_every_matching_routes_targets_with_the_event_templa
 ) -> None:
     anyone = As(gs, None)
     await anyone.request("PUT", "/v1/routes/fr", json=ROUTE)
-    other = {"pattern": {"lang": ["fr", "de"]}, "targets": [{"name": "all", "body": chat_body("echo", "{{event.lang}}")}]}
+    other = {
+        "pattern": {"lang": ["fr", "de"]},
+        "targets": [{"name": "all", "body": chat_body("echo", "{{event.lang}}")}],
+    }
     await anyone.request("PUT", "/v1/routes/any", json=other)
     event = {"lang": "fr", "task": "support", "size": 10, "text": "Où est ma facture ?"}
     done = await ended(anyone, (await fan(anyone, {"event": event}))["id"])
     result = done["result"]["body"]
     assert result["routes"] == ["any", "fr"]
-    assert result["output"] == {"any.all": "fr", "fr.a": "Réponds: Où est ma facture ?", "fr.b": "Où est ma facture ?"}
+    assert result["output"] == {
+        "any.all": "fr",
+        "fr.a": "Réponds: Où est ma facture ?",
+        "fr.b": "Où est ma facture ?",
+    }
     assert {b["route"] for b in result["branches"]} == {"any", "fr"}
-    message = assert_error(await anyone.request("POST", "/v1/fanouts", json={"event": {"lang": "en"}}), 400)
+    message = assert_error(
+        await anyone.request("POST", "/v1/fanouts", json={"event": {"lang": "en"}}), 400
+    )
     assert "matches no route" in message

@@ -20,8 +20,17 @@ ROUTE = {
     "name": "french",
     "pattern": {"lang": ["fr"], "size": [{"numeric": ["<", 100]}]},
     "targets": [
-        {"name": "echo", "body": {"model": "echo", "messages": [{"role": "user", "content": "{{event.text}}"}]}},
-        {"name": "other", "body": {"model": "other", "messages": [{"role": "user", "content": "fr: {{event.text}}"}]}},
+        {
+            "name": "echo",
+            "body": {"model": "echo", "messages": [{"role": "user", "content": "{{event.text}}"}]},
+        },
+        {
+            "name": "other",
+            "body": {
+                "model": "other",
+                "messages": [{"role": "user", "content": "fr: {{event.text}}"}],
+            },
+        },
     ],
 }
 
@@ -86,7 +95,9 @@ def test_routes_list_and_test(cli: Any) -> None:
 
 
 def test_a_route_of_the_models_file_cannot_be_replaced_through_the_api(server: Server) -> None:
-    response = server.client.put("/v1/routes/french", json={k: v for k, v in ROUTE.items() if k != "name"})
+    response = server.client.put(
+        "/v1/routes/french", json={k: v for k, v in ROUTE.items() if k != "name"}
+    )
     assert response.status_code == 409, response.text
     assert "models file" in response.json()["error"]["message"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -329,13 +330,19 @@ def ask(model: str, content: str = "hi", **more: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **more}
 
 
-async def timed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, httpx.Response]:
-    started = time.perf_counter()
-    response = await client.post("/v1/chat/completions", json=body)
-    return time.perf_counter() - started, response
+async def timed(
+    client: httpx.AsyncClient, bodies: list[dict[str, Any]]
+) -> list[tuple[float, httpx.Response]]:
+    """Each of ``bodies`` sent in turn, on one kept-alive connection, with its time to answer."""
+    measured = []
+    for body in bodies:
+        started = time.perf_counter()
+        response = await client.post("/v1/chat/completions", json=body)
+        measured.append((time.perf_counter() - started, response))
+    return measured
 
 
-async def test_a_script_gives_each_model_its_latency() -> None:
+async def test_a_script_gives_each_model_its_latency(tmp_path: Path) -> None:
     rules = [
         {"model": "fast-50", "latency_s": 0.05},
         {"model": "mid-100", "latency_s": 0.1},
@@ -343,25 +350,31 @@ async def test_a_script_gives_each_model_its_latency() -> None:
         {"model_prefix": "slow-", "latency_s": 2.0},  # never used: the first match decides
     ]
     latency = {"fast-50": 0.05, "mid-100": 0.1, "slow-400": 0.4, "unscripted": 0.0}
-    with FaultServer(scripts=rules, latency_s=0.0) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-            bodies = [ask(m, f"{m} {i}") for m in latency for i in range(3)]
-            measured = await asyncio.gather(*(timed(client, b) for b in bodies))
+    script = tmp_path / "rules.json"
+    script.write_text(json.dumps({"rules": rules}))
+    # A process of its own and warm connections: what is timed is the server's wait, not this
+    # process's threads taking turns or connections being opened.
+    server = FaultProcess("--script", str(script))
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+            await asyncio.gather(*(client.get("/v1/models") for _ in latency))
+            runs = [timed(client, [ask(m, f"{m} {i}") for i in range(3)]) for m in latency]
+            measured = dict(zip(latency, await asyncio.gather(*runs), strict=True))
             stats = (await client.get("/_faults/stats")).json()
             listed = (await client.get("/_faults/script")).json()["rules"]
+    finally:
+        server.close()
     assert listed == rules
-    for body, (seconds, response) in zip(bodies, measured, strict=True):
-        assert response.status_code == 200, response.text
-        assert response.json()["choices"][0]["message"]["content"] == body["messages"][0]["content"]
-        want = latency[body["model"]]
-        # Never early; late by no more than a busy 2-core machine delays a loopback call.
-        assert want - 0.002 <= seconds < want + 0.25, (body["model"], seconds)
-    fastest = dict.fromkeys(latency, 10.0)
-    for body, (seconds, _) in zip(bodies, measured, strict=True):
-        fastest[body["model"]] = min(fastest[body["model"]], seconds)
-    assert fastest["unscripted"] < fastest["fast-50"] < fastest["mid-100"] < fastest["slow-400"]
+    for model, answers in measured.items():
+        for i, (seconds, response) in enumerate(answers):
+            assert response.status_code == 200, response.text
+            assert response.json()["choices"][0]["message"]["content"] == f"{model} {i}"
+            # Never early; late by no more than a busy 2-core machine delays a loopback call.
+            assert latency[model] - 0.002 <= seconds < latency[model] + 0.25, (model, seconds)
+    typical = {m: statistics.median(s for s, _ in answers) for m, answers in measured.items()}
+    assert typical["unscripted"] < typical["fast-50"] < typical["mid-100"] < typical["slow-400"]
     assert {m: v["requests"] for m, v in stats["by_model"].items()} == dict.fromkeys(latency, 3)
-    assert stats["by_model"]["slow-400"]["max_in_flight"] == 3  # 3 concurrent for 400 ms
+    assert all(v["max_in_flight"] == 1 for v in stats["by_model"].values())  # one at a time
 
 
 async def test_a_script_decides_outcomes_and_leaves_other_models_to_the_draw() -> None:
@@ -507,6 +520,47 @@ def test_an_aborted_call_gets_no_late_answer() -> None:
     assert received == b"" and elapsed < 0.2, (received, elapsed)
     assert stats["aborted"] == 1 and stats["requests"]["raw"]["aborted_after_s"][0] < 0.2
     assert stats["in_flight"] == 0
+
+
+def read_answers(sock: socket.socket, n: int) -> list[dict[str, Any]]:
+    """``n`` JSON answers read off one connection, in order."""
+    data, answers = b"", list[dict[str, Any]]()
+    while len(answers) < n:
+        end = data.find(b"\r\n\r\n")
+        length = re.search(rb"Content-Length: (\d+)", data[:end]) if end >= 0 else None
+        if length and len(data) >= end + 4 + int(length[1]):
+            body_end = end + 4 + int(length[1])
+            answers.append(json.loads(data[end + 4 : body_end]))
+            data = data[body_end:]
+            continue
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {len(answers)} answers"
+        data += chunk
+    return answers
+
+
+def test_a_watched_connection_still_serves_kept_alive_and_pipelined_requests() -> None:
+    """Watching for the client leaving reads ahead: the connection must go on serving the
+    requests that follow on it, one after the other and sent all at once."""
+
+    def raw(content: str) -> bytes:
+        body = json.dumps(ask("mid-50", content)).encode()
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
+        return f"{head}\r\n\r\n".encode() + body
+
+    with FaultServer(scripts=[{"model": "mid-50", "latency_s": 0.05}]) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            answers: list[dict[str, Any]] = []
+            for i in range(3):  # kept alive
+                sock.sendall(raw(f"kept {i}"))
+                answers += read_answers(sock, 1)
+            sock.sendall(b"".join(raw(f"piped {i}") for i in range(3)))  # pipelined
+            answers += read_answers(sock, 3)
+        stats = httpx.get(f"{url}/_faults/stats").json()
+    said = [a["choices"][0]["message"]["content"] for a in answers]
+    assert said == [f"kept {i}" for i in range(3)] + [f"piped {i}" for i in range(3)]
+    assert stats["aborted"] == 0 and stats["outcomes"] == {"ok": 6}
 
 
 async def test_in_flight_counts_requests_overall_and_per_model() -> None:
