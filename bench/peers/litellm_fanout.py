@@ -20,8 +20,8 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_LOG", "ERROR")
 
-import litellm  # noqa: E402  (after the environment it reads at import)
-from _fanout_common import parse_args, serve_commands  # noqa: E402
+import litellm  # after the environment it reads at import
+from _fanout_common import parse_args, serve_commands
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genspool.api import (
+    routes_batches,
     routes_fanouts,
     routes_files,
     routes_jobs,
@@ -33,6 +34,7 @@ from genspool.api.errors import add_error_handlers, error_response
 from genspool.api.origin import OriginGuard
 from genspool.api.schemas import document_responses
 from genspool.api.shutdown import Shutdown
+from genspool.batches import Batches
 from genspool.core.worker import Worker
 from genspool.exceptions import PayloadTooLarge
 from genspool.files import Files
@@ -127,7 +129,7 @@ def create_app(
 
     for module in (
         routes_jobs, routes_push, routes_openai, routes_ops, routes_keys, routes_files,
-        routes_fanouts, routes_rules,
+        routes_fanouts, routes_rules, routes_batches,
     ):  # fmt: skip
         app.include_router(module.router)
     document_scopes(app)
@@ -148,7 +150,7 @@ def _lifespan(
             serving = asyncio.create_task(worker.run())
         shedding = asyncio.create_task(services.admission.run())
         try:
-            async with _files_running(services.files):
+            async with _files_running(services.files), _batches_running(services.batches):
                 yield
         finally:
             shedding.cancel()
@@ -176,6 +178,19 @@ async def _files_running(files: Files | None) -> AsyncIterator[None]:
     finally:
         purging.cancel()
         await files.close()
+
+
+@contextlib.asynccontextmanager
+async def _batches_running(batches: Batches | None) -> AsyncIterator[None]:
+    """Batches driven by this process while the app runs (genspool.batches.runner)."""
+    running = None if batches is None else asyncio.create_task(batches.run())
+    try:
+        yield
+    finally:
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
 
 
 async def _load(worker: Worker) -> None:

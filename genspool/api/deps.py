@@ -9,6 +9,7 @@ modules import this module, never :mod:`genspool.api.app`, which imports them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -17,6 +18,8 @@ from starlette.requests import HTTPConnection
 
 from genspool.api.admission import Admission
 from genspool.api.jsonbody import DEFAULT_MAX_DEPTH as DEFAULT_MAX_JSON_DEPTH
+from genspool.api.validation import validate_request
+from genspool.batches import Batches
 from genspool.core.events import PushLimits
 from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
@@ -49,6 +52,8 @@ class Services:
     routes: RouteBook = field(default_factory=lambda: RouteBook(None))
     #: The Files API's files; None when the store keeps none (a Redis or NATS server alone).
     files: Files | None = None
+    #: The Batch API's batches; None when the store keeps none (as for files).
+    batches: Batches | None = None
 
 
 def build_services(
@@ -68,6 +73,7 @@ def build_services(
     """The services of an app over ``queue``: API keys in the queue's key-value store, load
     shedding by the models' own limits, on the queue's clock."""
     storage = queue.storage
+    files = _files(queue, files_url, max_file_bytes)
     return Services(
         queue=queue,
         catalog=catalog,
@@ -78,7 +84,8 @@ def build_services(
         max_json_depth=max_json_depth,
         push=push or PushLimits(),
         routes=RouteBook(storage.routes, routes),
-        files=_files(queue, files_url, max_file_bytes),
+        files=files,
+        batches=_batches(queue, files, catalog, max_body_bytes),
     )
 
 
@@ -88,6 +95,17 @@ def _files(queue: Queue, url: str | None, max_bytes: int) -> Files | None:
     if store is None:
         return None
     return open_files(store, url=url, max_bytes=max_bytes, clock=queue.clock)
+
+
+def _batches(
+    queue: Queue, files: Files | None, catalog: ModelCatalog, max_line_bytes: int
+) -> Batches | None:
+    """The batches of the store, their lines each at most a request body's size."""
+    store = queue.storage.batches
+    if store is None or files is None:
+        return None
+    check = functools.partial(validate_request, catalog)
+    return Batches(store, files, queue, catalog, check, max_line_bytes=max_line_bytes)
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -2,9 +2,9 @@
 
 :func:`open_storage` gives the :class:`~genspool.core.roles.Storage` of a deployment: every
 role from the backend at ``url``, or, with a different ``queue_url``, the queue, coordination
-and signals from that one and the store, key-value, routes and files from ``url``. A backend
-whose driver is an optional extra raises :class:`~genspool.exceptions.ConfigError` naming the
-extra to install.
+and signals from that one and the store, key-value, routes, files and batches from ``url``. A
+backend whose driver is an optional extra raises :class:`~genspool.exceptions.ConfigError`
+naming the extra to install.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from genspool._entry import Ref, find
 from genspool.backends._urls import shown_url
-from genspool.core.roles import FileStore, JobFilter, Storage
+from genspool.core.roles import BatchStore, FileStore, JobFilter, Storage
 from genspool.exceptions import ConfigError
 
 __all__ = ["GROUP", "JobFilter", "Storage", "backend_from_url", "open_storage", "shown_url"]
@@ -46,6 +46,7 @@ def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
     return Storage(
         queue=queue, store=store, coordination=queue, kv=store, signals=queue, routes=store,
         files=store if isinstance(store, FileStore) else None,
+        batches=store if isinstance(store, BatchStore) else None,
     )  # fmt: skip
 
 

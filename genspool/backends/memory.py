@@ -21,10 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from genspool.core.batch import Batch
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job
 from genspool.core.machine import Change, LeaseSpec, leased
 from genspool.core.roles import (
+    BatchFilter,
+    BatchStore,
     Coordination,
     FileFilter,
     FileObject,
@@ -50,6 +53,7 @@ class _State:
     kv: dict[tuple[str, str], bytes] = field(default_factory=dict)
     routes: dict[str, bytes] = field(default_factory=dict)
     files: dict[str, FileObject] = field(default_factory=dict)
+    batches: dict[str, Batch] = field(default_factory=dict)
     routes_revision: int = 0  # kept by destroy: it never goes back
     waiting: dict[str, set[str]] = field(default_factory=dict)  # model -> ids (an index)
     outbox: dict[str, float] | None = None  # id -> mark, once ``epoch`` started marking
@@ -77,7 +81,7 @@ def _copy(job: Job) -> Job:
 
 
 class MemoryBackend(
-    JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox, RouteStore, FileStore
+    JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox, RouteStore, FileStore, BatchStore
 ):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
@@ -94,6 +98,7 @@ class MemoryBackend(
         s = self._s
         for part in (s.jobs, s.by_key, s.slots, s.tats, s.kv, s.waiting, s.routes, s.files):
             part.clear()
+        s.batches.clear()
         s.outbox, s.epoch = None, uuid.uuid4().hex
         s.routes_revision += 1
 
@@ -349,3 +354,32 @@ class MemoryBackend(
         files = self._s.files.values()
         late = [f for f in files if f.expires_at is not None and f.expires_at <= now]
         return sorted(late, key=lambda f: (f.expires_at or 0.0, f.id))[:limit]
+
+    # -- batches -----------------------------------------------------------------------------
+    # Records are frozen: stored and handed out as they are.
+
+    async def batch_put(self, batch: Batch) -> None:
+        self._s.batches[batch.id] = batch
+
+    async def batch_get(self, batch_id: str, tenant: str | None) -> Batch | None:
+        found = self._s.batches.get(batch_id)
+        return found if found is not None and tenant in (None, found.tenant) else None
+
+    async def batch_list(self, flt: BatchFilter) -> list[Batch]:
+        found = [
+            b
+            for b in self._s.batches.values()
+            if flt.tenant in (None, b.tenant) and (flt.after is None or b.id < flt.after)
+        ]
+        return sorted(found, key=lambda b: b.id, reverse=True)[: flt.limit]
+
+    async def batch_update(self, batch: Batch, version: int) -> bool:
+        stored = self._s.batches.get(batch.id)
+        if stored is None or stored.version != version:
+            return False
+        self._s.batches[batch.id] = batch
+        return True
+
+    async def batches_active(self, limit: int) -> list[Batch]:
+        active = [b for b in self._s.batches.values() if not b.terminal]
+        return sorted(active, key=lambda b: b.id)[:limit]

@@ -21,6 +21,9 @@ each change it makes into the store.
 * :class:`FileStore`: the records of uploaded and generated files (:class:`FileObject`), each
   tenant's own; their bytes live in a blob store (:mod:`genspool.files`). Only the SQL
   backends fill it: a Redis or NATS deployment keeps its files in its SQL store.
+* :class:`BatchStore`: the records of OpenAI Batch API runs (:class:`~genspool.core.batch.Batch`),
+  each written under a version (compare-and-set). Like files, only the SQL backends (and
+  memory) fill it.
 
 Every role is also a :class:`Resource` (connect, close, and wiping its namespace for tests).
 Future capabilities (files, batches, vectors) add roles here, not methods to an existing one.
@@ -37,10 +40,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from genspool.core.batch import Batch
 from genspool.core.job import Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
 
 __all__ = [
+    "BatchFilter",
+    "BatchStore",
     "Coordination",
     "FileFilter",
     "FileObject",
@@ -344,6 +350,38 @@ class FileStore(Resource):
 
 
 @dataclass(frozen=True, slots=True)
+class BatchFilter:
+    tenant: str | None = None  # None: every tenant's (admin)
+    after: str | None = None  # cursor: ids strictly older than this one (newest first)
+    limit: int = 20
+
+
+class BatchStore(Resource):
+    """The records of batches, tenant-scoped as files are. The rules (what a status may become)
+    are in :mod:`genspool.batches.machine`; a backend stores whole records under a version."""
+
+    @abstractmethod
+    async def batch_put(self, batch: Batch) -> None:
+        """Store a new record (its id is new)."""
+
+    @abstractmethod
+    async def batch_get(self, batch_id: str, tenant: str | None) -> Batch | None: ...
+
+    @abstractmethod
+    async def batch_list(self, flt: BatchFilter) -> list[Batch]:
+        """Up to ``flt.limit`` records matching ``flt``, newest (highest id) first."""
+
+    @abstractmethod
+    async def batch_update(self, batch: Batch, version: int) -> bool:
+        """Replace the stored record by ``batch`` if the stored one's version is still
+        ``version`` (``batch.version`` is the next one); returns whether it was written."""
+
+    @abstractmethod
+    async def batches_active(self, limit: int) -> list[Batch]:
+        """Up to ``limit`` records not in a final status, oldest first (for the runners)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Storage:
     """The roles of one deployment. :meth:`of` takes them all from one backend."""
 
@@ -355,6 +393,8 @@ class Storage:
     routes: RouteStore
     #: None when the store keeps no files (a Redis or NATS server alone).
     files: FileStore | None = None
+    #: None when the store keeps no batches (a Redis or NATS server alone).
+    batches: BatchStore | None = None
 
     @classmethod
     def of(cls, backend: JobQueue) -> Storage:
@@ -364,7 +404,8 @@ class Storage:
         if missing:
             raise TypeError(f"{type(backend).__name__} does not fill {', '.join(missing)}")
         b: Any = backend
-        return cls(b, b, b, b, b, b, b if isinstance(b, FileStore) else None)
+        files = b if isinstance(b, FileStore) else None
+        return cls(b, b, b, b, b, b, files, b if isinstance(b, BatchStore) else None)
 
     @property
     def mirrored(self) -> bool:
@@ -381,7 +422,7 @@ class Storage:
         """The distinct backends, the store's first (it must be up before the queue copies)."""
         out: list[Resource] = []
         roles = (self.store, self.queue, self.coordination, self.kv, self.signals, self.routes)
-        for part in (*roles, self.files):
+        for part in (*roles, self.files, self.batches):
             if part is not None and not any(part is seen for seen in out):
                 out.append(part)
         return out

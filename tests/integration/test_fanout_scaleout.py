@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -143,15 +144,26 @@ def submit_fanout(api: Server, body: dict[str, Any]) -> str:
     return job_id
 
 
-def start_worker(spawner: Spawner, target: Target, config: Any, models: list[str]) -> Proc:
-    worker = spawner.worker(target.url, config, env=target.env, models=models)
-    spawner.wait_until(
-        lambda: "worker serving" in worker.stderr() or not worker.alive,
-        timeout=60,
-        what=f"{worker.name} to start",
-    )
-    assert worker.alive, worker.report()
-    return worker
+def start_api(spawner: Spawner, target: Target, config: Path) -> Server:
+    """Start ``genspool api``; its start-up may be slow while workers start beside it on a
+    busy machine (two shared cores), so it gets 90 s rather than the usual 30."""
+    return spawner.server(config, command="api", db_url=target.url, env=target.env, startup_s=90)
+
+
+def start_worker(spawner: Spawner, target: Target, config: Path, models: list[str]) -> Proc:
+    """Start ``genspool worker`` serving ``models``; :func:`ready` waits for it."""
+    return spawner.worker(target.url, config, env=target.env, models=models)
+
+
+def ready(spawner: Spawner, *workers: Proc) -> None:
+    """Wait until each worker has built its models and leases (it logs "worker serving")."""
+    for worker in workers:
+
+        def started(w: Proc = worker) -> bool:
+            return "worker serving" in w.stderr() or not w.alive
+
+        spawner.wait_until(started, timeout=60, what=f"{worker.name} to start")
+        assert worker.alive, worker.report()
 
 
 def owner(job_attempt: dict[str, Any], workers: dict[str, Proc]) -> str:
@@ -223,8 +235,6 @@ def test_fanout_across_two_apis_and_two_workers(
     seconds = [0.8 + 0.4 * i for i in range(BRANCHES)]  # 0.8 … 2.8 s, ending 0.4 s apart
     latencies(faults, seconds)
     config = spawner.models(branch_models(faults))
-    api_a = spawner.server(config, command="api", db_url=target.url, env=target.env)
-    api_b = spawner.server(config, command="api", db_url=target.url, env=target.env)
     # Both workers run parents; fan-0/1 only on A, fan-4/5 only on B, fan-2/3 on either: the
     # branches of one fan-out must land on both, and the parent's coordinator (on one of them)
     # must see the other's results.
@@ -232,6 +242,8 @@ def test_fanout_across_two_apis_and_two_workers(
         "A": start_worker(spawner, target, config, [FANOUT, "fan-0", "fan-1", "fan-2", "fan-3"]),
         "B": start_worker(spawner, target, config, [FANOUT, "fan-2", "fan-3", "fan-4", "fan-5"]),
     }
+    api_a, api_b = start_api(spawner, target, config), start_api(spawner, target, config)
+    ready(spawner, *workers.values())
 
     tag = uuid.uuid4().hex[:8]
     parent_id = submit_fanout(api_a, fanout_body(tag))
@@ -275,11 +287,11 @@ def test_worker_killed_mid_fanout_the_parent_completes_and_no_branch_runs_twice(
     # b0 and b1 end quickly; b2..b5 are still waiting on the fault server when A is killed.
     latencies(faults, [0.3, 0.6, 60, 60, 60, 60])
     config = spawner.models(branch_models(faults))
-    api_a = spawner.server(config, command="api", db_url=target.url, env=target.env)
-    api_b = spawner.server(config, command="api", db_url=target.url, env=target.env)
     every = [FANOUT, *(f"fan-{i}" for i in range(BRANCHES))]
     # A starts alone, so it takes the parent and every branch; B is there before the kill.
     workers = {"A": start_worker(spawner, target, config, every)}
+    api_a, api_b = start_api(spawner, target, config), start_api(spawner, target, config)
+    ready(spawner, workers["A"])
 
     tag = uuid.uuid4().hex[:8]
     parent_id = submit_fanout(api_a, fanout_body(tag))
@@ -291,12 +303,14 @@ def test_worker_killed_mid_fanout_the_parent_completes_and_no_branch_runs_twice(
         return all(k in seen and not seen[k]["aborted"] for k in slow)
 
     spawner.wait_until(calls_in_flight, timeout=30, what="the slow branches' calls")
+
     def quick_ones_ended() -> bool:
         kids = children(api_a, parent_id)
         return all(kids.get(f"b{i}", {}).get("status") == "succeeded" for i in (0, 1))
 
     spawner.wait_until(quick_ones_ended, timeout=30, what="the quick branches to end")
     workers["B"] = start_worker(spawner, target, config, every)
+    ready(spawner, workers["B"])
     before = children(api_a, parent_id)
     assert {n: j["status"] for n, j in before.items()} == {
         f"b{i}": "succeeded" if i < 2 else "running" for i in range(BRANCHES)
@@ -344,9 +358,13 @@ def test_worker_killed_mid_fanout_the_parent_completes_and_no_branch_runs_twice(
     stats = faults.stats()["requests"]
     assert [stats[f"{tag}-b{i}"]["count"] for i in range(BRANCHES)] == [1, 1, 2, 2, 2, 2]
 
+    # Over SSE on the other API process: every branch landed, and the final event. A branch
+    # that ended before the kill is announced again by the second coordinator, which cannot
+    # know whether the first one did (at least once); the others land exactly once.
     assert seen[-1]["status"] == "succeeded" and seen[-1]["result"] == parent["result"]
     landed = Counter(b["name"] for b in branch_events(seen))
     assert set(landed) == {f"b{i}" for i in range(BRANCHES)}, landed
     assert all(landed[f"b{i}"] == 1 for i in range(2, BRANCHES)), landed
+    assert all(landed[f"b{i}"] <= 2 for i in range(2)), landed
     took = parent["timestamps"]["succeeded"] - killed_at
     print(f"{target}: parent done {took:.2f} s after the kill; branch events {dict(landed)}")

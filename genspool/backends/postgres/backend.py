@@ -18,6 +18,7 @@ from genspool.backends._errors import translated
 from genspool.backends._sql import COLUMNS, dumps_or_none, job_to_row, row_to_job
 from genspool.backends._urls import shown_url
 from genspool.backends.postgres._apply import apply_statement
+from genspool.backends.postgres._batches import PostgresBatches
 from genspool.backends.postgres._files import PostgresFiles
 from genspool.backends.postgres._pool import Conn, Connections, Q, Settings, rows
 from genspool.backends.postgres._signals import EVENTS_KEEP_S, Listener, inline
@@ -74,11 +75,11 @@ def _record_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
 
 #: Every table the migrations make, emptied by ``destroy`` (``routes`` by ``routes_clear``,
 #: which moves the revision on, as ``routes_revision`` never goes back).
-TABLES = ("jobs", "slots", "limits", "kv", "events", "files", "blob_chunks")
+TABLES = ("jobs", "slots", "limits", "kv", "events", "files", "blob_chunks", "batches")
 
 
 class PostgresBackend(
-    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, PostgresFiles
+    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, PostgresFiles, PostgresBatches
 ):
     kind = "PostgreSQL"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.

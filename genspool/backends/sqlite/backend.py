@@ -29,6 +29,7 @@ from genspool.backends._sql import (
     row_to_job,
 )
 from genspool.backends._urls import shown_url
+from genspool.backends.sqlite._batches import SQLiteBatches
 from genspool.backends.sqlite._conn import Connection, migrate, write
 from genspool.backends.sqlite._files import SQLiteFiles
 from genspool.core.gcra import gcra
@@ -141,7 +142,9 @@ def _bump(db: sqlite3.Connection) -> int:
     return int(db.execute(Q["routes_bump"]).fetchall()[0][0])
 
 
-class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, SQLiteFiles):
+class SQLiteBackend(
+    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, SQLiteFiles, SQLiteBatches
+):
     kind = "SQLite"
 
     def __init__(
@@ -183,7 +186,7 @@ class SQLiteBackend(JobQueue, JobStore, Coordination, KeyValue, Signals, RouteSt
     @translated("destroy", _ERRORS)
     async def destroy(self) -> None:
         def drop(db: sqlite3.Connection) -> None:
-            for table in ("jobs", "slots", "limits", "kv", "routes", "files"):
+            for table in ("jobs", "slots", "limits", "kv", "routes", "files", "batches"):
                 db.execute(f"DELETE FROM {table}")
             _bump(db)  # the revision goes on: a process polling it reloads the empty set
 
