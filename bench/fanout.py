@@ -100,8 +100,10 @@ def run_latency(
     idle_rates = idle_cpu({"genspool": [gs_pid], **{n: p.pids for n, p in peers.items()}})
     lats: list[int] = args.latencies
     models = [lat_name(ms) for ms in lats]
-    systems: list[tuple[str, str]] = [("genspool", "all"), ("genspool", "first")]
-    systems += [(p, s) for p in peers for s in ("all", "first") if (p, s) != ("celery", "first")]
+    wanted = args.strategies
+    systems = [
+        (p, s) for p in ["genspool", *peers] for s in wanted if (p, s) != ("celery", "first")
+    ]
     runs: dict[str, list[dict[str, Any]]] = {f"{p} {s}": [] for p, s in systems}
     traces: dict[str, list[dict[str, float]]] = {"all": [], "first": []}
     for rnd in range(-args.warmup, args.rounds):
@@ -181,19 +183,14 @@ def report_latency(runs: dict[str, list[dict[str, Any]]], lats: list[int]) -> No
                 if v
             )
         )
-    p50s = {
-        n: pct([r["seconds"] for r in rs if r["ok"]], 0.5)
-        for n, rs in runs.items()
-        if any(r["ok"] for r in rs)
-    }
-    print(
-        "  p50 of each peer / genspool's, same strategy: "
-        + ", ".join(
-            f"{n} {v / p50s[f'genspool {n.split()[1]}']:.2f}x"
-            for n, v in p50s.items()
-            if not n.startswith("genspool") and f"genspool {n.split()[1]}" in p50s
-        )
-    )
+    p50s = _p50s(runs)
+    ratios = [
+        f"{n} {v / p50s[f'genspool {n.split()[1]}']:.2f}x"
+        for n, v in p50s.items()
+        if not n.startswith("genspool") and f"genspool {n.split()[1]}" in p50s
+    ]
+    if ratios:
+        print("  p50 of each peer / genspool's, same strategy: " + ", ".join(ratios))
     target("genspool all", runs, max(lats) + 20)
     target("genspool first", runs, min(lats) + 20)
     first = runs.get("genspool first", [])
@@ -204,6 +201,14 @@ def report_latency(runs: dict[str, list[dict[str, Any]]], lats: list[int]) -> No
             f"  target no losing call lasts over 100 ms (aborted, or answered before the abort):"
             f" {verdict} (longest {longest * 1000:.0f} ms)"
         )
+
+
+def _p50s(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    return {
+        n: pct([r["seconds"] for r in rs if r["ok"]], 0.5)
+        for n, rs in runs.items()
+        if any(r["ok"] for r in rs)
+    }
 
 
 def target(name: str, runs: dict[str, list[dict[str, Any]]], limit_ms: float) -> None:
@@ -300,6 +305,9 @@ def parse_args() -> argparse.Namespace:
         type=lambda s: [int(x) for x in s.split(",")],
         default=[20, 40, 60, 80, 100, 120, 140, 160],
     )
+    parser.add_argument(
+        "--strategies", type=lambda v: v.split(","), default=["all", "first"], help="all,first"
+    )
     parser.add_argument("--no-celery", action="store_true")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument(
@@ -314,6 +322,8 @@ def parse_args() -> argparse.Namespace:
     parts = set(args.parts.split(","))
     if not parts or parts - {"latency", "map"}:
         parser.error(f"--parts: give latency, map or both, not {args.parts!r}")
+    if not args.strategies or set(args.strategies) - {"all", "first"}:
+        parser.error(f"--strategies: give all, first or both, not {args.strategies!r}")
     args.parts = parts
     return args
 

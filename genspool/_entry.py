@@ -41,6 +41,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "fanout": "genspool.fanout.coordinator:plugin",
         "agent": "genspool.agents.provider:plugin",
         "echo": "genspool.providers.echo:plugin",
+        "webhook": "genspool.webhooks.deliver:plugin",
     },
     "genspool.backends": {
         "sqlite": "genspool.backends.sqlite:SQLiteBackend",

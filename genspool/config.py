@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "FANOUT_MODEL",
     "INTERNAL_MODELS",
+    "WEBHOOK_MODEL",
     "AdmissionConfig",
     "BatchingConfig",
     "BreakerConfig",
@@ -247,8 +248,19 @@ FANOUT_MODEL: dict[str, Any] = {
     "batching": {"max_batch_size": 64, "max_wait_ms": 0, "max_concurrency": 64},
     "limits": {"timeout_s": 86_400 + 60},
 }
+#: The model that delivers webhooks (:mod:`genspool.webhooks`): each delivery is a job, so a
+#: receiver that is down is retried with backoff (25 attempts: well over an hour at the default
+#: 60 s cap) and one that refuses lands in the dead-letter queue with its answer.
+WEBHOOK_MODEL: dict[str, Any] = {
+    "name": "genspool-webhooks",
+    "provider": "webhook",
+    "context_window": 1,
+    "max_attempts": 25,
+    "batching": {"max_batch_size": 64, "max_wait_ms": 0, "max_concurrency": 64},
+    "limits": {"timeout_s": 60},
+}
 #: Models the catalog has that are not listed to clients.
-INTERNAL_MODELS = frozenset({FANOUT_MODEL["name"]})
+INTERNAL_MODELS = frozenset({FANOUT_MODEL["name"], WEBHOOK_MODEL["name"]})
 
 
 @dataclass(frozen=True, slots=True)

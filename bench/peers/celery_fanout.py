@@ -30,9 +30,9 @@ app = Celery("bench_fanout", broker=REDIS_URL, backend=REDIS_URL)
 app.conf.update(
     broker_connection_retry_on_startup=True,
     task_default_queue=QUEUE,
+    # The chord's join reads the header's stored results (Redis counts them natively); they
+    # are only needed until the callback ran, so they do not pile up across runs.
     result_expires=600,
-    # Not in PEERS.md (no-op jobs never wait on each other): the chord's join needs the
-    # header's results stored, which is Celery's default; nothing to tune there.
 )
 
 #: One keep-alive pool shared by the worker's threads (httpx clients are thread-safe), as a

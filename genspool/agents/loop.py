@@ -113,7 +113,9 @@ async def run_agent(
         if n == agent.max_steps:  # its calls would run for a model that is not asked again
             raise _step_limit(run, calls)
         results = await _call_tools(run, calls, toolbox, scopes)
-        request["messages"] = [*request["messages"], message, *results]
+        # A new request, not the old one changed: the last was handed over as a job's body,
+        # which storage keeps as given (the memory backend without a deep copy).
+        request = {**request, "messages": [*request["messages"], message, *results]}
     raise AssertionError("unreachable: the last step returns or raises")
 
 

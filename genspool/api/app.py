@@ -26,6 +26,7 @@ from genspool.api import (
     routes_ops,
     routes_push,
     routes_rules,
+    routes_webhooks,
 )
 from genspool.api.auth import authorize, document_scopes, requires
 from genspool.api.deps import Services
@@ -129,7 +130,7 @@ def create_app(
 
     for module in (
         routes_jobs, routes_push, routes_openai, routes_ops, routes_keys, routes_files,
-        routes_fanouts, routes_rules, routes_batches,
+        routes_fanouts, routes_rules, routes_batches, routes_webhooks,
     ):  # fmt: skip
         app.include_router(module.router)
     document_scopes(app)

@@ -26,6 +26,7 @@ from genspool.core.queue import Queue
 from genspool.fanout.routes import Route, RouteBook
 from genspool.files import DEFAULT_MAX_FILE_BYTES, Files, open_files
 from genspool.runtime.catalog import ModelCatalog
+from genspool.webhooks.dispatch import Webhooks, webhooks_of
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "Services", "Svc", "build_services", "services"]
 
@@ -54,6 +55,8 @@ class Services:
     files: Files | None = None
     #: The Batch API's batches; None when the store keeps none (as for files).
     batches: Batches | None = None
+    #: Webhook subscriptions and deliveries; None when the store keeps none (as for files).
+    webhooks: Webhooks | None = None
 
 
 def build_services(
@@ -74,6 +77,10 @@ def build_services(
     shedding by the models' own limits, on the queue's clock."""
     storage = queue.storage
     files = _files(queue, files_url, max_file_bytes)
+    batches = _batches(queue, files, catalog, max_body_bytes)
+    webhooks = webhooks_of(queue)
+    if batches is not None and webhooks is not None:
+        batches.runner.on_end = webhooks.batch_ended
     return Services(
         queue=queue,
         catalog=catalog,
@@ -85,7 +92,8 @@ def build_services(
         push=push or PushLimits(),
         routes=RouteBook(storage.routes, routes),
         files=files,
-        batches=_batches(queue, files, catalog, max_body_bytes),
+        batches=batches,
+        webhooks=webhooks,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from genspool._entry import Ref, find
 from genspool.backends._urls import shown_url
-from genspool.core.roles import BatchStore, FileStore, JobFilter, Storage
+from genspool.core.roles import BatchStore, FileStore, JobFilter, Storage, WebhookStore
 from genspool.exceptions import ConfigError
 
 __all__ = ["GROUP", "JobFilter", "Storage", "backend_from_url", "open_storage", "shown_url"]
@@ -47,6 +47,7 @@ def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
         queue=queue, store=store, coordination=queue, kv=store, signals=queue, routes=store,
         files=store if isinstance(store, FileStore) else None,
         batches=store if isinstance(store, BatchStore) else None,
+        webhooks=store if isinstance(store, WebhookStore) else None,
     )  # fmt: skip
 
 

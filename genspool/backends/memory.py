@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from genspool.backends._webhooks import MemoryWebhooks
 from genspool.core.batch import Batch
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job
@@ -39,6 +40,7 @@ from genspool.core.roles import (
     Outbox,
     RouteStore,
     Signals,
+    Webhook,
 )
 
 __all__ = ["MemoryBackend"]
@@ -54,6 +56,7 @@ class _State:
     routes: dict[str, bytes] = field(default_factory=dict)
     files: dict[str, FileObject] = field(default_factory=dict)
     batches: dict[str, Batch] = field(default_factory=dict)
+    webhooks: dict[str, Webhook] = field(default_factory=dict)
     routes_revision: int = 0  # kept by destroy: it never goes back
     waiting: dict[str, set[str]] = field(default_factory=dict)  # model -> ids (an index)
     outbox: dict[str, float] | None = None  # id -> mark, once ``epoch`` started marking
@@ -81,12 +84,22 @@ def _copy(job: Job) -> Job:
 
 
 class MemoryBackend(
-    JobQueue, JobStore, Coordination, KeyValue, Signals, Outbox, RouteStore, FileStore, BatchStore
+    JobQueue,
+    JobStore,
+    Coordination,
+    KeyValue,
+    Signals,
+    Outbox,
+    RouteStore,
+    FileStore,
+    BatchStore,
+    MemoryWebhooks,
 ):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
         self.name = name
         self._s = _NAMED.setdefault(name, _State()) if name else _State()
+        self._webhooks = self._s.webhooks
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBackend:
@@ -99,6 +112,7 @@ class MemoryBackend(
         for part in (s.jobs, s.by_key, s.slots, s.tats, s.kv, s.waiting, s.routes, s.files):
             part.clear()
         s.batches.clear()
+        s.webhooks.clear()
         s.outbox, s.epoch = None, uuid.uuid4().hex
         s.routes_revision += 1
 

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -81,6 +81,9 @@ class BatchRunner:
         self.clock: Callable[[], float] = queue.clock
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        #: Called with each batch this runner ended (completed, failed, expired, cancelled),
+        #: after the write: webhooks (genspool.webhooks) enqueue their deliveries here.
+        self.on_end: Callable[[Batch], Awaitable[None]] | None = None
 
     def poke(self) -> None:
         """Look for new work now (a batch was created or cancelled in this process)."""
@@ -155,11 +158,20 @@ class BatchRunner:
         """Write ``new`` over ``old``; None when the record changed meanwhile (a cancel) and
         this runner still holds it; :class:`_Lost` when it does not."""
         if await self.store.batch_update(new, old.version):
+            if new.terminal and not old.terminal:
+                await self._ended(new)
             return new
         fresh = await self.store.batch_get(old.id, None)
         if fresh is None or fresh.terminal or fresh.owner != self.owner:
             raise _Lost(old.id)
         return None
+
+    async def _ended(self, b: Batch) -> None:
+        try:
+            if self.on_end is not None:
+                await self.on_end(b)
+        except Exception:
+            log.exception("batch %s: a hook on its end failed", b.id)
 
     async def _apply(self, old: Batch, new: Batch | None) -> Batch:
         """``new`` written, or the record as it is now (the caller's step decides again)."""

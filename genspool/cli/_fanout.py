@@ -80,7 +80,12 @@ def fanout(
                             break
             except APIConnectionError:
                 pass  # the final state is read below
-        done = client.wait(parent.id)
+            done = client.wait(parent.id)
+            # Branches that ended before the events were followed are in the result (or error).
+            final = done.result.body if done.result is not None else done.to_dict().get("error")
+            for b in (final or {}).get("branches", []):
+                rows[b["name"]] = b
+            live.update(_branches(rows))
     if as_json:
         out.print_json(json.dumps(done.to_dict()))
         return

@@ -1,8 +1,9 @@
 """Python clients of a genspool server: :class:`Client` (blocking) and :class:`AsyncClient`.
 
-Both speak the public HTTP API only (jobs, dead letters, keys, models, Server-Sent Events and
-the WebSocket), return the typed results of ``_types`` and raise the classes of
-:mod:`genspool.exceptions`; nothing here imports the server's packages.
+Both speak the public HTTP API only (jobs, dead letters, keys, models, files and batches,
+Server-Sent Events and the WebSocket), return the typed results of ``_types`` and
+``_batch_base`` and raise the classes of :mod:`genspool.exceptions`; nothing here imports the
+server's packages.
 
     with genspool.Client("http://127.0.0.1:8000", api_key="gsk_...") as client:
         job = client.submit_chat("smollm2-135m-instruct", [{"role": "user", "content": "hi"}])
@@ -10,6 +11,8 @@ the WebSocket), return the typed results of ``_types`` and raise the classes of
 """
 
 from genspool.client._async import AsyncClient, AsyncEventStream, AsyncKeys
+from genspool.client._batch_base import Batch, BatchCounts, FileObject, Page
+from genspool.client._batches import AsyncBatches, AsyncFiles, Batches, Files
 from genspool.client._sync import Client, EventStream, Keys
 from genspool.client._types import (
     ApiKey,
@@ -26,13 +29,20 @@ from genspool.client._types import (
 
 __all__ = [
     "ApiKey",
+    "AsyncBatches",
     "AsyncClient",
     "AsyncEventStream",
+    "AsyncFiles",
     "AsyncKeys",
     "Attempt",
+    "Batch",
+    "BatchCounts",
+    "Batches",
     "Client",
     "CreatedApiKey",
     "EventStream",
+    "FileObject",
+    "Files",
     "Job",
     "JobError",
     "JobEvent",
@@ -41,4 +51,5 @@ __all__ = [
     "JobStatus",
     "Keys",
     "Model",
+    "Page",
 ]

@@ -17,6 +17,7 @@ import httpx
 
 from genspool.client import _base
 from genspool.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Config, Deadline, Pager
+from genspool.client._batches import AsyncBatches, AsyncFiles
 from genspool.client._errors import error_from_response, transport_error
 from genspool.client._types import ApiKey, CreatedApiKey, Job, JobEvent, JobStatus, Model
 from genspool.exceptions import APIConnectionError
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 
 class AsyncClient:
-    """A genspool server's jobs, dead letters, keys and models, for asyncio.
+    """A genspool server's jobs, dead letters, keys, models, files and batches, for asyncio.
 
     ``transport`` (e.g. ``httpx.MockTransport`` in tests) or a whole ``http_client`` replace
     the HTTP layer; a given ``http_client`` is the caller's to close. The WebSocket of
@@ -50,6 +51,8 @@ class AsyncClient:
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport)
         self.keys = AsyncKeys(self)
+        self.files = AsyncFiles(self)
+        self.batches = AsyncBatches(self)
 
     @property
     def base_url(self) -> str:

@@ -51,6 +51,10 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
     params: Mapping[str, Any] | None = None
     body: Any = None
+    #: A multipart form instead of a JSON body: ``files`` maps a field to ``(filename, open
+    #: binary file, content type)``, read in chunks as the request is sent (never whole).
+    files: Mapping[str, Any] | None = None
+    data: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +88,19 @@ class Config:
     def request(
         self, http: httpx.Client | httpx.AsyncClient, call: Call[Any], timeout: httpx.Timeout
     ) -> httpx.Request:
+        params = {k: v for k, v in (call.params or {}).items() if v is not None}
+        if call.files is not None:  # httpx sets the multipart Content-Type and its length
+            return http.build_request(
+                call.method,
+                self.base_url + call.path,
+                params=params,
+                files=call.files,
+                data=call.data,
+                headers=self.headers,
+                timeout=timeout,
+            )
         body = None if call.body is None else orjson.dumps(call.body)
         headers = self.headers if body is None else {**self.headers, "Content-Type": _JSON}
-        params = {k: v for k, v in (call.params or {}).items() if v is not None}
         return http.build_request(
             call.method,
             self.base_url + call.path,

@@ -13,6 +13,7 @@ import httpx
 
 from genspool.client import _base
 from genspool.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Config, Deadline, Pager
+from genspool.client._batches import Batches, Files
 from genspool.client._errors import error_from_response, transport_error
 from genspool.client._types import ApiKey, CreatedApiKey, Job, JobEvent, JobStatus, Model
 from genspool.exceptions import APIConnectionError
@@ -26,7 +27,7 @@ T = TypeVar("T")
 
 
 class Client:
-    """A genspool server's jobs, dead letters, keys and models.
+    """A genspool server's jobs, dead letters, keys, models, files and batches.
 
     ``transport`` (e.g. ``httpx.MockTransport`` in tests) or a whole ``http_client`` replace
     the HTTP layer; a given ``http_client`` is the caller's to close. The WebSocket of
@@ -46,6 +47,8 @@ class Client:
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(transport=transport)
         self.keys = Keys(self)
+        self.files = Files(self)
+        self.batches = Batches(self)
 
     @property
     def base_url(self) -> str:

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import operator
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from genspool.core import machine
@@ -88,6 +88,10 @@ class Queue:
         self.relay = Relay(self.storage.signals, self.events.publish_many)
         self.fair = FairShare(self.storage.kv)
         self._jobs, self._store = self.storage.queue, self.storage.store
+        #: Called with the jobs each write ended (succeeded, failed, cancelled, expired), after
+        #: the write: webhooks (genspool.webhooks) enqueue their deliveries here. A hook that
+        #: raises is logged; the jobs stay ended.
+        self.on_ended: list[Callable[[Sequence[Job]], Awaitable[None]]] = []
         self._mirrored = self.storage.mirrored
         self.mirror = Mirror(self.storage, uuid.uuid4().hex) if self._mirrored else None
         self._enqueue = GroupCommit(self._jobs.enqueue)
@@ -157,7 +161,16 @@ class Queue:
         written = await self._jobs.apply(changes)
         jobs = [c.job for c in changes if c.job.id in written]
         await self._copy(jobs)
+        if self.on_ended:
+            await self._ended([j for j in jobs if j.terminal])
         return jobs
+
+    async def _ended(self, jobs: Sequence[Job]) -> None:
+        for hook in self.on_ended if jobs else ():
+            try:
+                await hook(jobs)
+            except Exception:
+                log.exception("a hook on %d ended job(s) failed", len(jobs))
 
     async def _copy(self, jobs: Sequence[Job]) -> None:
         """Copy what the queue just wrote into a separate store. The queue marked it, so a copy
@@ -410,6 +423,9 @@ class Queue:
                         if watched is not None and event.ends:
                             watched.discard(event.id)
                             sub.discard(event.id)
+                            if event.id in polled:  # nothing more to poll for (a fan-out's
+                                polled.discard(event.id)  # thousand children end one by one)
+                                self._poller.unwatch([event.id])
                     if watched is not None and not watched:
                         return
                     batch = [await sub.queue.get()]

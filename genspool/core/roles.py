@@ -24,6 +24,8 @@ each change it makes into the store.
 * :class:`BatchStore`: the records of OpenAI Batch API runs (:class:`~genspool.core.batch.Batch`),
   each written under a version (compare-and-set). Like files, only the SQL backends (and
   memory) fill it.
+* :class:`WebhookStore`: each tenant's webhook subscriptions (:class:`Webhook`); like batches,
+  only the SQL backends and memory fill it.
 
 Every role is also a :class:`Resource` (connect, close, and wiping its namespace for tests).
 Future capabilities (files, batches, vectors) add roles here, not methods to an existing one.
@@ -60,6 +62,8 @@ __all__ = [
     "RouteStore",
     "Signals",
     "Storage",
+    "Webhook",
+    "WebhookStore",
 ]
 
 
@@ -382,6 +386,43 @@ class BatchStore(Resource):
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """A subscription: the events of one tenant (``events``: patterns such as ``batch.*``,
+    ``job.succeeded``), narrowed to one batch when ``batch_id`` is set, POSTed to ``url`` and
+    signed with ``secret`` (:mod:`genspool.webhooks.signing`)."""
+
+    id: str
+    tenant: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: float
+    batch_id: str | None = None
+    description: str | None = None
+
+
+class WebhookStore(Resource):
+    """Webhook subscriptions, tenant-scoped as files are (a ``tenant`` of None: every
+    tenant's). Few and rarely written: each process keeps them all in memory and reads them
+    again now and then (:mod:`genspool.webhooks.dispatch`)."""
+
+    @abstractmethod
+    async def webhook_put(self, hook: Webhook) -> None:
+        """Store a new subscription (its id is new)."""
+
+    @abstractmethod
+    async def webhook_get(self, hook_id: str, tenant: str | None) -> Webhook | None: ...
+
+    @abstractmethod
+    async def webhook_list(self, tenant: str | None) -> list[Webhook]:
+        """Every subscription of ``tenant`` (None: of every tenant), oldest first."""
+
+    @abstractmethod
+    async def webhook_delete(self, hook_id: str, tenant: str | None) -> bool:
+        """Remove a subscription; returns whether it existed."""
+
+
+@dataclass(frozen=True, slots=True)
 class Storage:
     """The roles of one deployment. :meth:`of` takes them all from one backend."""
 
@@ -395,6 +436,8 @@ class Storage:
     files: FileStore | None = None
     #: None when the store keeps no batches (a Redis or NATS server alone).
     batches: BatchStore | None = None
+    #: None when the store keeps no webhook subscriptions (a Redis or NATS server alone).
+    webhooks: WebhookStore | None = None
 
     @classmethod
     def of(cls, backend: JobQueue) -> Storage:
@@ -405,7 +448,9 @@ class Storage:
             raise TypeError(f"{type(backend).__name__} does not fill {', '.join(missing)}")
         b: Any = backend
         files = b if isinstance(b, FileStore) else None
-        return cls(b, b, b, b, b, b, files, b if isinstance(b, BatchStore) else None)
+        batches = b if isinstance(b, BatchStore) else None
+        webhooks = b if isinstance(b, WebhookStore) else None
+        return cls(b, b, b, b, b, b, files, batches, webhooks)
 
     @property
     def mirrored(self) -> bool:
@@ -422,7 +467,7 @@ class Storage:
         """The distinct backends, the store's first (it must be up before the queue copies)."""
         out: list[Resource] = []
         roles = (self.store, self.queue, self.coordination, self.kv, self.signals, self.routes)
-        for part in (*roles, self.files, self.batches):
+        for part in (*roles, self.files, self.batches, self.webhooks):
             if part is not None and not any(part is seen for seen in out):
                 out.append(part)
         return out

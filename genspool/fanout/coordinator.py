@@ -138,14 +138,18 @@ class Fanout:
         # No ``since``: each child's state is read once at the start, so a child that ended
         # between its submission and this subscription is not missed.
         events = self.queue.subscribe(list(names), tenant=self.parent.tenant, deltas=False)
+        # Without a branch timeout only the deadline bounds the wait: nothing to scan per event,
+        # which keeps a map of thousands of pieces linear.
+        timed = any(b.timeout_s for b in branches)
         waiting: asyncio.Task[Event] | None = None
         finished = False
         try:
             while not agg.decided():
                 if waiting is None:
                     waiting = asyncio.ensure_future(anext(events))
-                open_limits = [t for i, t in limits.items() if names[i].name not in agg.outcomes]
-                left = min(open_limits, default=self.deadline) - loop.time()
+                left = (
+                    self._next_limit(limits, names, agg) if timed else self.deadline
+                ) - loop.time()
                 done, _ = await asyncio.wait({waiting}, timeout=max(left, 0.0))
                 if not done:
                     await self._give_up(names, limits, agg)
@@ -167,6 +171,15 @@ class Fanout:
             left_ids = [i for i, b in names.items() if b.name not in agg.outcomes]
             if left_ids:
                 await asyncio.shield(self._stop_branches(left_ids, names, agg, finished))
+
+    def _next_limit(
+        self, limits: dict[str, float], names: dict[str, PlannedBranch], agg: Aggregator
+    ) -> float:
+        """The earliest time a branch still running runs out."""
+        return min(
+            (t for i, t in limits.items() if names[i].name not in agg.outcomes),
+            default=self.deadline,
+        )
 
     async def _submit(self, branches: Sequence[PlannedBranch]) -> list[Job]:
         stored = await self.queue.submit_many([self.child(b) for b in branches])
@@ -221,8 +234,8 @@ class Fanout:
                 return
             if parent.status is not JobStatus.CANCELLED:
                 return
-        for job_id in job_ids:
-            ended = await self._cancel(job_id)
+        cancelled = await asyncio.gather(*(self._cancel(i) for i in job_ids))
+        for job_id, ended in zip(job_ids, cancelled, strict=True):
             if finished and ended is not None:
                 status = "cancelled" if ended.status is JobStatus.CANCELLED else None
                 outcome = (

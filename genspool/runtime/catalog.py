@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from genspool.config import FANOUT_MODEL, ModelConfig, check_fallbacks
+from genspool.config import FANOUT_MODEL, WEBHOOK_MODEL, ModelConfig, check_fallbacks
 from genspool.exceptions import UnknownModel
 from genspool.providers.plugins import ModelCard, get_plugin
 from genspool.resilience.compose import breaker_on
@@ -25,8 +25,9 @@ class ModelCatalog:
     def __init__(self, configs: Iterable[ModelConfig], *, shared: Shared | None = None) -> None:
         self.configs = {c.name: c for c in configs}
         check_fallbacks(self.configs.values())
-        if FANOUT_MODEL["name"] not in self.configs:  # every deployment can run fan-outs
-            self.configs[FANOUT_MODEL["name"]] = ModelConfig.model_validate(FANOUT_MODEL)
+        for internal in (FANOUT_MODEL, WEBHOOK_MODEL):  # every deployment runs these
+            if internal["name"] not in self.configs:
+                self.configs[internal["name"]] = ModelConfig.model_validate(internal)
         self.shared: Shared = shared if shared is not None else Shared.local()
         self._cards: dict[str, ModelCard] = {}
 

@@ -89,6 +89,16 @@ def by_name(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["name"]: b for b in result["branches"]}
 
 
+async def settled(faults: FaultServer, timeout: float = 5.0) -> dict[str, Any]:
+    """The fault server's stats once no request is in flight: a call the worker aborted is
+    seen closed by the server's own thread a moment after the parent ended."""
+    deadline = time.monotonic() + timeout
+    while (stats := faults.stats())["in_flight"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert stats["in_flight"] == 0, stats
+    return stats
+
+
 async def children(gs: InProcess, parent_id: str) -> list[Job]:
     """The parent's child jobs, by branch name."""
     jobs = await gs.queue.list_jobs(JobFilter(limit=1000))
@@ -141,7 +151,7 @@ async def test_all_with_a_failing_and_a_hanging_branch_is_partial_and_lists_ever
     assert "timeout_s=0.5" in branches["d"]["error"]["message"]
     assert "result" not in branches["c"] and "result" not in branches["d"]
     assert stuck_child == "cancelled"
-    stats = faults.stats()
+    stats = await settled(faults)
     # Every model was called once (one attempt, no in-call retry), and the hanging call's
     # connection was closed when its branch gave up, not when the hang ended.
     assert {m: s["requests"] for m, s in stats["by_model"].items()} == dict.fromkeys(
@@ -178,31 +188,31 @@ async def test_first_wins_with_the_fastest_and_aborts_the_slower_calls(faults: F
     assert result["winner"] == "fast-50" and result["output"] == "fast-50"
     assert result["partial"] is False
     assert result["usage"] == branches["fast-50"]["result"]["usage"]
-    assert ended == {"fast-50": "succeeded", "mid-100": "cancelled", "slow-400": "cancelled"}
-    for loser in ("mid-100", "slow-400"):
-        assert branches[loser]["status"] == "cancelled"
-        assert branches[loser]["error"]["code"] == "not_needed"
+    assert ended["fast-50"] == "succeeded"
 
-    requests = faults.stats()["requests"]
+    requests = (await settled(faults))["requests"]
     assert requests["first: fast-50"]["aborted"] == []
-    assert parent.finished_at is not None  # the losers were cancelled before it was set
-    for loser in ("mid-100", "slow-400"):
-        seen = requests[f"first: {loser}"]
-        would_answer = seen["arrivals"][0] + LATENCIES[loser]
-        print(f"{loser}: aborted after {[round(s * 1000) for s in seen['aborted_after_s']]} ms")
-        assert seen["count"] == 1, seen
-        if parent.finished_at < would_answer - ABORT_SLACK_S:
-            # Cancelled before it could answer: its connection was closed, and early.
-            assert len(seen["aborted"]) == 1, seen
-            assert seen["aborted_after_s"][0] < LATENCIES[loser], seen
-    # 400 ms is far past the fastest answer: that call is aborted on any machine.
-    assert len(requests["first: slow-400"]["aborted"]) == 1
-
     # The parent ended soon after the fastest call answered (its arrival + 50 ms).
     answered = requests["first: fast-50"]["arrivals"][0] + LATENCIES["fast-50"]
+    assert parent.finished_at is not None
     lag = parent.finished_at - answered
     print(f"first: parent ended {lag * 1000:.0f} ms after the 50 ms answer")
     assert -0.01 < lag < 0.25, lag
+
+    for loser in ("mid-100", "slow-400"):
+        seen = requests[f"first: {loser}"]
+        print(f"{loser}: aborted after {[round(s * 1000) for s in seen['aborted_after_s']]} ms")
+        assert seen["count"] == 1, seen
+        # The losers were cancelled before the parent ended; one whose call would have
+        # answered before that (a very busy machine) may have answered first.
+        if parent.finished_at < seen["arrivals"][0] + LATENCIES[loser] - ABORT_SLACK_S:
+            assert ended[loser] == branches[loser]["status"] == "cancelled", branches[loser]
+            assert branches[loser]["error"]["code"] == "not_needed"
+            # Its connection was closed before the server answered.
+            assert len(seen["aborted"]) == 1, seen
+            assert seen["aborted_after_s"][0] < LATENCIES[loser], seen
+    # 400 ms is far past the parent's end (the lag above): that call was aborted.
+    assert len(requests["first: slow-400"]["aborted"]) == 1
 
 
 # -- quorum ---------------------------------------------------------------------------------------
@@ -228,7 +238,7 @@ async def test_quorum_by_exact_match_cancels_the_vote_it_no_longer_needs(
     assert result["output"].strip() == "Paris"
     late = by_name(result)["v3"]
     assert late["status"] == "cancelled" and late["error"]["code"] == "not_needed"
-    assert len(faults.stats()["requests"]["quorum: 3"]["aborted"]) == 1
+    assert len((await settled(faults))["requests"]["quorum: 3"]["aborted"]) == 1
 
 
 ANSWERS = {
@@ -247,8 +257,10 @@ async def test_quorum_by_embeddings_of_the_bundled_model(faults: FaultServer) ->
         similar, unrelated = await _similarities(gs)
         # The threshold between what the model finds alike and what it does not, measured.
         threshold = (similar + unrelated) / 2
-        print(f"cosine: paraphrases {similar:.3f}, unrelated at most {unrelated:.3f}; "
-              f"threshold {threshold:.3f}")  # fmt: skip
+        print(
+            f"cosine: paraphrases {similar:.3f}, unrelated at most {unrelated:.3f}; "
+            f"threshold {threshold:.3f}"
+        )
         assert similar - unrelated > 0.3, (similar, unrelated)
 
         def quorum(at: float) -> dict[str, Any]:
@@ -322,7 +334,7 @@ async def test_reduce_sends_the_outputs_to_a_remote_model_and_its_failure_keeps_
         "en": "succeeded",
         "fr": "succeeded",
     }
-    assert faults.stats()["by_model"]["merger-down"]["requests"] == 1
+    assert (await settled(faults))["by_model"]["merger-down"]["requests"] == 1
 
 
 # -- map ------------------------------------------------------------------------------------------
@@ -346,7 +358,7 @@ async def test_a_map_over_items_keeps_exactly_max_concurrency_calls_in_flight(
     assert result["strategy"] == "map_reduce" and result["map"] == {"pieces": 40}
     assert all(b["status"] == "succeeded" for b in result["branches"])
     assert result["output"] == "ok" and result["partial"] is False
-    mapped = faults.stats()["by_model"]["mapper"]
+    mapped = (await settled(faults))["by_model"]["mapper"]
     print(f"map of 40 x 50 ms at max_concurrency 4: {took:.2f} s, peak {mapped['max_in_flight']}")
     assert mapped["requests"] == 40
     assert mapped["max_in_flight"] == 4  # reached, and never more
@@ -388,6 +400,9 @@ MAP_MAX_TOKENS = 16
 
 
 @pytest.mark.slow
+# ~52,000 prompt tokens to prefill. On the shared 2-core machine, busy with other work, SmolLM2
+# prefilled ~30 tokens/s (1,531 tokens in 52 s): the default 300 s bound is far too short there.
+@pytest.mark.timeout(2400)
 async def test_map_reduce_over_25_windows_of_text_on_smollm2() -> None:
     count = _smollm_count()
     text = _long_text(count, 25 * SMOLLM_WINDOW)
@@ -449,9 +464,7 @@ async def test_a_reduce_that_cannot_shrink_fails_naming_the_level_and_sizes() ->
     before, after = int(sizes[1]), int(sizes[2])
     assert (before, after) == (12 * 10 - 1, 12 * 10 + 3 * 2 - 1), error["message"]
     assert [b["status"] for b in error["branches"]] == ["succeeded"] * 12  # still readable
-    assert [k.metadata["genspool.branch"] for k in kids if "reduce" in k.metadata["genspool.branch"]] == [
-        "reduce-1-0000",
-        "reduce-1-0001",
-        "reduce-1-0002",
-    ]  # one level, and no final call
+    reduced = [k.metadata["genspool.branch"] for k in kids]
+    reduced = [name for name in reduced if name.startswith("reduce")]
+    assert reduced == ["reduce-1-0000", "reduce-1-0001", "reduce-1-0002"]  # no final call
     assert took < 5.0, took

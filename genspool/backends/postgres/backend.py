@@ -22,6 +22,7 @@ from genspool.backends.postgres._batches import PostgresBatches
 from genspool.backends.postgres._files import PostgresFiles
 from genspool.backends.postgres._pool import Conn, Connections, Q, Settings, rows
 from genspool.backends.postgres._signals import EVENTS_KEEP_S, Listener, inline
+from genspool.backends.postgres._webhooks import PostgresWebhooks
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
@@ -75,11 +76,14 @@ def _record_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
 
 #: Every table the migrations make, emptied by ``destroy`` (``routes`` by ``routes_clear``,
 #: which moves the revision on, as ``routes_revision`` never goes back).
-TABLES = ("jobs", "slots", "limits", "kv", "events", "files", "blob_chunks", "batches")
+TABLES = (
+    "jobs", "slots", "limits", "kv", "events", "files", "blob_chunks", "batches", "webhooks",
+)  # fmt: skip
 
 
 class PostgresBackend(
-    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, PostgresFiles, PostgresBatches
+    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, PostgresFiles, PostgresBatches,
+    PostgresWebhooks,
 ):
     kind = "PostgreSQL"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.

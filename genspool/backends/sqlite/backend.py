@@ -32,6 +32,7 @@ from genspool.backends._urls import shown_url
 from genspool.backends.sqlite._batches import SQLiteBatches
 from genspool.backends.sqlite._conn import Connection, migrate, write
 from genspool.backends.sqlite._files import SQLiteFiles
+from genspool.backends.sqlite._webhooks import SQLiteWebhooks
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
@@ -143,7 +144,15 @@ def _bump(db: sqlite3.Connection) -> int:
 
 
 class SQLiteBackend(
-    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, SQLiteFiles, SQLiteBatches
+    JobQueue,
+    JobStore,
+    Coordination,
+    KeyValue,
+    Signals,
+    RouteStore,
+    SQLiteFiles,
+    SQLiteBatches,
+    SQLiteWebhooks,
 ):
     kind = "SQLite"
 
@@ -186,7 +195,8 @@ class SQLiteBackend(
     @translated("destroy", _ERRORS)
     async def destroy(self) -> None:
         def drop(db: sqlite3.Connection) -> None:
-            for table in ("jobs", "slots", "limits", "kv", "routes", "files", "batches"):
+            tables = ("jobs", "slots", "limits", "kv", "routes", "files", "batches", "webhooks")
+            for table in tables:
                 db.execute(f"DELETE FROM {table}")
             _bump(db)  # the revision goes on: a process polling it reloads the empty set
 
