@@ -225,6 +225,9 @@ class Worker:
                 continue
             lane.batches += 1
             self._launch(self._run_under(lane, jobs, slots, slot, local))
+            # Let the batch make its call before this loop takes the next slot and lease: both
+            # may run without yielding (SQLite answers inline), which held every call back.
+            await asyncio.sleep(0)
 
     async def _feed(self, lane: _Lane, slots: Slots) -> None:
         """Keep a continuous provider's sequences busy: lease jobs the moment sequences free,

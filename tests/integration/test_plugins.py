@@ -64,7 +64,9 @@ def test_an_api_process_validates_plugin_models_by_their_card(spawner: Spawner) 
     wrong = api.submit({"model": "backwards", "input": "x"}, url="/v1/embeddings", expect=400)
     assert "serves /v1/chat/completions" in wrong["error"]["message"], wrong
     forged = api.chat("backwards", "abc", metadata={PROMPT_TOKENS: 0, "mine": 1})
-    assert forged["metadata"] == {PROMPT_TOKENS: 3, "mine": 1}  # the API's own count wins
+    # The API's own count wins, and it records the caller's scopes (an agent's tools check them).
+    scopes = ["admin", "read", "submit"]
+    assert forged["metadata"] == {PROMPT_TOKENS: 3, "mine": 1, "genspool.scopes": scopes}
 
 
 def test_an_unknown_provider_lists_the_known_ones(spawner: Spawner) -> None:
