@@ -15,19 +15,47 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import httpx
 
 from genspool.client import _batch_base as calls
-from genspool.client._base import Deadline
+from genspool.client._base import Call, Config, Deadline
 from genspool.client._batch_base import Batch, FileObject, Page
 from genspool.client._errors import transport_error
 from genspool.exceptions import WaitTimeout
 
-if TYPE_CHECKING:
-    from genspool.client._async import AsyncClient
-    from genspool.client._sync import Client
+_T = TypeVar("_T")
+
+
+class Client(Protocol):
+    """What these helpers use of :class:`genspool.client.Client` (a protocol, so that this
+    module, which the client imports, does not import it back)."""
+
+    _config: Config
+
+    @property
+    def base_url(self) -> str: ...
+
+    def _run(self, call: Call[_T]) -> _T: ...
+
+    def _send(self, call: Call[Any], timeout: httpx.Timeout, *, stream: bool) -> httpx.Response: ...
+
+
+class AsyncClient(Protocol):
+    """What these helpers use of :class:`genspool.client.AsyncClient`."""
+
+    _config: Config
+
+    @property
+    def base_url(self) -> str: ...
+
+    async def _run(self, call: Call[_T]) -> _T: ...
+
+    async def _send(
+        self, call: Call[Any], timeout: httpx.Timeout, *, stream: bool
+    ) -> httpx.Response: ...
+
 
 __all__ = ["AsyncBatches", "AsyncFiles", "Batches", "Files"]
 

@@ -82,7 +82,14 @@ TABLES = (
 
 
 class PostgresBackend(
-    JobQueue, JobStore, Coordination, KeyValue, Signals, RouteStore, PostgresFiles, PostgresBatches,
+    JobQueue,
+    JobStore,
+    Coordination,
+    KeyValue,
+    Signals,
+    RouteStore,
+    PostgresFiles,
+    PostgresBatches,
     PostgresWebhooks,
 ):
     kind = "PostgreSQL"
