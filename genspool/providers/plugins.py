@@ -183,8 +183,13 @@ def get_plugin(name: str) -> ProviderPlugin:
     return plugin
 
 
+#: Providers genspool runs for itself (fan-out parents, webhook deliveries, agents made from
+#: the ``agents:`` section), which a models file does not name: not offered in errors.
+INTERNAL_PROVIDERS = frozenset({"fanout", "webhook", "agent"})
+
+
 def _known() -> str:
-    names: Sequence[str] = known_providers()
+    names: Sequence[str] = [n for n in known_providers() if n not in INTERNAL_PROVIDERS]
     if not names:
         return 'none (genspool\'s own entry points are missing: pip install -e "." again)'
     return ", ".join(names)
