@@ -276,7 +276,11 @@ class ModelsFile:
     routes: list[Any] = field(default_factory=list)
     tools: list[Any] = field(default_factory=list)
     agents: list[Any] = field(default_factory=list)
+    #: As written; :func:`genspool.pipelines.spec.load_pipelines` checks them.
+    pipelines: list[Any] = field(default_factory=list)
     source: str = "the default models"
+    #: The models file's directory: where its pipelines' relative paths are resolved.
+    base: Path | None = None
 
 
 def load_models(path: str | Path | None) -> list[ModelConfig]:
@@ -297,9 +301,9 @@ def read_models_file(path: str | Path | None) -> ModelsFile:
         raise ConfigError(
             f"{source}, line {_line(raw, unknown[0])}: unknown top-level key {unknown[0]!r};"
             " a models file has a top-level 'models:' list and, optionally, 'bundled: true|false',"
-            " 'routes:', 'tools:' and 'agents:' lists"
+            " 'routes:', 'tools:', 'agents:' and 'pipelines:' lists"
         )
-    for key in ("routes", "tools", "agents"):
+    for key in ("routes", "tools", "agents", "pipelines"):
         if raw.get(key) is not None and not isinstance(raw[key], list):
             raise ConfigError(f"{source}, line {_line(raw, key)}: {key} must be a list")
     bundled = raw.get("bundled")
@@ -315,12 +319,14 @@ def read_models_file(path: str | Path | None) -> ModelsFile:
         routes=list(raw.get("routes") or []),
         tools=list(raw.get("tools") or []),
         agents=list(raw.get("agents") or []),
+        pipelines=list(raw.get("pipelines") or []),
         source=source,
+        base=Path(path).resolve().parent,
     )
 
 
 #: The top-level keys of a models file.
-TOP_LEVEL = ("models", "bundled", "routes", "tools", "agents")
+TOP_LEVEL = ("models", "bundled", "routes", "tools", "agents", "pipelines")
 
 
 def _read_yaml(path: Path, what: str) -> Any:

@@ -24,6 +24,7 @@ from genspool.api import (
     routes_keys,
     routes_openai,
     routes_ops,
+    routes_pipelines,
     routes_push,
     routes_rules,
     routes_webhooks,
@@ -39,6 +40,7 @@ from genspool.batches import Batches
 from genspool.core.worker import Worker
 from genspool.exceptions import PayloadTooLarge
 from genspool.files import Files
+from genspool.pipelines.service import Pipelines
 
 __all__ = ["BodyLimit", "create_app"]
 
@@ -130,7 +132,7 @@ def create_app(
 
     for module in (
         routes_jobs, routes_push, routes_openai, routes_ops, routes_keys, routes_files,
-        routes_fanouts, routes_rules, routes_batches, routes_webhooks,
+        routes_fanouts, routes_rules, routes_batches, routes_webhooks, routes_pipelines,
     ):  # fmt: skip
         app.include_router(module.router)
     document_scopes(app)
@@ -151,7 +153,11 @@ def _lifespan(
             serving = asyncio.create_task(worker.run())
         shedding = asyncio.create_task(services.admission.run())
         try:
-            async with _files_running(services.files), _batches_running(services.batches):
+            async with (
+                _files_running(services.files),
+                _running(services.batches),
+                _running(services.pipelines),
+            ):
                 yield
         finally:
             shedding.cancel()
@@ -182,9 +188,10 @@ async def _files_running(files: Files | None) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _batches_running(batches: Batches | None) -> AsyncIterator[None]:
-    """Batches driven by this process while the app runs (genspool.batches.runner)."""
-    running = None if batches is None else asyncio.create_task(batches.run())
+async def _running(part: Batches | Pipelines | None) -> AsyncIterator[None]:
+    """Batches (genspool.batches.runner) or pipeline runs and their triggers
+    (genspool.pipelines) driven by this process while the app runs."""
+    running = None if part is None else asyncio.create_task(part.run())
     try:
         yield
     finally:

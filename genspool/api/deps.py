@@ -25,6 +25,8 @@ from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
 from genspool.fanout.routes import Route, RouteBook
 from genspool.files import DEFAULT_MAX_FILE_BYTES, Files, open_files
+from genspool.pipelines.service import Pipelines
+from genspool.pipelines.spec import Pipeline
 from genspool.runtime.catalog import ModelCatalog
 from genspool.webhooks.dispatch import Webhooks, webhooks_of
 
@@ -57,6 +59,8 @@ class Services:
     batches: Batches | None = None
     #: Webhook subscriptions and deliveries; None when the store keeps none (as for files).
     webhooks: Webhooks | None = None
+    #: The models file's pipelines and their runs; None when the store keeps no runs.
+    pipelines: Pipelines | None = None
 
 
 def build_services(
@@ -72,6 +76,7 @@ def build_services(
     routes: list[Route] | None = None,
     files_url: str | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    pipelines: dict[str, Pipeline] | None = None,
 ) -> Services:
     """The services of an app over ``queue``: API keys in the queue's key-value store, load
     shedding by the models' own limits, on the queue's clock."""
@@ -79,8 +84,18 @@ def build_services(
     files = _files(queue, files_url, max_file_bytes)
     batches = _batches(queue, files, catalog, max_body_bytes)
     webhooks = webhooks_of(queue)
-    if batches is not None and webhooks is not None:
-        batches.runner.on_end = webhooks.batch_ended
+    runs = _pipelines(queue, files, catalog, pipelines or {})
+    if batches is not None:
+        batches.runner.on_end.extend(
+            hook
+            for hook in (
+                webhooks.batch_ended if webhooks else None,
+                runs.batch_ended if runs and runs.triggers.listens else None,
+            )
+            if hook is not None
+        )
+    if runs is not None and webhooks is not None:
+        runs.runner.on_end.append(webhooks.run_ended)
     return Services(
         queue=queue,
         catalog=catalog,
@@ -94,6 +109,7 @@ def build_services(
         files=files,
         batches=batches,
         webhooks=webhooks,
+        pipelines=runs,
     )
 
 
@@ -114,6 +130,17 @@ def _batches(
         return None
     check = functools.partial(validate_request, catalog)
     return Batches(store, files, queue, catalog, check, max_line_bytes=max_line_bytes)
+
+
+def _pipelines(
+    queue: Queue, files: Files | None, catalog: ModelCatalog, pipelines: dict[str, Pipeline]
+) -> Pipelines | None:
+    """The runs of the store's pipelines; None when the store keeps no runs."""
+    store = queue.storage.pipelines
+    if store is None:
+        return None
+    check = functools.partial(validate_request, catalog)
+    return Pipelines(store, queue, files, pipelines, check)
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from genspool.api.auth import Caller, Principal, requires
+from genspool.api.bodies import check_inputs
 from genspool.api.deps import Services, Svc
 from genspool.api.routes_jobs import read_body
 from genspool.api.schemas import request_body
@@ -90,10 +91,12 @@ async def plan_fanout(svc: Services, spec: FanoutCreate, caller: Caller) -> Plan
     else:
         branches = []
     for i, branch in enumerate(branches):
-        checked = _check(
-            svc, f"branches[{i}] ({branch.name})", branch.url, branch.body, spec.priority, caller
-        )
-        branch.prompt_tokens = checked
+        where = f"branches[{i}] ({branch.name})"
+        branch.prompt_tokens = _check(svc, where, branch.url, branch.body, spec.priority, caller)
+        try:
+            await check_inputs(svc.files, branch.url, branch.body, caller.tenant)
+        except GenspoolError as exc:
+            raise InvalidRequest(f"{where}: {exc.message}", param=exc.param) from None
     if spec.map is not None:
         marker = "chunk" if spec.map.text is not None else "item"
         _uses(spec.map.body, marker, "map.body")

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genspool.api.auth import Principal, requires
+from genspool.api.bodies import check_inputs
 from genspool.api.deps import Services, Svc
 from genspool.api.feasibility import check_feasible
 from genspool.api.jsonbody import parse_json
@@ -130,6 +131,8 @@ def _spec(raw: Any) -> JobCreate:
 @requires(Scope.SUBMIT, submits=True)
 async def submit(request: Request, svc: Svc, caller: Principal) -> JSONResponse:
     spec = _spec(await read_body(request, svc))
+    # Before build_job, whose admission check comes last (a refused job is not counted).
+    await check_inputs(svc.files, spec.url, spec.body, caller.tenant)
     job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes)
     stored = await svc.queue.submit(job)
     status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key

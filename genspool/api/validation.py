@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from genspool.api.bodies import ENDPOINT_BODIES
 from genspool.api.jsonbody import field_path
 from genspool.config import INTERNAL_MODELS, ModelConfig
 from genspool.exceptions import ContextWindowExceeded, InvalidRequest
@@ -183,7 +184,11 @@ class _AnyBody(BaseModel):
     model: str
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {CHAT: ChatBody, EMBEDDINGS: EmbeddingsBody}
+SCHEMAS: dict[str, type[BaseModel]] = {
+    CHAT: ChatBody,
+    EMBEDDINGS: EmbeddingsBody,
+    **ENDPOINT_BODIES,
+}
 
 
 def _invalid(exc: ValidationError, body: Any) -> InvalidRequest:
@@ -269,6 +274,11 @@ def validate_request(models: ModelCatalog, url: str, body: Any) -> Checked:
             "body.stream: a job is stored whole, not streamed; leave stream out (or false) and"
             " follow the job's events (GET /v1/jobs/{id}/events, or the WebSocket), or call"
             " POST /v1/chat/completions with stream: true",
+            param="body.stream",
+        )
+    if url != CHAT and body.get("stream") not in (None, False):
+        raise InvalidRequest(
+            f"body.stream: a job is stored whole; {url} is answered whole, leave stream out",
             param="body.stream",
         )
     if card.check is not None:

@@ -14,7 +14,14 @@ from typing import Any
 
 from genspool._entry import Ref, find
 from genspool.backends._urls import shown_url
-from genspool.core.roles import BatchStore, FileStore, JobFilter, Storage, WebhookStore
+from genspool.core.roles import (
+    BatchStore,
+    FileStore,
+    JobFilter,
+    PipelineStore,
+    Storage,
+    WebhookStore,
+)
 from genspool.exceptions import ConfigError
 
 __all__ = ["GROUP", "JobFilter", "Storage", "backend_from_url", "open_storage", "shown_url"]
@@ -48,6 +55,7 @@ def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
         files=store if isinstance(store, FileStore) else None,
         batches=store if isinstance(store, BatchStore) else None,
         webhooks=store if isinstance(store, WebhookStore) else None,
+        pipelines=store if isinstance(store, PipelineStore) else None,
     )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from genspool.backends._pipelines import MemoryPipelines, PipelineState
 from genspool.backends._webhooks import MemoryWebhooks
 from genspool.core.batch import Batch
 from genspool.core.gcra import gcra
@@ -57,6 +58,7 @@ class _State:
     files: dict[str, FileObject] = field(default_factory=dict)
     batches: dict[str, Batch] = field(default_factory=dict)
     webhooks: dict[str, Webhook] = field(default_factory=dict)
+    pipelines: PipelineState = field(default_factory=PipelineState)
     routes_revision: int = 0  # kept by destroy: it never goes back
     waiting: dict[str, set[str]] = field(default_factory=dict)  # model -> ids (an index)
     outbox: dict[str, float] | None = None  # id -> mark, once ``epoch`` started marking
@@ -94,12 +96,14 @@ class MemoryBackend(
     FileStore,
     BatchStore,
     MemoryWebhooks,
+    MemoryPipelines,
 ):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
         self.name = name
         self._s = _NAMED.setdefault(name, _State()) if name else _State()
         self._webhooks = self._s.webhooks
+        self._pipelines = self._s.pipelines
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBackend:
@@ -113,6 +117,7 @@ class MemoryBackend(
             part.clear()
         s.batches.clear()
         s.webhooks.clear()
+        s.pipelines.clear()
         s.outbox, s.epoch = None, uuid.uuid4().hex
         s.routes_revision += 1
 

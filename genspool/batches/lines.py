@@ -90,10 +90,14 @@ class LineChecker:
         try:
             return self._check(number, raw)
         except LineError as err:
-            self.error_count += 1
-            if len(self.errors) < MAX_ERRORS:
-                self.errors.append(err.entry(number))
+            self.refuse(number, err)
             return None
+
+    def refuse(self, number: int, err: LineError) -> None:
+        """Record what is wrong with a line (also for a check made outside, e.g. its file)."""
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(err.entry(number))
 
     def summary(self) -> list[dict[str, Any]]:
         """The errors to show: the first ``MAX_ERRORS``, and how many more there were."""

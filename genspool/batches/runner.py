@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from genspool.batches import machine
-from genspool.batches.lines import Line, LineChecker, RequestCheck, split_lines
+from genspool.batches.lines import Line, LineChecker, LineError, RequestCheck, split_lines
 from genspool.batches.output import Segment, line_job_id, segment_key
 from genspool.core.batch import Batch, BatchStatus
 from genspool.core.job import Job
@@ -41,6 +41,7 @@ from genspool.core.queue import Queue
 from genspool.core.roles import BatchStore
 from genspool.exceptions import Conflict, NotFound
 from genspool.files import Files
+from genspool.providers.endpoints import file_ref
 
 __all__ = ["BATCH_PRIORITY", "BatchRunner"]
 
@@ -82,8 +83,9 @@ class BatchRunner:
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         #: Called with each batch this runner ended (completed, failed, expired, cancelled),
-        #: after the write: webhooks (genspool.webhooks) enqueue their deliveries here.
-        self.on_end: Callable[[Batch], Awaitable[None]] | None = None
+        #: after the write: webhooks (genspool.webhooks) enqueue their deliveries here, and
+        #: pipelines started by batch events (genspool.pipelines) start.
+        self.on_end: list[Callable[[Batch], Awaitable[None]]] = []
 
     def poke(self) -> None:
         """Look for new work now (a batch was created or cancelled in this process)."""
@@ -167,11 +169,11 @@ class BatchRunner:
         return None
 
     async def _ended(self, b: Batch) -> None:
-        try:
-            if self.on_end is not None:
-                await self.on_end(b)
-        except Exception:
-            log.exception("batch %s: a hook on its end failed", b.id)
+        for hook in self.on_end:
+            try:
+                await hook(b)
+            except Exception:
+                log.exception("batch %s: a hook on its end failed", b.id)
 
     async def _apply(self, old: Batch, new: Batch | None) -> Batch:
         """``new`` written, or the record as it is now (the caller's step decides again)."""
@@ -207,7 +209,8 @@ class BatchRunner:
             )
         async for number, raw in split_lines(chunks, self.max_line_bytes):
             total = number
-            checker.check(number, raw)
+            if (line := checker.check(number, raw)) is not None:
+                await self._check_input(b, checker, line)
             if number % 10_000 == 0:  # a long file: keep the lease, see a cancel
                 b = await self._apply(b, machine.renew(b, self.clock(), self.LEASE_S))
                 if b.status is not BatchStatus.VALIDATING:
@@ -217,6 +220,17 @@ class BatchRunner:
             errors = [{"code": "empty_file", "message": "the input file has no lines",
                        "param": "input_file_id", "line": None}]  # fmt: skip
         return await self._apply(b, machine.validated(b, total, errors, self.clock(), self.LEASE_S))
+
+    async def _check_input(self, b: Batch, checker: LineChecker, line: Line) -> None:
+        """A line's input file (a transcription's audio) must be one of the batch owner's."""
+        ref = file_ref(b.endpoint, line.body)
+        if ref is None:
+            return
+        try:
+            await self.files.get(ref, b.tenant)
+        except NotFound:
+            why = f"file: no file {ref!r} among the batch owner's files"
+            checker.refuse(line.number, LineError("invalid_file", why, "file"))
 
     async def _enqueue(self, b: Batch) -> Batch:
         checker = self._checker(b)

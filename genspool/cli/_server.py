@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,7 +28,7 @@ from genspool.runtime import ModelCatalog, ModelRegistry
 from genspool.settings import Settings
 
 if TYPE_CHECKING:
-    pass
+    from genspool.files import Files
 
 from genspool.cli._common import (
     ConfigOpt,
@@ -87,6 +88,16 @@ def _routes(settings: Settings) -> list[Any]:
 
     found = read_models_file(settings.config)
     return load_routes(found.routes, found.source)
+
+
+def _pipelines(settings: Settings) -> dict[str, Any]:
+    """The models file's pipelines, checked (an error names the pipeline, path and line)."""
+    found = read_models_file(settings.config)
+    if not found.pipelines:
+        return {}
+    from genspool.pipelines.spec import load_pipelines
+
+    return load_pipelines(found.pipelines, found.source, found.base or Path.cwd())
 
 
 def _bundled_note(settings: Settings) -> None:
@@ -149,9 +160,12 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         max_json_depth=settings.max_json_depth,
         push=settings.push_limits(),
         routes=_routes(settings),
+        pipelines=_pipelines(settings),
         files_url=settings.files_url,
         max_file_bytes=settings.max_file_bytes,
     )
+    if worker is not None:
+        worker.files = services.files  # the same files, connected while the app runs
     auth = _auth_line(settings.host, *asyncio.run(_key_counts(queue, services.keys)))
     hosts = allowed_hosts(settings.host, settings.allowed_hosts)
     app_ = create_app(
@@ -307,15 +321,31 @@ def worker(
     _log_to_stderr(settings)
     _redact_logs()
     queue, registry = _parts(settings)
-    runner = Worker(queue, registry, models=model, drain_timeout_s=settings.drain_timeout_s)
+    files = _files(settings, queue)
+    runner = Worker(
+        queue, registry, models=model, drain_timeout_s=settings.drain_timeout_s, files=files
+    )
     out.print(
         f"genspool worker on {_where(settings)}, models: {', '.join(c.name for c in runner.models)}"
     )
     _bundled_note(settings)
-    asyncio.run(_run_worker(queue, runner))
+    asyncio.run(_run_worker(queue, runner, files))
 
 
-async def _run_worker(queue: Queue, runner: Worker) -> None:
+def _files(settings: Settings, queue: Queue) -> Files | None:
+    """The files a worker reads inputs from and keeps binary answers in (speech, images);
+    None when its store keeps none."""
+    from genspool.files import open_files
+
+    store = queue.storage.files
+    if store is None:
+        return None
+    return open_files(
+        store, url=settings.files_url, max_bytes=settings.max_file_bytes, clock=queue.clock
+    )
+
+
+async def _run_worker(queue: Queue, runner: Worker, files: Files | None = None) -> None:
     from genspool.cli._shutdown import Signals, hand_back
 
     async def stop() -> None:
@@ -324,4 +354,10 @@ async def _run_worker(queue: Queue, runner: Worker) -> None:
     signals = Signals(runner.drain_timeout_s, stop, lambda: hand_back(runner))
     with signals.installed(asyncio.get_running_loop()):
         async with queue:
-            await runner.run()
+            if files is not None:
+                await files.connect()
+            try:
+                await runner.run()
+            finally:
+                if files is not None:
+                    await files.close()

@@ -45,6 +45,7 @@ from typing import Any
 from genspool.core.batch import Batch
 from genspool.core.job import Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
+from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem, Tick
 
 __all__ = [
     "BatchFilter",
@@ -58,8 +59,10 @@ __all__ = [
     "JobStore",
     "KeyValue",
     "Outbox",
+    "PipelineStore",
     "Resource",
     "RouteStore",
+    "RunFilter",
     "Signals",
     "Storage",
     "Webhook",
@@ -423,6 +426,68 @@ class WebhookStore(Resource):
 
 
 @dataclass(frozen=True, slots=True)
+class RunFilter:
+    tenant: str | None = None  # None: every tenant's (admin)
+    pipeline: str | None = None  # None: every pipeline's
+    after: str | None = None  # cursor: ids strictly older than this one (newest first)
+    limit: int = 20
+
+
+class PipelineStore(Resource):
+    """Pipeline runs, their items and the ticks of schedules, tenant-scoped as batches are. The
+    rules (what a status may become) are in :mod:`genspool.pipelines.machine`; a backend stores
+    whole records under a version, items one row each by ``(run_id, key)``."""
+
+    @abstractmethod
+    async def run_put(self, run: PipelineRun) -> PipelineRun:
+        """Store a new record (its id is new) and return it; when ``run.key`` is set and a run
+        of the same tenant and pipeline was stored under that key, store nothing and return
+        that run instead (so any number of processes may start the run of one tick)."""
+
+    @abstractmethod
+    async def run_get(self, run_id: str, tenant: str | None) -> PipelineRun | None: ...
+
+    @abstractmethod
+    async def run_list(self, flt: RunFilter) -> list[PipelineRun]:
+        """Up to ``flt.limit`` records matching ``flt``, newest (highest id) first."""
+
+    @abstractmethod
+    async def run_update(self, run: PipelineRun, version: int) -> bool:
+        """Replace the stored record by ``run`` if the stored one's version is still
+        ``version`` (``run.version`` is the next one); returns whether it was written."""
+
+    @abstractmethod
+    async def runs_active(self, limit: int) -> list[PipelineRun]:
+        """Up to ``limit`` records not in a final status, oldest first (for the runners)."""
+
+    @abstractmethod
+    async def items_put(self, items: Sequence[RunItem]) -> None:
+        """Insert or replace each item, by ``(run_id, key)``."""
+
+    @abstractmethod
+    async def items_list(
+        self, run_id: str, after_seq: int, limit: int, status: ItemStatus | None = None
+    ) -> list[RunItem]:
+        """Up to ``limit`` items of the run with ``seq > after_seq`` (and ``status``, when
+        given), in ``seq`` order."""
+
+    @abstractmethod
+    async def items_finished(self, tenant: str, pipeline: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that some run of ``pipeline`` (of ``tenant``) finished: an item
+        of that key is ``done`` or ``skipped`` there."""
+
+    @abstractmethod
+    async def tick_record(self, tick: Tick) -> Tick:
+        """Record a tick unless one of the same ``(pipeline, at)`` is recorded; returns the
+        recorded one (the first writer's)."""
+
+    @abstractmethod
+    async def ticks_list(self, pipeline: str, before: float | None, limit: int) -> list[Tick]:
+        """Up to ``limit`` ticks of ``pipeline`` at instants before ``before`` (None: any),
+        latest first."""
+
+
+@dataclass(frozen=True, slots=True)
 class Storage:
     """The roles of one deployment. :meth:`of` takes them all from one backend."""
 
@@ -438,6 +503,8 @@ class Storage:
     batches: BatchStore | None = None
     #: None when the store keeps no webhook subscriptions (a Redis or NATS server alone).
     webhooks: WebhookStore | None = None
+    #: None when the store keeps no pipeline runs (a Redis or NATS server alone).
+    pipelines: PipelineStore | None = None
 
     @classmethod
     def of(cls, backend: JobQueue) -> Storage:
@@ -450,7 +517,8 @@ class Storage:
         files = b if isinstance(b, FileStore) else None
         batches = b if isinstance(b, BatchStore) else None
         webhooks = b if isinstance(b, WebhookStore) else None
-        return cls(b, b, b, b, b, b, files, batches, webhooks)
+        pipelines = b if isinstance(b, PipelineStore) else None
+        return cls(b, b, b, b, b, b, files, batches, webhooks, pipelines)
 
     @property
     def mirrored(self) -> bool:
@@ -467,7 +535,7 @@ class Storage:
         """The distinct backends, the store's first (it must be up before the queue copies)."""
         out: list[Resource] = []
         roles = (self.store, self.queue, self.coordination, self.kv, self.signals, self.routes)
-        for part in (*roles, self.files, self.batches, self.webhooks):
+        for part in (*roles, self.files, self.batches, self.webhooks, self.pipelines):
             if part is not None and not any(part is seen for seen in out):
                 out.append(part)
         return out

@@ -64,6 +64,7 @@ from genspool.core.roles import JobFilter
 from genspool.core.slots import Slots
 from genspool.exceptions import ModelError, ModelTimeout
 from genspool.providers.base import (
+    FileAccess,
     JobRef,
     Provider,
     Request,
@@ -112,9 +113,12 @@ class Worker:
         models: Sequence[str] | None = None,
         maintain_s: float = 1.0,
         drain_timeout_s: float = 30.0,
+        files: FileAccess | None = None,
     ) -> None:
         self.queue = queue
         self.registry = registry
+        #: The Files API's files, for the endpoints that read or write one (None: none here).
+        self.files = files
         self.models = [registry.config(m) for m in models] if models else list(registry)
         self.maintain_s = maintain_s
         self.drain_timeout_s = drain_timeout_s
@@ -378,7 +382,7 @@ class Worker:
             Request(
                 j.url, j.body, sink := self._token_sink(j), prompt_tokens(j.metadata),
                 stream=sink is not None and self.queue.wants_deltas(j.id),
-                job=JobRef(j.id, j.tenant, j.priority, j.attempts, j.metadata),
+                job=JobRef(j.id, j.tenant, j.priority, j.attempts, j.metadata), files=self.files,
             )
             for j in jobs
         ]  # fmt: skip

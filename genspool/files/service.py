@@ -34,6 +34,7 @@ from genspool.files.blobs import BlobStore, BlobWriter, blob_key
 __all__ = [
     "DEFAULT_EXPIRES_AFTER_S",
     "MAX_LIST_LIMIT",
+    "OUTPUT_PURPOSE",
     "PURPOSES",
     "UPLOAD_PURPOSES",
     "FilePage",
@@ -44,13 +45,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Every purpose a file may have; ``batch_output`` is written by genspool, not uploaded.
+#: Every purpose a file may have; ``batch_output`` and ``pipeline_output`` are written by
+#: genspool, not uploaded.
 PURPOSES = (
     "assistants", "batch", "batch_output", "evals", "fine-tune", "fine-tune-results",
-    "user_data", "vision",
+    "pipeline_output", "user_data", "vision",
 )  # fmt: skip
 #: The purposes ``POST /v1/files`` accepts (OpenAI's).
 UPLOAD_PURPOSES = ("assistants", "batch", "evals", "fine-tune", "user_data", "vision")
+#: What genspool names the files a model's answer is kept in (speech, images): OpenAI's own
+#: "any use" purpose, listed by every OpenAI SDK, so ``files.list(purpose="user_data")`` finds
+#: them and their ids can be sent on as inputs (a spoken answer to a transcription).
+OUTPUT_PURPOSE = "user_data"
 #: As OpenAI: batch input files expire after 30 days unless told otherwise; others are kept.
 DEFAULT_EXPIRES_AFTER_S = {"batch": 30 * 86_400.0}
 MAX_LIST_LIMIT = 10_000
@@ -221,6 +227,17 @@ class Files:
             raise
         return record
 
+    async def save(
+        self, data: bytes, *, tenant: str, filename: str, purpose: str = OUTPUT_PURPOSE
+    ) -> str:
+        """Keep bytes a worker holds (a model's audio or image) as a file; its id."""
+
+        async def once() -> AsyncIterator[bytes]:
+            yield data
+
+        made = await self.create(once(), tenant=tenant, filename=filename, purpose=purpose)
+        return made.id
+
     # -- reading -----------------------------------------------------------------------------
 
     async def get(self, file_id: str, tenant: str | None) -> FileObject:
@@ -264,6 +281,11 @@ class Files:
         if chunks is None:
             raise GenspoolError(f"{file_id}'s bytes are missing from {record.blob}")
         return record, chunks
+
+    async def read(self, file_id: str, tenant: str) -> tuple[str, bytes]:
+        """A file's name and whole content (an input a model call sends on, e.g. audio)."""
+        record, chunks = await self.content(file_id, tenant)
+        return record.filename, b"".join([chunk async for chunk in chunks])
 
     # -- deleting ----------------------------------------------------------------------------
 

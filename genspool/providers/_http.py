@@ -23,6 +23,7 @@ __all__ = ["AiohttpWire", "HttpxWire", "Reply", "Wire", "wire"]
 
 #: Most connections held to one upstream: the batch's requests are all in flight at once.
 MAX_CONNECTIONS = 256
+JSON = "application/json"
 #: Longest SSE line read (a chunk carrying a large tool call's arguments).
 MAX_LINE = 2**20
 
@@ -48,7 +49,9 @@ class Wire(Protocol):
     timeouts: tuple[type[BaseException], ...]
     errors: tuple[type[BaseException], ...]
 
-    def post(self, path: str, body: bytes) -> AbstractAsyncContextManager[Reply]: ...
+    def post(
+        self, path: str, body: bytes, content_type: str = JSON
+    ) -> AbstractAsyncContextManager[Reply]: ...
 
     async def aclose(self) -> None: ...
 
@@ -86,7 +89,7 @@ class HttpxWire:
         )
         self._client = httpx.AsyncClient(
             base_url=base_url,
-            headers={**headers, "Content-Type": "application/json"},
+            headers={**headers, "Content-Type": JSON},
             timeout=timeout_s,
             transport=transport,
             limits=limits,
@@ -94,8 +97,9 @@ class HttpxWire:
         )
 
     @asynccontextmanager
-    async def post(self, path: str, body: bytes) -> AsyncIterator[Reply]:
-        request = self._client.build_request("POST", path, content=body)
+    async def post(self, path: str, body: bytes, content_type: str = JSON) -> AsyncIterator[Reply]:
+        typed = {"Content-Type": content_type} if content_type != JSON else None
+        request = self._client.build_request("POST", path, content=body, headers=typed)
         response = await self._client.send(request, stream=True)
         try:
             headers = response.headers
@@ -129,7 +133,7 @@ class AiohttpWire:
         self.timeouts = (asyncio.TimeoutError,)
         self.errors = (aiohttp.ClientError, ValueError)  # ValueError: an SSE line too long
         self._aiohttp = aiohttp
-        self._headers = {**headers, "Content-Type": "application/json"}
+        self._headers = {**headers, "Content-Type": JSON}
         # Like httpx's timeout: to connect, and between two reads (a stream may run long).
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
         self._session: Any = None
@@ -154,8 +158,11 @@ class AiohttpWire:
         return self._session
 
     @asynccontextmanager
-    async def post(self, path: str, body: bytes) -> AsyncIterator[Reply]:
-        async with self._open().post(self.base_url + path, data=body) as response:
+    async def post(self, path: str, body: bytes, content_type: str = JSON) -> AsyncIterator[Reply]:
+        # A request's own header replaces the session's of the same name (a form's type).
+        typed = {"Content-Type": content_type} if content_type != JSON else None
+        session = self._open()
+        async with session.post(self.base_url + path, data=body, headers=typed) as response:
             headers = response.headers
             yield Reply(
                 response.status,

@@ -24,13 +24,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from genspool.exceptions import ModelError
 
 __all__ = [
     "CHAT",
     "EMBEDDINGS",
+    "FileAccess",
     "JobRef",
     "Provider",
     "Request",
@@ -63,6 +64,21 @@ class JobRef:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+class FileAccess(Protocol):
+    """The Files API as a provider sees it: an input a request names by id (the audio of a
+    transcription), and an output too big for a result (speech, images) kept as a file. Given
+    by the worker (:class:`genspool.files.Files` is one); a provider never opens a store."""
+
+    async def read(self, file_id: str, tenant: str) -> tuple[str, bytes]:
+        """The file's name and bytes; :class:`~genspool.exceptions.NotFound` when ``tenant``
+        has no such file."""
+        ...
+
+    async def save(self, data: bytes, *, tenant: str, filename: str) -> str:
+        """Keep ``data`` as a new file of ``tenant``; its id."""
+        ...
+
+
 @dataclass(slots=True)
 class Request:
     url: str
@@ -76,6 +92,8 @@ class Request:
     stream: bool = False
     #: The job this request is (None when the provider is called outside the queue).
     job: JobRef | None = None
+    #: Where its input files are read and its binary outputs kept (None: no Files API here).
+    files: FileAccess | None = None
 
 
 class Provider(ABC):

@@ -1,14 +1,16 @@
 """Any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, hosted APIs) over HTTP.
 
-One HTTP call per request of the batch, all in flight together on one pooled client (aiohttp's,
-else httpx's: :mod:`genspool.providers._http`); the batch is what the remote server batches. A
-chat request someone listens to (``Request.stream``) is streamed from the remote: each text
-delta goes to the request's token sink as it arrives, and the chunks are merged into the same
-``chat.completion`` body a plain call returns. Errors are translated at this boundary: 429, 5xx,
-timeouts and connection errors (a stream cut off midway too) are retryable (``Retry-After`` is
-passed on), other 4xx are not. Its plugin (``provider: openai``) is remote: the breaker and
-in-call retries are on by default, and a model card counts no tokens (the remote's tokenizer is
-unknown).
+Any endpoint the remote serves passes through (a model's ``endpoints:`` lists them); what a
+few need beyond JSON in and out (an input file sent as a form, audio and images kept as files)
+is :mod:`genspool.providers.endpoints`. One HTTP call per request of the batch, all in flight
+together on one pooled client (aiohttp's, else httpx's: :mod:`genspool.providers._http`); the
+batch is what the remote server batches. A chat request someone listens to (``Request.stream``)
+is streamed from the remote: each text delta goes to the request's token sink as it arrives,
+and the chunks are merged into the same ``chat.completion`` body a plain call returns. Errors
+are translated at this boundary: 429, 5xx, timeouts and connection errors (a stream cut off
+midway too) are retryable (``Retry-After`` is passed on), other 4xx are not. Its plugin
+(``provider: openai``) is remote: the breaker and in-call retries are on by default, and a
+model card counts no tokens (the remote's tokenizer is unknown).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import Field
 
 from genspool._storable import Unstorable, UnstorableResult, loads
 from genspool.exceptions import ConfigError, ModelError, ModelTimeout
+from genspool.providers import endpoints
 from genspool.providers._http import Reply, wire
 from genspool.providers.base import CHAT, EMBEDDINGS, Provider, Request, Response, TokenSink
 from genspool.providers.plugins import ModelSpec, ProviderOptions, ProviderPlugin, options_of
@@ -84,8 +87,17 @@ class OpenAIProvider(Provider):
         try:
             if request.stream and request.on_token is not None and request.url == CHAT:
                 return await self._streamed(path, body, _Relay.of(request))
-            async with self._wire.post(path, orjson.dumps(body)) as reply:
-                return self._parse(reply.status, reply, await reply.read())
+            sent = await endpoints.encode(request, body)
+            if isinstance(sent, ModelError):
+                return sent
+            async with self._wire.post(path, *sent) as reply:
+                content = await reply.read()
+                if reply.status < 400 and not endpoints.is_json(reply.content_type):
+                    return await endpoints.kept(request, content, reply.content_type, self.model)
+                answer = self._parse(reply.status, reply, content)
+            if isinstance(answer, ModelError):
+                return answer
+            return await endpoints.images_kept(request, answer)
         except self._wire.timeouts:
             return ModelTimeout(f"{self.model}: {self._wire.base_url} did not answer in time")
         except self._wire.errors as exc:

@@ -2,10 +2,12 @@
 purpose, and computes nothing.
 
 It serves ``/v1/chat/completions`` (the last message comes back as the answer),
-``/v1/embeddings`` (a hash of each input as an 8-float vector) and ``/v1/models``, with valid
-OpenAI bodies and usage — except when a fault is drawn. Each model request draws one outcome
-from a seeded RNG (reproducible for a given order of arrivals): a 429 with ``Retry-After``, a
-5xx (500/502/503), a connection reset (the socket is closed without an answer), a hang of
+``/v1/embeddings`` (a hash of each input as an 8-float vector), ``/v1/models`` and the other
+OpenAI endpoints a remote model may pass through (completions, responses, moderations, rerank,
+images, speech, transcriptions: :mod:`genspool.testing._endpoints`), with valid OpenAI bodies
+and usage — except when a fault is drawn. Each model request draws one outcome from a seeded
+RNG (reproducible for a given order of arrivals): a 429 with ``Retry-After``, a 5xx
+(500/502/503), a connection reset (the socket is closed without an answer), a hang of
 ``hang_s`` (past the client's timeout), a 200 with a malformed JSON body, or a good answer; a
 base latency (plus jitter) comes first. A request with ``stream: true`` gets the same one JSON
 body (a remote that does not stream, which clients must accept). It binds to 127.0.0.1 only.
@@ -58,12 +60,13 @@ from typing import Any, Literal
 
 import orjson
 
+from genspool.testing import _endpoints
 from genspool.testing._scripts import Rule, chat_answer, parse_rules, words
 
 __all__ = ["FaultServer", "Faults", "main"]
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost"})
-MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings"})
+MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings"}) | _endpoints.PATHS
 MALFORMED = b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind'
 
 
@@ -251,7 +254,10 @@ def request_key(body: dict[str, Any]) -> str:
     messages = body.get("messages")
     if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
         return str(messages[-1].get("content", ""))
-    return str(body.get("input", ""))[:200]
+    for name in ("input", "prompt", "query", "file_name"):
+        if body.get(name):
+            return str(body[name])[:200]
+    return ""
 
 
 def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
@@ -281,14 +287,18 @@ def _models() -> dict[str, Any]:
 
 class _Reply:
     def __init__(
-        self, status: int, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
+        self,
+        status: int,
+        body: bytes | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> None:
-        self.status, self.headers = status, headers or {}
+        self.status, self.headers, self.content_type = status, headers or {}, content_type
         self.body = body if isinstance(body, bytes) else orjson.dumps(body)
 
     def encode(self) -> bytes:
         head = [f"HTTP/1.1 {self.status} {http.HTTPStatus(self.status).phrase}"]
-        head += ["Content-Type: application/json", f"Content-Length: {len(self.body)}"]
+        head += [f"Content-Type: {self.content_type}", f"Content-Length: {len(self.body)}"]
         head += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + self.body
 
@@ -379,6 +389,9 @@ class _Connections:
             await self._send(link.writer, _error(411, "send a Content-Length"))
             return False
         raw = await link.reader.readexactly(int(headers.get("content-length", "0")))
+        kind = headers.get("content-type", "")
+        if kind.startswith("multipart/form-data"):
+            raw = orjson.dumps(_endpoints.form(raw, kind))  # an upload, read as its fields
         reply = await self._route(method, target.split("?")[0], raw, link)
         if reply == "reset":
             _reset(link.writer)
@@ -463,6 +476,9 @@ class _Connections:
             return _Reply(200, MALFORMED)
         if path == "/v1/embeddings":
             return _Reply(200, _embeddings(body))
+        if path in _endpoints.PATHS:
+            kind, answer = _endpoints.answer(path, body)
+            return _Reply(200, answer, content_type=kind)
         scripted = plan.rule.message(body.get("messages")) if plan.rule else None
         return _Reply(200, chat_answer(body, scripted))
 

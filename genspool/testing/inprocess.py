@@ -103,7 +103,11 @@ def build(
         else ModelCatalog(configs, shared=shared)
     )
     services = build_services(queue, catalog, **options)
-    runner = Worker(queue, catalog, maintain_s=0.05) if isinstance(catalog, ModelRegistry) else None
+    runner = (
+        Worker(queue, catalog, maintain_s=0.05, files=services.files)
+        if isinstance(catalog, ModelRegistry)
+        else None
+    )
     # The names this harness's clients use (httpx here, starlette's TestClient): not loopback.
     app = create_app(services, worker=runner, allowed_hosts=HARNESS_HOSTS)
     return App(app, services, runner)

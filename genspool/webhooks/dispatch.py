@@ -27,10 +27,18 @@ from genspool._ids import random_hex
 from genspool.config import WEBHOOK_MODEL
 from genspool.core.batch import Batch
 from genspool.core.job import Job
+from genspool.core.pipeline import PipelineRun
 from genspool.core.queue import Queue
 from genspool.core.roles import Webhook, WebhookStore
 from genspool.exceptions import InvalidRequest, NotFound
-from genspool.webhooks.events import WebhookEvent, batch_event, check_patterns, job_event, matches
+from genspool.webhooks.events import (
+    WebhookEvent,
+    batch_event,
+    check_patterns,
+    job_event,
+    matches,
+    run_event,
+)
 from genspool.webhooks.signing import new_secret
 
 __all__ = ["DELIVER_URL", "Webhooks", "webhooks_of"]
@@ -124,6 +132,10 @@ class Webhooks:
     async def batch_ended(self, batch: Batch) -> None:
         """The hook on the batch runner."""
         await self.emit([batch_event(batch)])
+
+    async def run_ended(self, run: PipelineRun) -> None:
+        """The hook on the pipeline runner."""
+        await self.emit([run_event(run)])
 
     async def emit(self, events: Sequence[WebhookEvent]) -> list[Job]:
         """Enqueue a delivery of each event to each subscription that matches it (a pipeline

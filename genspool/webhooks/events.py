@@ -15,9 +15,18 @@ from typing import Any
 
 from genspool.core.batch import Batch
 from genspool.core.job import Job
+from genspool.core.pipeline import PipelineRun
 from genspool.exceptions import InvalidRequest
 
-__all__ = ["EVENT_TYPES", "WebhookEvent", "batch_event", "check_patterns", "job_event", "matches"]
+__all__ = [
+    "EVENT_TYPES",
+    "WebhookEvent",
+    "batch_event",
+    "check_patterns",
+    "job_event",
+    "matches",
+    "run_event",
+]
 
 #: Every event a subscription may name (``pipeline_run.*`` are emitted by pipeline runs).
 EVENT_TYPES = frozenset(
@@ -92,3 +101,20 @@ def batch_event(b: Batch) -> WebhookEvent:
     }  # fmt: skip
     return WebhookEvent(f"evt_{b.id}_{b.status.value}", f"batch.{b.status.value}", b.tenant, at,
                         data, b.id)  # fmt: skip
+
+
+def run_event(run: PipelineRun) -> WebhookEvent:
+    """A pipeline run's end; ``data`` is its summary (``GET /v1/pipelines/{name}/runs/{id}``
+    has the rest)."""
+    data = {
+        "id": run.id, "object": "pipeline.run", "pipeline": run.pipeline,
+        "status": run.status.value, "trigger": run.trigger, "metadata": run.metadata,
+        "counts": {"total": run.total, "succeeded": run.succeeded, "failed": run.failed,
+                   "skipped": run.skipped},
+        "output_file_ids": list(run.output_file_ids), "error_file_id": run.error_file_id,
+        "error": run.error,
+    }  # fmt: skip
+    at = run.ended_at or run.created_at
+    return WebhookEvent(
+        f"evt_{run.id}_{run.status.value}", f"pipeline_run.{run.status.value}", run.tenant, at, data
+    )

@@ -2,7 +2,8 @@
 
 :class:`Spawner` starts ``genspool`` commands as subprocesses of this interpreter, each with
 its stdout/stderr captured to a file, and stops them with SIGTERM (SIGKILL after a timeout);
-:class:`Server` speaks the public HTTP API to one of them, thinly. The fixtures that hand these
+:class:`Server` speaks the public HTTP API to one of them, thinly; :func:`fresh_target` gives a
+deployment of several processes a backend namespace of its own. The fixtures that hand these
 out live in ``tests/conftest.py``; the stderr of every process still registered in
 :data:`LIVE` goes into the report of a failing test.
 
@@ -12,6 +13,7 @@ variables are passed through, and the HTTP helpers only speak the public API.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -23,24 +25,31 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 import yaml
+
+from genspool.backends import open_storage
 
 __all__ = [
     "CHAT",
     "EMBEDDINGS",
+    "FAST_LEASES",
     "LIVE",
     "SERVERS",
     "TERMINAL",
     "Proc",
     "Server",
     "Spawner",
+    "Target",
     "child_env",
     "free_port",
+    "fresh_target",
     "namespaced_url",
     "read_db",
     "sqlite_url",
@@ -79,6 +88,54 @@ def namespaced_url(kind: str, root: Path) -> str:
         return f"sqlite:///{root}/{uuid.uuid4().hex[:8]}.db"
     name = f"gs_{uuid.uuid4().hex[:10]}"
     return f"{SERVERS[kind]}?{NAMESPACE_PARAM[kind]}={name}"
+
+
+#: Short leases and retries, so that a killed worker's jobs come back within seconds.
+FAST_LEASES = {
+    "GENSPOOL_LEASE_S": "2", "GENSPOOL_RETRY_BASE_S": "0.05", "GENSPOOL_RETRY_CAP_S": "0.2"
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a deployment of several processes keeps its jobs: a store URL, and the queue's
+    when it differs (a split deployment)."""
+
+    url: str
+    queue_url: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What every process of the deployment is started with."""
+        return FAST_LEASES | ({"GENSPOOL_QUEUE_URL": self.queue_url} if self.queue_url else {})
+
+
+def fresh_target(kind: str, namespaced: Callable[[str], str], spawner: Spawner) -> Iterator[Target]:
+    """For a fixture to ``yield from``: a fresh namespace on the backend ``kind`` (``a+b``: the
+    queue on ``a``, the store on ``b``). The test skips (fails in CI) if a server is down. The
+    namespace is dropped once ``spawner``'s processes are stopped, not while workers use it."""
+    queue, _, store = kind.rpartition("+")
+    target = Target(namespaced(store), namespaced(queue) if queue else None)
+    try:
+        asyncio.run(_on_backend(target, drop=False))
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"backend unavailable for {kind}: {exc}")
+    yield target
+    spawner.close()
+    asyncio.run(_on_backend(target, drop=True))
+
+
+async def _on_backend(target: Target, *, drop: bool) -> None:
+    """Connect to the target (which makes its schema), and drop it if ``drop``."""
+    storage = open_storage(target.url, queue_url=target.queue_url)
+    await storage.connect()
+    try:
+        if drop:
+            await storage.drop()
+    finally:
+        await storage.close()
 
 
 def free_port() -> int:

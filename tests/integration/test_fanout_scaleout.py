@@ -18,70 +18,31 @@ in the other crash tests.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from genspool.backends import open_storage
 from genspool.testing.faults import FaultServer
-from tests.helpers.processes import Proc, Server, Spawner
+from tests.helpers.processes import Proc, Server, Spawner, Target, fresh_target
 
 FANOUT = "genspool-fanout"
-ENV = {"GENSPOOL_LEASE_S": "2", "GENSPOOL_RETRY_BASE_S": "0.05", "GENSPOOL_RETRY_CAP_S": "0.2"}
 BRANCHES = 6
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the processes keep their jobs: a store URL, and the queue's when it differs."""
-
-    url: str
-    queue_url: str | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        return ENV | ({"GENSPOOL_QUEUE_URL": self.queue_url} if self.queue_url else {})
 
 
 @pytest.fixture(params=["postgres", "redis", "redis+postgres"])
 def target(
     request: pytest.FixtureRequest, namespaced_url: Callable[[str], str], spawner: Spawner
 ) -> Iterator[Target]:
-    """A fresh namespace (``a+b``: the queue on ``a``, the store on ``b``), skipped outside CI
-    if a server is down; dropped once the test's processes are stopped."""
-    queue, _, store = request.param.rpartition("+")
-    target = Target(namespaced_url(store), namespaced_url(queue) if queue else None)
-    try:
-        asyncio.run(_on_backend(target, drop=False))
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"backend unavailable for {request.param}: {exc}")
-    yield target
-    spawner.close()
-    asyncio.run(_on_backend(target, drop=True))
-
-
-async def _on_backend(target: Target, *, drop: bool) -> None:
-    storage = open_storage(target.url, queue_url=target.queue_url)
-    await storage.connect()
-    try:
-        if drop:
-            await storage.drop()
-    finally:
-        await storage.close()
+    yield from fresh_target(request.param, namespaced_url, spawner)
 
 
 @pytest.fixture

@@ -10,27 +10,22 @@ that a wrong URL is one clear line.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import os
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
-from genspool.backends import open_storage
-from tests.helpers.processes import Spawner, ws_until_terminal
+from tests.helpers.processes import Spawner, Target, fresh_target, ws_until_terminal
 
 CHAT = "/v1/chat/completions"
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
-ENV = {"GENSPOOL_LEASE_S": "2", "GENSPOOL_RETRY_BASE_S": "0.05", "GENSPOOL_RETRY_CAP_S": "0.2"}
 MODELS = [
     {
         "name": "echo",
@@ -49,46 +44,11 @@ MODELS = [
 ]
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where the processes keep their jobs: a store URL, and the queue's when it differs."""
-
-    url: str
-    queue_url: str | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        return ENV | ({"GENSPOOL_QUEUE_URL": self.queue_url} if self.queue_url else {})
-
-
 @pytest.fixture(params=["sqlite", "postgres", "redis", "nats", "redis+postgres"])
 def target(
     request: pytest.FixtureRequest, namespaced_url: Callable[[str], str], spawner: Spawner
 ) -> Iterator[Target]:
-    """A fresh namespace on the backend (``a+b``: the queue on ``a``, the store on ``b``); the
-    test skips (fails in CI) if a server is down. It is dropped once the test's processes are
-    stopped, not while workers still use it."""
-    queue, _, store = request.param.rpartition("+")
-    target = Target(namespaced_url(store), namespaced_url(queue) if queue else None)
-    try:
-        asyncio.run(_on_backend(target, destroy=False))
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"backend unavailable at {target}: {exc}")
-    yield target
-    spawner.close()
-    asyncio.run(_on_backend(target, destroy=True))
-
-
-async def _on_backend(target: Target, *, destroy: bool) -> None:
-    storage = open_storage(target.url, queue_url=target.queue_url)
-    await storage.connect()
-    try:
-        if destroy:
-            await storage.drop()
-    finally:
-        await storage.close()
+    yield from fresh_target(request.param, namespaced_url, spawner)
 
 
 def submit(client: httpx.Client, model: str, text: str) -> str:

@@ -19,7 +19,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import httpx
@@ -30,10 +29,9 @@ from psycopg import sql
 from genspool.backends import open_storage
 from genspool.core.job import Job
 from genspool.core.queue import Queue
-from tests.helpers.processes import TERMINAL, Proc, Spawner
+from tests.helpers.processes import TERMINAL, Proc, Spawner, Target, fresh_target
 
 CHAT = "/v1/chat/completions"
-ENV = {"GENSPOOL_LEASE_S": "2", "GENSPOOL_RETRY_BASE_S": "0.05", "GENSPOOL_RETRY_CAP_S": "0.2"}
 MODELS = [
     {
         "name": "echo",
@@ -49,43 +47,12 @@ KILLS = int(os.environ.get("SPLIT_CRASH_KILLS", "15"))
 KILL_EVERY_S, HELD_S, WORKERS = 1.0, 0.8, 3
 
 
-@dataclass(frozen=True)
-class Split:
-    store_url: str
-    queue_url: str
-
-    @property
-    def env(self) -> dict[str, str]:
-        return ENV | {"GENSPOOL_QUEUE_URL": self.queue_url}
-
-
 @pytest.fixture(params=["redis+postgres", "nats+postgres"])
 def split(
     request: pytest.FixtureRequest, namespaced_url: Callable[[str], str], spawner: Spawner
-) -> Iterator[Split]:
-    """Fresh namespaces on the shared servers (skipped outside CI if one is down), dropped once
-    the test's processes are stopped."""
-    queue, _, store = request.param.partition("+")
-    target = Split(namespaced_url(store), namespaced_url(queue))
-    try:
-        asyncio.run(_on(target, drop=False))
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"backend unavailable for {request.param}: {exc}")
-    yield target
-    spawner.close()
-    asyncio.run(_on(target, drop=True))
-
-
-async def _on(target: Split, *, drop: bool) -> None:
-    storage = open_storage(target.store_url, queue_url=target.queue_url)
-    await storage.connect()
-    try:
-        if drop:
-            await storage.drop()
-    finally:
-        await storage.close()
+) -> Iterator[Target]:
+    """Fresh namespaces on the shared servers: the queue on the first, the store on the second."""
+    yield from fresh_target(request.param, namespaced_url, spawner)
 
 
 def stored_statuses(store_url: str, ids: Sequence[str]) -> dict[str, str]:
@@ -103,10 +70,10 @@ def stored_statuses(store_url: str, ids: Sequence[str]) -> dict[str, str]:
     return asyncio.run(read())
 
 
-async def submit_many(target: Split, n: int) -> list[str]:
+async def submit_many(target: Target, n: int) -> list[str]:
     """A backlog big enough to keep the workers busy through every kill, submitted through the
     queue facade of this process (many times faster than one HTTP request per job)."""
-    queue = Queue(open_storage(target.store_url, queue_url=target.queue_url))
+    queue = Queue(open_storage(target.url, queue_url=target.queue_url))
     async with queue:
         jobs = [job(i) for i in range(1, n + 1)]
         for start in range(0, n, 500):
@@ -156,13 +123,13 @@ def kill_and_replace(spawner: Spawner, workers: list[Proc], start: Callable[[], 
 
 
 def test_workers_killed_while_jobs_run_every_job_ends_in_the_store(
-    spawner: Spawner, split: Split
+    spawner: Spawner, split: Target
 ) -> None:
     config = spawner.models(MODELS)
-    api = spawner.server(config, command="api", db_url=split.store_url, env=split.env)
+    api = spawner.server(config, command="api", db_url=split.url, env=split.env)
 
     def start() -> Proc:
-        return spawner.worker(split.store_url, config, env=split.env)
+        return spawner.worker(split.url, config, env=split.env)
 
     first = submit(api.client, 0)  # the API's own door works on this deployment
     ids = asyncio.run(submit_many(split, JOBS))
@@ -173,20 +140,20 @@ def test_workers_killed_while_jobs_run_every_job_ends_in_the_store(
         if n % 3 < 2:
             kill_and_replace(spawner, workers, start)
             continue
-        with store_writes_refused(split.store_url):
+        with store_writes_refused(split.url):
             time.sleep(HELD_S)  # the workers go on: every copy they make fails
             for victim in workers:
                 victim.kill()
         workers = [start() for _ in range(WORKERS)]
         if n == 2:  # the first round of each kind is over: was work still running?
-            ended = stored_statuses(split.store_url, ids)
+            ended = stored_statuses(split.url, ids)
             left = sum(s not in TERMINAL for s in ended.values())
             print(f"after 3 kill rounds: {left} of {len(ids)} jobs not ended in the store")
     ids.append(first)
     assert left, "the workers finished before the kills: make the backlog bigger"
 
     def settled() -> dict[str, str] | None:
-        stored = stored_statuses(split.store_url, ids)
+        stored = stored_statuses(split.url, ids)
         done = len(stored) == len(ids) and set(stored.values()) <= TERMINAL
         return stored if done else None
 

@@ -7,33 +7,21 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-import psycopg
-
 from genspool.backends._errors import translated
 from genspool.backends._files import FILE_COLUMNS, list_query, row_to_file
 from genspool.backends._sql import load_queries
-from genspool.backends.postgres._pool import Connections
+from genspool.backends.postgres._records import ERRORS, PostgresRecords, encoded
 from genspool.core.roles import FileFilter, FileObject, FileStore
 
 __all__ = ["PostgresFiles", "Q"]
 
-Q = {
-    name: text.encode()
-    for name, text in load_queries(
-        "postgres", source="files.sql", file_columns=FILE_COLUMNS
-    ).items()
-}
-_ERRORS = (psycopg.Error,)
+Q = encoded(load_queries("postgres", source="files.sql", file_columns=FILE_COLUMNS))
 #: The blob store's own pool: uploads and downloads hold a connection a chunk at a time.
 BLOB_POOL_MAX = 4
 
 
-class PostgresFiles(FileStore):
+class PostgresFiles(PostgresRecords, FileStore):
     """Mixed into :class:`~genspool.backends.postgres.PostgresBackend`, whose pool it uses."""
-
-    kind: str
-    shown_url: str
-    _db: Connections
 
     def blob_home(self) -> str:
         """This schema's URL (credentials included: it is never shown, only opened)."""
@@ -41,29 +29,27 @@ class PostgresFiles(FileStore):
         own = urlencode({"schema": s.schema, "pool_max": BLOB_POOL_MAX})
         return f"{s.conninfo}{'&' if '?' in s.conninfo else '?'}{own}"
 
-    @translated("file_put", _ERRORS)
+    @translated("file_put", ERRORS)
     async def file_put(self, record: FileObject) -> None:
         params = {name: getattr(record, name) for name in FILE_COLUMNS.split(", ")}
-        await self._db.count(Q["file_put"], params)
+        await self._written(Q["file_put"], params)
 
-    @translated("file_get", _ERRORS)
+    @translated("file_get", ERRORS)
     async def file_get(self, file_id: str, tenant: str | None) -> FileObject | None:
-        found = await self._db.fetch(Q["file_get"], {"id": file_id, "tenant": tenant})
+        found = await self._rows(Q["file_get"], {"id": file_id, "tenant": tenant})
         return row_to_file(found[0]) if found else None
 
-    @translated("file_list", _ERRORS)
+    @translated("file_list", ERRORS)
     async def file_list(self, flt: FileFilter) -> list[FileObject]:
-        query, args = list_query(flt, "%s")
-        async with self._db.conn() as conn:
-            cur = await conn.execute(query.encode(), args)
-            return [row_to_file(r) for r in await cur.fetchall()]
+        query, args = list_query(flt, "%({})s")
+        return [row_to_file(r) for r in await self._rows(query.encode(), args)]
 
-    @translated("file_delete", _ERRORS)
+    @translated("file_delete", ERRORS)
     async def file_delete(self, file_id: str, tenant: str | None) -> FileObject | None:
-        found = await self._db.fetch(Q["file_delete"], {"id": file_id, "tenant": tenant})
+        found = await self._rows(Q["file_delete"], {"id": file_id, "tenant": tenant})
         return row_to_file(found[0]) if found else None
 
-    @translated("files_expired", _ERRORS)
+    @translated("files_expired", ERRORS)
     async def files_expired(self, now: float, limit: int) -> list[FileObject]:
-        found = await self._db.fetch(Q["files_expired"], {"now": now, "limit": limit})
+        found = await self._rows(Q["files_expired"], {"now": now, "limit": limit})
         return [row_to_file(r) for r in found]

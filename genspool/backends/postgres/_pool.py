@@ -13,7 +13,7 @@ import contextlib
 import re
 import select
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -98,7 +98,11 @@ class Settings:
 
 
 async def rows(
-    conn: Conn, query: bytes, params: Mapping[str, Any], *, prepare: bool | None = None
+    conn: Conn,
+    query: bytes,
+    params: Mapping[str, Any] | Sequence[Any],
+    *,
+    prepare: bool | None = None,
 ) -> list[tuple[Any, ...]]:
     # Binary results: floats and bytea arrive as they are stored, with no text to parse.
     cur = await conn.execute(query, params, binary=True, prepare=prepare)
@@ -205,12 +209,16 @@ class Connections:
         raise psycopg.OperationalError("every pooled connection was closed by the server")
 
     async def fetch(
-        self, query: bytes, params: Mapping[str, Any], *, prepare: bool | None = None
+        self,
+        query: bytes,
+        params: Mapping[str, Any] | Sequence[Any],
+        *,
+        prepare: bool | None = None,
     ) -> list[tuple[Any, ...]]:
         async with self.conn() as conn:
             return await rows(conn, query, params, prepare=prepare)
 
-    async def count(self, query: bytes, params: Mapping[str, Any]) -> int:
+    async def count(self, query: bytes, params: Mapping[str, Any] | Sequence[Any]) -> int:
         """How many rows ``query`` wrote."""
         async with self.conn() as conn:
             cur = await conn.execute(query, params)

@@ -20,6 +20,7 @@ from genspool.backends._urls import shown_url
 from genspool.backends.postgres._apply import apply_statement
 from genspool.backends.postgres._batches import PostgresBatches
 from genspool.backends.postgres._files import PostgresFiles
+from genspool.backends.postgres._pipelines import PostgresPipelines
 from genspool.backends.postgres._pool import Conn, Connections, Q, Settings, rows
 from genspool.backends.postgres._signals import EVENTS_KEEP_S, Listener, inline
 from genspool.backends.postgres._webhooks import PostgresWebhooks
@@ -78,6 +79,7 @@ def _record_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
 #: which moves the revision on, as ``routes_revision`` never goes back).
 TABLES = (
     "jobs", "slots", "limits", "kv", "events", "files", "blob_chunks", "batches", "webhooks",
+    "runs", "run_items", "ticks",
 )  # fmt: skip
 
 
@@ -91,6 +93,7 @@ class PostgresBackend(
     PostgresFiles,
     PostgresBatches,
     PostgresWebhooks,
+    PostgresPipelines,
 ):
     kind = "PostgreSQL"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.

@@ -3,55 +3,42 @@
 
 from __future__ import annotations
 
-import sqlite3
-
-from genspool.backends._batches import batch_row
 from genspool.backends._errors import translated
+from genspool.backends._records import page_query, versioned_row
 from genspool.backends._sql import load_queries
-from genspool.backends.sqlite._conn import Connection, write
-from genspool.core.batch import Batch, batch_from_doc
+from genspool.backends.sqlite._records import ERRORS, SQLiteRecords
+from genspool.core.batch import Batch, batch_from_doc, batch_to_doc
 from genspool.core.roles import BatchFilter, BatchStore
 
 __all__ = ["SQLiteBatches"]
 
 Q = load_queries("sqlite", source="batches.sql")
-_ERRORS = (sqlite3.Error,)
 
 
-class SQLiteBatches(BatchStore):
+class SQLiteBatches(SQLiteRecords, BatchStore):
     """Mixed into :class:`~genspool.backends.sqlite.SQLiteBackend`, whose connections it uses."""
 
-    kind: str
-    shown_url: str
-    _w: Connection
-    _r: Connection
-
-    @translated("batch_put", _ERRORS)
+    @translated("batch_put", ERRORS)
     async def batch_put(self, batch: Batch) -> None:
-        r = batch_row(batch)
-        row = (r["id"], r["tenant"], int(r["active"]), r["version"], r["doc"])
-        await self._w.run(write(lambda db: db.execute(Q["batch_put"], row)))
+        await self._written(Q["batch_put"], versioned_row(batch, batch_to_doc(batch)))
 
-    @translated("batch_get", _ERRORS)
+    @translated("batch_get", ERRORS)
     async def batch_get(self, batch_id: str, tenant: str | None) -> Batch | None:
-        args = {"id": batch_id, "tenant": tenant}
-        row = await self._r.run(lambda db: db.execute(Q["batch_get"], args).fetchone())
-        return None if row is None else batch_from_doc(row[0])
+        return await self._doc(Q["batch_get"], {"id": batch_id, "tenant": tenant}, batch_from_doc)
 
-    @translated("batch_list", _ERRORS)
+    @translated("batch_list", ERRORS)
     async def batch_list(self, flt: BatchFilter) -> list[Batch]:
-        args = {"tenant": flt.tenant, "after": flt.after, "limit": flt.limit}
-        rows = await self._r.run(lambda db: db.execute(Q["batch_list"], args).fetchall())
-        return [batch_from_doc(r[0]) for r in rows]
+        query, args = page_query(
+            "batches", "doc", {"tenant": flt.tenant}, after=flt.after, limit=flt.limit, mark=":{}"
+        )
+        return await self._docs(query, args, batch_from_doc)
 
-    @translated("batch_update", _ERRORS)
+    @translated("batch_update", ERRORS)
     async def batch_update(self, batch: Batch, version: int) -> bool:
-        args = {**batch_row(batch), "version": version}
-        args["active"] = int(args["active"])
-        count = await self._w.run(write(lambda db: db.execute(Q["batch_update"], args).rowcount))
-        return bool(count)
+        return await self._swap(
+            Q["batch_update"], versioned_row(batch, batch_to_doc(batch)), version
+        )
 
-    @translated("batches_active", _ERRORS)
+    @translated("batches_active", ERRORS)
     async def batches_active(self, limit: int) -> list[Batch]:
-        rows = await self._r.run(lambda db: db.execute(Q["batches_active"], (limit,)).fetchall())
-        return [batch_from_doc(r[0]) for r in rows]
+        return await self._docs(Q["batches_active"], {"limit": limit}, batch_from_doc)

@@ -32,6 +32,7 @@ from genspool.backends._urls import shown_url
 from genspool.backends.sqlite._batches import SQLiteBatches
 from genspool.backends.sqlite._conn import Connection, migrate, write
 from genspool.backends.sqlite._files import SQLiteFiles
+from genspool.backends.sqlite._pipelines import SQLitePipelines
 from genspool.backends.sqlite._webhooks import SQLiteWebhooks
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
@@ -143,6 +144,13 @@ def _bump(db: sqlite3.Connection) -> int:
     return int(db.execute(Q["routes_bump"]).fetchall()[0][0])
 
 
+#: Every table the migrations make, emptied by ``destroy``.
+TABLES = (
+    "jobs", "slots", "limits", "kv", "routes", "files", "batches", "webhooks", "runs",
+    "run_items", "ticks",
+)  # fmt: skip
+
+
 class SQLiteBackend(
     JobQueue,
     JobStore,
@@ -153,6 +161,7 @@ class SQLiteBackend(
     SQLiteFiles,
     SQLiteBatches,
     SQLiteWebhooks,
+    SQLitePipelines,
 ):
     kind = "SQLite"
 
@@ -195,8 +204,7 @@ class SQLiteBackend(
     @translated("destroy", _ERRORS)
     async def destroy(self) -> None:
         def drop(db: sqlite3.Connection) -> None:
-            tables = ("jobs", "slots", "limits", "kv", "routes", "files", "batches", "webhooks")
-            for table in tables:
+            for table in TABLES:
                 db.execute(f"DELETE FROM {table}")
             _bump(db)  # the revision goes on: a process polling it reloads the empty set
 

@@ -1,5 +1,6 @@
 -- Named queries of the PostgreSQL backend's BatchStore role
--- (genspool/backends/postgres/_batches.py). A tenant of NULL reaches every tenant's batches.
+-- (genspool/backends/postgres/_batches.py). A tenant of NULL reaches every tenant's batches. A
+-- list is written by genspool/backends/_records.py's page_query.
 
 -- name: batch_put
 INSERT INTO batches (id, tenant, active, version, doc)
@@ -8,12 +9,6 @@ VALUES (%(id)s, %(tenant)s, %(active)s, %(version)s, %(doc)s);
 -- name: batch_get
 SELECT doc FROM batches
  WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
-
--- name: batch_list
-SELECT doc FROM batches
- WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
-   AND (%(after)s::text IS NULL OR id < %(after)s::text)
- ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: batch_update
 UPDATE batches SET active = %(active)s, version = %(next)s, doc = %(doc)s
