@@ -262,6 +262,12 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, line: str) -> JobEvent | None:
+        data = self.feed_json(line)
+        return None if data is None else JobEvent.from_wire(data)
+
+    def feed_json(self, line: str) -> Any:
+        """The JSON of the event this line completes, else None (a pipeline run's events are
+        not job events, but are framed the same way)."""
         if not line:
             return self._flush()
         name, _, value = line.partition(":")
@@ -269,11 +275,11 @@ class SSEDecoder:
             self._data.append(value.removeprefix(" "))
         return None
 
-    def _flush(self) -> JobEvent | None:
+    def _flush(self) -> Any:
         if not self._data:
             return None
         text, self._data = "\n".join(self._data), []
-        return JobEvent.from_wire(orjson.loads(text))
+        return orjson.loads(text)
 
 
 # -- waiting -----------------------------------------------------------------------------------

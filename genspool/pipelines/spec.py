@@ -47,6 +47,7 @@ from genspool.core.patterns import PatternError, compile_pattern
 from genspool.exceptions import ConfigError
 from genspool.fanout.spec import FanoutCreate
 from genspool.fanout.template import placeholders
+from genspool.pipelines import transforms
 from genspool.pipelines.images import ImageSpec
 from genspool.pipelines.sinks import Sink
 from genspool.pipelines.sources import Source
@@ -350,6 +351,12 @@ def _pipeline(doc: _PipelineDoc, base: Path) -> Pipeline:
         _check_uses(step, upstream[step.id], set(doc.inputs), f"steps[{index}] ({step.id})")
     if doc.key is not None:
         _check_uses_text(doc.key, set(), set(doc.inputs), "key")
+    for index, step in enumerate(steps):
+        if step.transform is not None:  # imported now: a typo fails at start-up, not per item
+            try:
+                transforms.load(step.transform, base)
+            except ConfigError as exc:
+                raise ValueError(f"steps[{index}] ({step.id}): {exc}") from None
     if doc.on.files is not None and doc.on.files.input not in doc.inputs:
         raise ValueError(
             f"on.files.input: {doc.on.files.input!r} is not one of the pipeline's inputs"

@@ -71,7 +71,9 @@ class ItemWork:
             s.id: compile_pattern(s.pattern) for s in pipeline.steps if s.pattern is not None
         }
         self._transforms = {
-            s.id: transforms.load(s.transform) for s in pipeline.steps if s.transform is not None
+            s.id: transforms.load(s.transform, pipeline.base)
+            for s in pipeline.steps
+            if s.transform is not None
         }
 
     def context(self, item: RunItem) -> dict[str, Any]:

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import orjson
@@ -65,13 +69,16 @@ class FilterStep(_Strict):
 
 
 @functools.cache
-def load(ref: str) -> Callable[..., Any]:
-    """The function ``ref`` names, imported once; a ConfigError names what is missing."""
+def load(ref: str, base: Path | None = None) -> Callable[..., Any]:
+    """The function ``ref`` names, imported once; a ConfigError names what is missing. A
+    module that is not importable is looked for as a file under ``base`` (the pipeline's
+    directory: ``tools:shout`` is ``base/tools.py``), as a user keeps a pipeline's helpers
+    beside its YAML."""
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise ConfigError(f'transform {ref!r}: expected "package.module:function"')
     try:
-        found: Any = importlib.import_module(module_name)
+        found: Any = _import(module_name, base)
     except Exception as exc:  # ImportError, or any error the module raises on import
         raise ConfigError(f"transform {ref!r}: cannot import {module_name} ({exc})") from exc
     for part in attr.split("."):
@@ -81,6 +88,28 @@ def load(ref: str) -> Callable[..., Any]:
     if not callable(found):
         raise ConfigError(f"transform {ref!r}: {attr} is not a function")
     return found  # type: ignore[no-any-return]
+
+
+def _import(name: str, base: Path | None) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        path = None if base is None else base.joinpath(*name.split(".")).with_suffix(".py")
+        if path is None or exc.name != name.partition(".")[0] or not path.is_file():
+            raise
+    key = f"genspool_pipeline_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[key]
+        raise
+    return module
 
 
 async def call(fn: Callable[..., Any], context: dict[str, Any]) -> Any:
