@@ -1,9 +1,9 @@
 """Python clients of a genspool server: :class:`Client` (blocking) and :class:`AsyncClient`.
 
-Both speak the public HTTP API only (jobs, dead letters, keys, models, files and batches,
-Server-Sent Events and the WebSocket), return the typed results of ``_types`` and
-``_batch_base`` and raise the classes of :mod:`genspool.exceptions`; nothing here imports the
-server's packages.
+Both speak the public HTTP API only (jobs, dead letters, keys, models, files, batches and
+pipelines, Server-Sent Events and the WebSocket), return the typed results of ``_types``,
+``_batch_base`` and ``_pipeline_base`` and raise the classes of :mod:`genspool.exceptions`;
+nothing here imports the server's packages.
 
     with genspool.Client("http://127.0.0.1:8000", api_key="gsk_...") as client:
         job = client.submit_chat("smollm2-135m-instruct", [{"role": "user", "content": "hi"}])
@@ -13,6 +13,7 @@ server's packages.
 from genspool.client._async import AsyncClient, AsyncEventStream, AsyncKeys
 from genspool.client._batch_base import Batch, BatchCounts, FileObject, Page
 from genspool.client._batches import AsyncBatches, AsyncFiles, Batches, Files
+from genspool.client._pipeline_base import Pipeline, PipelineRun, RunCounts, RunItem, Tick
 from genspool.client._sync import Client, EventStream, Keys
 from genspool.client._types import (
     ApiKey,
@@ -52,4 +53,9 @@ __all__ = [
     "Keys",
     "Model",
     "Page",
+    "Pipeline",
+    "PipelineRun",
+    "RunCounts",
+    "RunItem",
+    "Tick",
 ]

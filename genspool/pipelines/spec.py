@@ -200,23 +200,6 @@ class _FanoutStep(_Strict):
     fanout: FanoutCreate
 
 
-class _FilterStep(_Strict):
-    filter: dict[str, Any]
-
-    @field_validator("filter")
-    @classmethod
-    def _pattern(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            compile_pattern(value)
-        except PatternError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-
-class _TransformStep(_Strict):
-    transform: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
 class _ImageStep(_Strict):
     image: ImageSpec
 
@@ -293,7 +276,7 @@ class Pipeline:
             "on": self.on.model_dump(exclude_none=True),
             "inputs": {k: v.model_dump(exclude_none=True) for k, v in self.inputs.items()},
             "steps": [{"id": s.id, "kind": s.kind, "needs": list(s.needs)} for s in self.steps],
-            "sinks": [next(iter(s.model_dump(exclude_none=True)), "") for s in self.sink],
+            "sinks": [s.kind for s in self.sink],
         }
 
 
@@ -387,8 +370,8 @@ def _step(raw: dict[str, Any], where: str) -> Step:
     rest = {k: v for k, v in raw.items() if k not in ("id", "needs")}
     kind = kinds[0]
     models: dict[str, type[BaseModel]] = {
-        "model": ModelCall, "fanout": _FanoutStep, "filter": _FilterStep,
-        "transform": _TransformStep, "image": _ImageStep,
+        "model": ModelCall, "fanout": _FanoutStep, "filter": transforms.FilterStep,
+        "transform": transforms.TransformStep, "image": _ImageStep,
     }  # fmt: skip
     try:
         spec: Any = models[kind].model_validate(rest)

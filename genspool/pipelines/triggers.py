@@ -30,12 +30,34 @@ from genspool.core.pipeline import PipelineRun, Tick, new_run_id
 from genspool.core.roles import PipelineStore
 from genspool.pipelines.spec import Pipeline, Schedule
 
-__all__ = ["FAKE_CLOCK_ENV", "FileWatch", "Scheduler", "Triggers", "schedule_clock", "start_run"]
+__all__ = [
+    "FAKE_CLOCK_ENV",
+    "FakeScheduleClock",
+    "FileWatch",
+    "Scheduler",
+    "Triggers",
+    "schedule_clock",
+    "start_run",
+]
 
 #: A fake clock for the schedules, for tests and benchmarks that need hours of ticks in
 #: seconds across several processes: ``REAL0:FAKE0:SPEED`` makes the time
 #: ``FAKE0 + (now - REAL0) * SPEED``, the same in every process given the same value.
 FAKE_CLOCK_ENV = "GENSPOOL_FAKE_SCHEDULE_CLOCK"
+
+
+@dataclass(frozen=True, slots=True)
+class FakeScheduleClock:
+    """``fake0 + (real() - real0) * speed``: a clock whose seconds pass ``speed`` times faster
+    than real ones (the scheduler divides its sleeps by ``speed``)."""
+
+    real: Callable[[], float]
+    real0: float
+    fake0: float
+    speed: float
+
+    def __call__(self) -> float:
+        return self.fake0 + (self.real() - self.real0) * self.speed
 
 
 def schedule_clock(default: Callable[[], float]) -> Callable[[], float]:
@@ -48,7 +70,7 @@ def schedule_clock(default: Callable[[], float]) -> Callable[[], float]:
     except ValueError:
         raise ValueError(f"{FAKE_CLOCK_ENV}: {spec!r} is not REAL0:FAKE0:SPEED") from None
     log.warning("schedules run on a fake clock (%s=%s): for tests only", FAKE_CLOCK_ENV, spec)
-    return lambda: fake0 + (default() - real0) * speed
+    return FakeScheduleClock(default, real0, fake0, speed)
 
 
 log = logging.getLogger("genspool.pipelines")
@@ -92,6 +114,9 @@ class Scheduler:
         on_run: Callable[[PipelineRun], None] | None = None,
     ) -> None:
         self.store, self.pipelines, self.clock, self.on_run = store, pipelines, clock, on_run
+        #: Clock seconds per real second: the sleeps between looks are real seconds (on a
+        #: fake clock at 120x, sleeping its seconds made each look two ticks late).
+        self.speed = clock.speed if isinstance(clock, FakeScheduleClock) else 1.0
         #: Per (pipeline, schedule index): the last instant looked at.
         self._seen: dict[tuple[str, int], float] = {}
 
@@ -110,12 +135,12 @@ class Scheduler:
             await asyncio.sleep(self._sleep())
 
     def _sleep(self) -> float:
-        now = self.clock()
+        """Real seconds until the soonest tick (just after it), at most ``MAX_SLEEP_S``."""
+        now, ahead = self.clock(), self.MAX_SLEEP_S * self.speed
         soonest = min(
-            (s.ticks(now, now + self.MAX_SLEEP_S)[:1] or [now + self.MAX_SLEEP_S])[0]
-            for _, _, s in self.scheduled
+            (s.ticks(now, now + ahead)[:1] or [now + ahead])[0] for _, _, s in self.scheduled
         )
-        return max(0.01, min(self.MAX_SLEEP_S, soonest - now + 0.005))
+        return max(0.01, min(self.MAX_SLEEP_S, (soonest - now) / self.speed + 0.005))
 
     async def check(self) -> list[Tick]:
         """Fire (or record as skipped or missed) every tick due since the last look."""

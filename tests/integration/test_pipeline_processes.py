@@ -1,0 +1,144 @@
+"""Pipelines across real processes, where the process boundary is the point.
+
+* A schedule fires each tick exactly once across two ``genspool api`` and two ``genspool
+  worker`` processes on PostgreSQL (a fake schedule clock, the same in every process, makes a
+  minute of the cron pass in half a real second), also while one API process is killed with
+  SIGKILL: the other goes on firing, no tick lost, none run twice.
+* A ``genspool serve`` killed with SIGKILL halfway through a run, and started again on the same
+  SQLite file, resumes the run once its lease runs out; the model (a remote one on the fault
+  server, which counts what it is asked) answered each item once.
+* A large file written slowly into a watched directory starts one run, after it settles, that
+  reads every line (with file-system events, and polling).
+* A webhook receiver that is down and then up gets every ``pipeline_run.completed`` event,
+  signed; a batch's ``batch.completed`` reaches it too, and starts an ``on: events`` pipeline
+  once.
+
+Echo models (named as such: they compute nothing) run the model steps, except in the resume
+test, whose model is the fault server's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from genspool.testing.faults import FaultServer
+from tests.helpers.processes import Server, Spawner, Target, fresh_target
+
+ECHO = {"name": "echo", "provider": "echo", "batching": {"max_batch_size": 8, "max_wait_ms": 5}}
+ENDED = ("completed", "failed", "cancelled")
+
+
+def config(spawner: Spawner, models: list[dict[str, Any]], pipelines: list[Any]) -> Path:
+    """A models file with ``pipelines:`` beside the models."""
+    path = spawner.root / f"models-{len(list(spawner.root.glob('models-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump({"models": models, "pipelines": pipelines}, sort_keys=False))
+    return path
+
+
+def get(server: Server, path: str, **params: Any) -> dict[str, Any]:
+    r = server.client.get(path, params=params)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def all_runs(server: Server, name: str) -> list[dict[str, Any]]:
+    """Every run of the pipeline, newest first, through the paging of the API."""
+    runs: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 100} | ({"after": after} if after else {})
+        page = get(server, f"/v1/pipelines/{name}/runs", **params)
+        runs += page["data"]
+        if not page["has_more"]:
+            return runs
+        after = page["last_id"]
+
+
+def ticks(server: Server, name: str) -> list[dict[str, Any]]:
+    return list(get(server, f"/v1/pipelines/{name}/ticks", limit=1000)["data"])
+
+
+def run_of(server: Server, name: str, run_id: str) -> dict[str, Any]:
+    return get(server, f"/v1/pipelines/{name}/runs/{run_id}")
+
+
+def ended(server: Server, name: str, run_id: str, timeout: float) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        run = run_of(server, name, run_id)
+        return run if run["status"] in ENDED else None
+
+    return Spawner.wait_until(done, timeout=timeout, interval=0.2, what=f"run {run_id} to end")
+
+
+# -- 1. a schedule across processes ------------------------------------------------------------
+
+#: Fake seconds per real second: the every-minute cron ticks twice a real second.
+SPEED = 120.0
+
+
+@pytest.fixture
+def postgres(namespaced_url: Callable[[str], str], spawner: Spawner) -> Iterator[Target]:
+    yield from fresh_target("postgres", namespaced_url, spawner)
+
+
+def test_each_tick_fires_once_across_two_apis_one_killed(
+    spawner: Spawner, postgres: Target
+) -> None:
+    real0 = time.time()
+    fake0 = math.floor(real0 / 60) * 60  # a round minute
+    env = postgres.env | {"GENSPOOL_FAKE_SCHEDULE_CLOCK": f"{real0}:{fake0}:{SPEED}"}
+    pipeline = {
+        "name": "minutely", "on": {"http": False, "schedule": {"cron": "* * * * *"}},
+        "source": {"items": [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}]},
+        "key": "{{item.id}}",
+        "steps": [{"id": "echo", "model": "echo", "prompt": "{{item.text}} {{run.id}}"}],
+        "sink": {"jsonl": {}},
+    }  # fmt: skip
+    path = config(spawner, [ECHO], [pipeline])
+    apis = [spawner.server(path, command="api", db_url=postgres.url, env=env) for _ in range(2)]
+    for _ in range(2):
+        spawner.worker(postgres.url, path, env=env)
+    survivor = apis[1]
+
+    def fired(n: int) -> Callable[[], bool]:
+        return lambda: len(ticks(survivor, "minutely")) >= n
+
+    spawner.wait_until(fired(20), timeout=40, interval=0.2, what="20 ticks")
+    apis[0].proc.kill()
+    assert apis[0].proc.popen.returncode == -signal.SIGKILL
+    spawner.wait_until(fired(45), timeout=40, interval=0.2, what="45 ticks")
+
+    before = ticks(survivor, "minutely")
+    runs = all_runs(survivor, "minutely")
+    after = ticks(survivor, "minutely")  # the ticks fire on meanwhile
+
+    # Every tick between the first and the last: recorded once, fired, one run each.
+    ats = sorted(t["at"] for t in after)
+    assert [b - a for a, b in zip(ats, ats[1:], strict=False)] == [60.0] * (len(ats) - 1), ats
+    assert {t["outcome"] for t in after} == {"fired"}, Counter(t["outcome"] for t in after)
+    tick_runs = [t["run_id"] for t in after]
+    assert len(set(tick_runs)) == len(tick_runs), Counter(tick_runs).most_common(3)
+    # No run without its tick (a duplicate would have none), none of another trigger.
+    assert {r["id"] for r in runs} <= set(tick_runs)
+    assert {t["run_id"] for t in before} <= {r["id"] for r in runs}
+    assert {r["trigger"] for r in runs} == {"schedule"}
+
+    # Every run completes, those the killed process was driving once their lease runs out.
+    deadline = time.monotonic() + 75
+    for run in runs:
+        done = ended(survivor, "minutely", run["id"], max(1.0, deadline - time.monotonic()))
+        assert done["status"] == "completed", done
+        assert done["counts"]["succeeded"] == 2, done
