@@ -26,6 +26,9 @@ from genspool.cli import _fanout  # noqa: F401
 from genspool.cli import _batches  # noqa: F401
 
 # isort: split
+from genspool.cli import _pipelines  # noqa: F401
+
+# isort: split
 from genspool.cli import _keys  # noqa: F401
 
 # isort: split

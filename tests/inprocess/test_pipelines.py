@@ -194,3 +194,87 @@ async def test_cancel_keeps_the_finished_items(tmp_path: Path) -> None:
         assert len(out) == done
         jobs = (await gs.client.get("/v1/jobs?limit=100", headers=auth(keys.a))).json()["data"]
         assert not [j for j in jobs if j["status"] in ("queued", "running")]
+
+
+async def test_a_runs_events_follow_it_to_its_end(gs: InProcess, keys: Keys) -> None:
+    made = await gs.client.post("/v1/pipelines/shouts/runs", json={}, headers=auth(keys.a))
+    run_id = made.json()["id"]
+    path = f"/v1/pipelines/shouts/runs/{run_id}/events"
+    async with asyncio.timeout(20):
+        r = await gs.client.get(path, headers=auth(keys.a))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    states = [
+        orjson.loads(line.removeprefix("data: "))
+        for line in r.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert r.text.count("event: run") == len(states) >= 2
+    assert states[0]["id"] == run_id and states[-1]["status"] == "completed"
+    seen = [s["counts"]["succeeded"] for s in states]
+    assert seen == sorted(seen) and seen[-1] == 20
+
+
+async def test_the_pipelines_are_listed_with_their_triggers_and_steps(
+    gs: InProcess, keys: Keys
+) -> None:
+    r = await gs.client.get("/v1/pipelines", headers=auth(keys.a_read))
+    assert r.status_code == 200
+    (shouts,) = r.json()["data"]
+    assert shouts["name"] == "shouts" and shouts["on"]["http"] is True
+    assert [s["id"] for s in shouts["steps"]] == ["echo", "loud", "not_skip", "check"]
+    assert shouts["sinks"] == ["jsonl"]
+    ticks = await gs.client.get("/v1/pipelines/shouts/ticks", headers=auth(keys.a_read))
+    assert ticks.json()["data"] == []
+
+
+async def test_fanout_and_image_steps(tmp_path: Path) -> None:
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n, color in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (64, 48), color).save(photos / f"p{n}.jpg", quality=90)
+    pipes = load_pipelines([
+        {
+            "name": "both", "source": {"directory": "photos", "glob": "*.jpg", "text": False},
+            "key": "{{item.name}}",
+            "steps": [
+                {"id": "fan", "fanout": {"branches": [
+                    {"name": "one", "body": {"model": "echo", "messages": [
+                        {"role": "user", "content": "{{item.name}} one"}]}},
+                    {"name": "two", "body": {"model": "pager", "messages": [
+                        {"role": "user", "content": "{{item.name}} two"}]}},
+                ]}},
+                {"id": "small", "image": {"input": "{{item.path}}", "to": "out", "ops": [
+                    {"resize": {"width": 32, "height": 32, "fit": "contain"}},
+                    {"convert": {"format": "png"}}]}},
+            ],
+            "sink": [{"jsonl": None}],
+        },
+    ], "test", tmp_path)  # fmt: skip
+    async with serve(MODELS, worker=True, retry=FAST_RETRY, key_cache_s=0.0, pipelines=pipes) as gs:
+        keys = await make_keys(gs.services.keys)
+        made = await gs.client.post("/v1/pipelines/both/runs", json={}, headers=auth(keys.a))
+        run_id = made.json()["id"]
+        async with asyncio.timeout(30):
+            while True:
+                r = await gs.client.get(f"/v1/pipelines/both/runs/{run_id}", headers=auth(keys.a))
+                if r.json()["status"] in ("completed", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(0.05)
+        run = r.json()
+        assert run["status"] == "completed" and run["counts"]["succeeded"] == 3, run
+        out = [
+            orjson.loads(x)
+            for x in (await _content(gs, keys.a, run["output_file_ids"][0])).splitlines()
+        ]
+        assert [o["key"] for o in out] == ["p0.jpg", "p1.jpg", "p2.jpg"]
+        fan = out[0]["steps"]["fan"]
+        texts = {
+            b["name"]: b["result"]["choices"][0]["message"]["content"] for b in fan["branches"]
+        }
+        assert texts == {"one": "p0.jpg one", "two": "p0.jpg two"}
+        small = out[0]["steps"]["small"]
+        assert (small["width"], small["height"], small["media_type"]) == (32, 24, "image/png")
+        png = await _content(gs, keys.a, small["file_id"])
+        assert png.startswith(b"\x89PNG") and (tmp_path / "out" / "p0.png").read_bytes() == png

@@ -103,7 +103,7 @@ def test_each_tick_fires_once_across_two_apis_one_killed(
     pipeline = {
         "name": "minutely", "on": {"http": False, "schedule": {"cron": "* * * * *"}},
         "source": {"items": [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}]},
-        "key": "{{item.id}}",
+        "key": "{{run.id}}:{{item.id}}",  # each run's items its own: none skipped
         "steps": [{"id": "echo", "model": "echo", "prompt": "{{item.text}} {{run.id}}"}],
         "sink": {"jsonl": {}},
     }  # fmt: skip
@@ -142,3 +142,72 @@ def test_each_tick_fires_once_across_two_apis_one_killed(
         done = ended(survivor, "minutely", run["id"], max(1.0, deadline - time.monotonic()))
         assert done["status"] == "completed", done
         assert done["counts"]["succeeded"] == 2, done
+
+
+# -- 2. a run resumed after a crash ------------------------------------------------------------
+
+ITEMS = 60
+
+
+@pytest.fixture
+def faults() -> Iterator[FaultServer]:
+    """The model: every call answered after 250 ms (8 at a time: 60 items take ~2 s)."""
+    server = FaultServer(latency_s=0.25)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_run_killed_midway_resumes_calling_the_model_once_per_item(
+    spawner: Spawner, faults: FaultServer
+) -> None:
+    remote = {"name": "remote", "provider": "openai",
+              "options": {"base_url": f"{faults.url}/v1"},
+              "batching": {"max_batch_size": 1, "max_concurrency": 8}}  # fmt: skip
+    pipeline = {
+        "name": "resumable", "concurrency": 8,
+        "source": {"items": [{"id": f"i{n}", "text": f"item {n}"} for n in range(ITEMS)]},
+        "key": "{{item.id}}",
+        "steps": [{"id": "ask", "model": "remote", "prompt": "{{item.text}}"}],
+        "sink": {"jsonl": {}},
+    }  # fmt: skip
+    path, db = config(spawner, [remote], [pipeline]), spawner.root / "resume.db"
+    env = {"GENSPOOL_LEASE_S": "2"}  # a killed worker's jobs come back within seconds
+    first = spawner.server(path, db=db, env=env)
+    r = first.client.post("/v1/pipelines/resumable/runs", json={})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    spawner.wait_until(
+        lambda: run_of(first, "resumable", run_id)["counts"]["succeeded"] >= 15,
+        timeout=30, interval=0.05, what="15 items done",
+    )  # fmt: skip
+    first.proc.kill()
+    killed_at = time.time()
+    seen = sum(v["count"] for v in faults.stats()["requests"].values())
+    assert seen < ITEMS, f"the run had made all its calls ({seen}) before the kill"
+
+    # Started again on the same file: the run waits out its 30 s lease, then resumes.
+    second = spawner.server(path, db=db, env=env)
+    run = ended(second, "resumable", run_id, timeout=75)
+    assert run["status"] == "completed", run
+    assert run["counts"] | {"pending": 0} == {
+        "total": ITEMS, "read": ITEMS, "succeeded": ITEMS, "failed": 0, "skipped": 0,
+        "pending": 0,
+    }, run  # fmt: skip
+    assert run["started_at"] <= killed_at
+
+    # The model answered each item once. A call in flight at the kill was cut off (the fault
+    # server saw its client leave) and made again by the job's retry: answered once still.
+    requests = faults.stats()["requests"]
+    assert sorted(requests) == sorted(f"item {n}" for n in range(ITEMS))
+    answered = {k: v["count"] - len(v["aborted"]) for k, v in requests.items()}
+    assert set(answered.values()) == {1}, {k: v for k, v in requests.items() if v["count"] > 1}
+    cut = {k: v for k, v in requests.items() if v["aborted"]}
+    assert all(abs(v["aborted"][0] - killed_at) < 2 for v in cut.values()), cut
+
+    content = second.client.get(f"/v1/files/{run['output_file_ids'][0]}/content")
+    assert content.status_code == 200, content.text
+    keys = [json.loads(line)["key"] for line in content.text.splitlines()]
+    assert keys == [f"i{n}" for n in range(ITEMS)]
