@@ -6,7 +6,8 @@ own. When a test fails, the tail of the stderr of every process still running is
 the report.
 
 ``private_postgres``, ``private_redis`` and ``private_nats`` are servers of this session's own
-(:mod:`tests.helpers.servers`), for the tests that stop, restart, kill or pause a server: the
+(:mod:`tests.helpers.servers`), for the tests that stop, restart, kill or pause a server
+(``pgvector_url`` is one more, a PostgreSQL with pgvector, :mod:`tests.helpers.pgvector`): the
 shared servers on the default ports are only ever used, in namespaces. The session checks that
 it kept to this: it reads who each shared server is when it starts and again when it ends, and
 fails if any was restarted.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.pgvector import PgVectorServer
 from tests.helpers.processes import LIVE, Spawner
 from tests.helpers.processes import namespaced_url as _namespaced
 from tests.helpers.servers import (
@@ -102,6 +104,15 @@ def _private_redis() -> Iterator[PrivateServer]:
 @pytest.fixture(scope="session")
 def _private_nats() -> Iterator[PrivateServer]:
     yield from _private(NatsServer)
+
+
+@pytest.fixture(scope="session")
+def pgvector_url() -> Iterator[str]:
+    """``postgresql://…`` of a PostgreSQL with pgvector ≥ 0.8 of this session's own
+    (:mod:`tests.helpers.pgvector`), started at its first use and stopped at the session's end.
+    Tests share it: each keeps to tables or databases of its own."""
+    for server in _private(PgVectorServer):
+        yield server.url
 
 
 @pytest.fixture

@@ -132,7 +132,9 @@ def pipeline_run(
     name: Name,
     inputs: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="KEY=VALUE, VALUE as JSON if it parses (repeat)."),
+        typer.Option(
+            "--input", "-i", metavar="KEY=VALUE", help="VALUE as JSON if it parses (repeat)."
+        ),
     ] = None,
     input_json: Annotated[
         str | None, typer.Option(help="The inputs as a JSON object (or @file, or - for stdin).")

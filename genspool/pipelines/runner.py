@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
+from pydantic import TypeAdapter, ValidationError
 
 from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem
 from genspool.core.queue import Queue
@@ -36,13 +37,15 @@ from genspool.fanout.template import TemplateError, render
 from genspool.files import Files
 from genspool.pipelines import machine
 from genspool.pipelines.sinks import open_sink
-from genspool.pipelines.sources import read_items
+from genspool.pipelines.sources import Source, read_items
 from genspool.pipelines.spec import Pipeline
 from genspool.pipelines.steps import ItemOutcome, ItemWork, RequestCheck
 
 __all__ = ["PipelineRunner", "item_key"]
 
 log = logging.getLogger("genspool.pipelines")
+
+_SOURCE: TypeAdapter[Source] = TypeAdapter(Source)
 
 
 class _Lost(Exception):
@@ -288,14 +291,15 @@ class _Drive:
     async def _read(self) -> bool:
         """The next chunk of the source stored as items; False when the run failed."""
         runner, r = self.runner, self.r
-        if self.source is None:
-            self.source = read_items(
-                self.pipeline.source, base=self.pipeline.base,
-                open_file=self._open_file if runner.files is not None else None, skip=r.read,
-            )  # fmt: skip
         chunk: list[RunItem] = []
         exhausted = False
         try:
+            if self.source is None:
+                self.source = read_items(
+                    self._source(), base=self.pipeline.base,
+                    open_file=self._open_file if runner.files is not None else None,
+                    skip=r.read,
+                )  # fmt: skip
             while len(chunk) < runner.READ_CHUNK:
                 try:
                     record = await anext(self.source)
@@ -303,7 +307,7 @@ class _Drive:
                     exhausted = True
                     break
                 chunk.append(self._item(r.read + len(chunk) + 1, record))
-        except (ValueError, OSError, NotFound) as exc:
+        except (ValueError, OSError, NotFound, ValidationError) as exc:
             why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
             self.r = await runner._apply(r, machine.fail(r, "source_failed", why, runner.clock()))
             return False
@@ -331,6 +335,12 @@ class _Drive:
                                   lease_s=runner.LEASE_S)  # fmt: skip
         self.r = await runner._apply(r, new)
         return True
+
+    def _source(self) -> Source:
+        """The source with the run's inputs filled in (``{jsonl: "{{inputs.file}}"}``)."""
+        values = {"inputs": self.r.inputs, "run": {"id": self.r.id, "pipeline": self.r.pipeline}}
+        raw = render(self.pipeline.source.model_dump(mode="json", exclude_none=True), values)
+        return _SOURCE.validate_python(raw)
 
     def _item(self, seq: int, record: Any) -> RunItem:
         data = record if isinstance(record, dict) else {"value": record}

@@ -186,14 +186,15 @@ class PrivateServer(ABC):
 class PostgresServer(PrivateServer):
     """``postgres`` on a cluster made by ``initdb`` (trust auth, user ``postgres``), listening on
     127.0.0.1 and on a unix socket in its own directory. Run as the ``postgres`` user when this
-    process is root (PostgreSQL refuses to run as root)."""
+    process is root (PostgreSQL refuses to run as root). The programs come from ``bindir`` when
+    given (a PostgreSQL bundled in a Python package), else from Debian's install."""
 
     name = "postgres"
     stop_signal = signal.SIGINT  # fast shutdown: SIGTERM would wait for every client to leave
 
-    def __init__(self) -> None:
-        self.postgres, self.initdb = _postgres_bin("postgres"), _postgres_bin("initdb")
-        self.isready = _postgres_bin("pg_isready")
+    def __init__(self, bindir: Path | None = None) -> None:
+        find = _postgres_bin if bindir is None else lambda name: str(bindir / name)
+        self.postgres, self.initdb, self.isready = map(find, ("postgres", "initdb", "pg_isready"))
         super().__init__()
         if os.geteuid() == 0:
             try:

@@ -278,3 +278,33 @@ async def test_fanout_and_image_steps(tmp_path: Path) -> None:
         assert (small["width"], small["height"], small["media_type"]) == (32, 24, "image/png")
         png = await _content(gs, keys.a, small["file_id"])
         assert png.startswith(b"\x89PNG") and (tmp_path / "out" / "p0.png").read_bytes() == png
+
+
+async def test_a_source_named_by_an_input(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"t": "x"}\n{"t": "y"}\n')
+    pipes = load_pipelines([{
+        "name": "p", "inputs": {"file": {"required": True}}, "source": {"jsonl": "{{inputs.file}}"},
+        "steps": [{"id": "e", "model": "echo", "prompt": "{{item.t}}"}],
+    }], "test", tmp_path)  # fmt: skip
+    async with serve(MODELS, worker=True, retry=FAST_RETRY, key_cache_s=0.0, pipelines=pipes) as gs:
+        keys = await make_keys(gs.services.keys)
+        ok = await gs.client.post(
+            "/v1/pipelines/p/runs", json={"inputs": {"file": "a.jsonl"}}, headers=auth(keys.a)
+        )
+        missing = await gs.client.post(
+            "/v1/pipelines/p/runs", json={"inputs": {"file": "nope.jsonl"}}, headers=auth(keys.a)
+        )
+        none = await gs.client.post("/v1/pipelines/p/runs", json={}, headers=auth(keys.a))
+        assert none.status_code == 400 and "inputs.file: required" in none.text
+        for made, status in ((ok, "completed"), (missing, "failed")):
+            async with asyncio.timeout(20):
+                while True:
+                    r = await gs.client.get(
+                        f"/v1/pipelines/p/runs/{made.json()['id']}", headers=auth(keys.a)
+                    )
+                    if r.json()["status"] in ("completed", "failed"):
+                        break
+                    await asyncio.sleep(0.05)
+            assert r.json()["status"] == status, r.json()
+        assert r.json()["error"]["code"] == "source_failed"
+        assert "nope.jsonl" in r.json()["error"]["message"]

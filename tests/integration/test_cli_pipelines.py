@@ -124,14 +124,17 @@ def test_list_shows_triggers_inputs_steps_and_sinks(cli: Any) -> None:
 
 def test_run_wait_downloads_the_outputs(cli: Any, tmp_path: Path) -> None:
     target = tmp_path / "out"
-    result = cli("pipeline", "run", "shout", "-i", "suffix=?", "--force", "--wait", "-o", str(target))
+    result = cli(
+        "pipeline", "run", "shout", "-i", "suffix=?", "--force", "--wait", "-o", str(target)
+    )
     assert result.returncode == 0, result.stderr
     assert re.search(r"run_[0-9a-f]+: queued", result.stderr), result.stderr
     assert "completed" in result.stderr and "20/20" in result.stderr, result.stderr
     assert "0 failed" in result.stderr and "items/s" in result.stderr, result.stderr
 
     paths = [Path(p) for p in result.stdout.split()]
-    assert [p.suffix for p in paths] == [".jsonl", ".csv"] and all(p.parent == target for p in paths)
+    assert [p.suffix for p in paths] == [".jsonl", ".csv"]
+    assert all(p.parent == target for p in paths)
     expected = [{"id": i["id"], "said": f"{i['text']}?"} for i in ITEMS]
     assert records(paths[0].read_text()) == expected
     assert list(csv.DictReader(io.StringIO(paths[1].read_text()))) == expected
@@ -199,10 +202,9 @@ def test_a_run_that_fails_says_why(cli: Any) -> None:
     assert result.stdout == ""
 
 
-def test_cancel_keeps_the_items_done(cli: Any, client: Client, server: Server) -> None:
+def test_cancel_keeps_the_items_done(cli: Any, client: Client) -> None:
     run_id = started(cli("pipeline", "run", "slow", "--force"))
-    server_wait = Spawner.wait_until
-    server_wait(lambda: client.run("slow", run_id).counts.succeeded >= 2, timeout=20)
+    Spawner.wait_until(lambda: client.run("slow", run_id).counts.succeeded >= 2, timeout=20)
     cancelled = cli("pipeline", "cancel", "slow", run_id)
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "cancelling"), cancelled.stderr
     done = client.wait_run("slow", run_id, timeout=30)
@@ -243,7 +245,6 @@ def test_ticks_of_a_schedule(cli: Any, client: Client) -> None:
         (("run", "shout", "--input-json", "{"), ("--input-json is not valid JSON",)),
         (("run", "shout", "--output", "x"), ("--output needs --wait",)),
         (("run", "tick"), ("HTTP 409", "not started by HTTP")),
-        (("items", "shout", "run_0000", "--status", "odd"), ("HTTP 4",)),
         (("runs", "shout", "--limit", "0"), ("--limit 0",)),
     ],
 )

@@ -211,3 +211,60 @@ def test_a_run_killed_midway_resumes_calling_the_model_once_per_item(
     assert content.status_code == 200, content.text
     keys = [json.loads(line)["key"] for line in content.text.splitlines()]
     assert keys == [f"i{n}" for n in range(ITEMS)]
+
+
+# -- 3. a watched directory ----------------------------------------------------------------------
+
+SETTLE_S = 2.0
+LINES, PAD = 2_000, 10_000  # ~20 MB
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["events", "poll"])
+def test_a_large_file_written_slowly_starts_one_run_once_settled(
+    spawner: Spawner, poll: bool
+) -> None:
+    pipeline = {
+        "name": "inbox",
+        "on": {"http": False, "files": {"path": "inbox", "glob": "*.jsonl", "input": "file",
+                                        "settle_s": SETTLE_S, "poll": poll, "interval_s": 0.5}},
+        "inputs": {"file": {"required": True}},
+        # The file by its path: a source templated by the trigger's input is not read yet
+        # (test_the_source_reads_the_file_the_trigger_names).
+        "source": {"jsonl": "inbox/big.jsonl"}, "key": "{{item.n}}", "concurrency": 256,
+        "steps": [{"id": "counted", "filter": {"item": {"n": [{"numeric": [">=", 0]}]}}}],
+    }  # fmt: skip
+    server = spawner.server(config(spawner, [ECHO], [pipeline]), db=spawner.root / "files.db")
+    inbox = spawner.root / "inbox"
+    spawner.wait_until(inbox.exists, what="the watched directory")
+    data = b"".join(
+        json.dumps({"n": n, "pad": "x" * PAD}).encode() + b"\n" for n in range(LINES)
+    )
+    chunks = 25  # cut anywhere, mid-line too: a half-written file would not parse
+    with (inbox / "big.jsonl").open("wb") as f:
+        for i in range(chunks):
+            f.write(data[i * len(data) // chunks : (i + 1) * len(data) // chunks])
+            f.flush()
+            os.fsync(f.fileno())
+            last_write = time.time()
+            time.sleep(0.2)
+    assert len(data) > 20_000_000
+
+    def runs() -> list[dict[str, Any]]:
+        return list(get(server, "/v1/pipelines/inbox/runs", limit=10)["data"])
+
+    first = spawner.wait_until(runs, timeout=20, interval=0.1, what="a run")
+    run = ended(server, "inbox", first[0]["id"], timeout=60)
+    assert run["status"] == "completed", (run["error"], run["counts"])
+    assert run["trigger"] == "files" and run["inputs"] == {"file": str(inbox / "big.jsonl")}
+    assert run["counts"]["total"] == run["counts"]["succeeded"] == LINES, run["counts"]
+    created = _created_at(spawner.root / "files.db", run["id"])
+    assert created >= last_write + SETTLE_S, (created, last_write)
+    time.sleep(SETTLE_S + 1)  # a second look at the settled file starts nothing
+    assert [r["id"] for r in runs()] == [run["id"]]
+
+
+def _created_at(db: Path, run_id: str) -> float:
+    """A run's ``created_at`` to the microsecond (the API gives whole seconds)."""
+    (doc,) = Spawner.read_db(db, "SELECT doc FROM runs WHERE id = ?", [run_id])[0]
+    created: float = json.loads(doc)["created_at"]
+    return created
