@@ -165,7 +165,8 @@ def call_figures(stats: dict[str, Any], prefix: str, latency_s: float, full: int
         for a in seen["arrivals"]
     )  # fmt: skip
     if not arrivals:
-        return {"calls": 0, "window_s": 0.0, "mean_in_flight": 0.0, "share_full": 0.0}
+        return {"calls": 0, "window_s": 0.0, "mean_in_flight": 0.0, "share_full": 0.0,
+                "longest_gap_s": 0.0}  # fmt: skip
     window = arrivals[-1] + latency_s - arrivals[0]
     edges = sorted([(a, 1) for a in arrivals] + [(a + latency_s, -1) for a in arrivals])
     level, at, at_full = 0, arrivals[0], 0.0
@@ -179,4 +180,5 @@ def call_figures(stats: dict[str, Any], prefix: str, latency_s: float, full: int
         "window_s": window,
         "mean_in_flight": len(arrivals) * latency_s / window,
         "share_full": at_full / window,
+        "longest_gap_s": max((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0),
     }

@@ -90,14 +90,15 @@ def rules() -> list[dict[str, Any]]:
 
 
 def throughput(args: argparse.Namespace, fault: FaultControl, tmp: Path) -> list[Figure]:
-    n, conc = args.lines, args.concurrency
+    n, conc = args.lines, args.concurrency * args.batch_size  # calls in flight at most
     path = tmp / "throughput.jsonl"
     size = write_input(path, MODEL, n, "t")
     fault.ready(rules())
     direct = asyncio.run(direct_map(fault.url, MODEL, "d-", n, conc))
     fault.ready(rules())
     wall0, t0 = time.time(), time.monotonic()
-    with genspool_serving(models_yaml(fault.url, MODEL, conc, args.batch_size)) as (url, pid):
+    yaml = models_yaml(fault.url, MODEL, args.concurrency, args.batch_size)
+    with genspool_serving(yaml) as (url, pid):
         ready = time.monotonic()
         client = BatchClient(url)
         batch_id = client.create(client.upload(path))
@@ -124,7 +125,8 @@ def throughput(args: argparse.Namespace, fault: FaultControl, tmp: Path) -> list
         f"  model calls: {calls['calls']} over {calls['window_s']:.2f} s (first at"
         f" {first:.2f} s after the start), mean in flight {calls['mean_in_flight']:.1f},"
         f" peak {stats['max_in_flight']}, {calls['share_full'] * 100:.0f} % of the time at"
-        f" {conc}; serve used {cpu:.1f} s CPU ({cpu / wall * 100:.0f} % of a core)"
+        f" {conc}, longest pause between arrivals {calls['longest_gap_s'] * 1000:.0f} ms;"
+        f" serve used {cpu:.1f} s CPU ({cpu / wall * 100:.0f} % of a core)"
     )
     print(
         f"  wall {wall:.2f} s; ideal {ideal:.2f} s -> {wall / ideal:.2f}x; the same calls direct"

@@ -27,6 +27,7 @@ from genspool.api import (
     routes_pipelines,
     routes_push,
     routes_rules,
+    routes_vector_stores,
     routes_webhooks,
 )
 from genspool.api.auth import authorize, document_scopes, requires
@@ -41,6 +42,7 @@ from genspool.core.worker import Worker
 from genspool.exceptions import PayloadTooLarge
 from genspool.files import Files
 from genspool.pipelines.service import Pipelines
+from genspool.rag.service import VectorStores
 
 __all__ = ["BodyLimit", "create_app"]
 
@@ -133,6 +135,7 @@ def create_app(
     for module in (
         routes_jobs, routes_push, routes_openai, routes_ops, routes_keys, routes_files,
         routes_fanouts, routes_rules, routes_batches, routes_webhooks, routes_pipelines,
+        routes_vector_stores,
     ):  # fmt: skip
         app.include_router(module.router)
     document_scopes(app)
@@ -157,6 +160,7 @@ def _lifespan(
                 _files_running(services.files),
                 _running(services.batches),
                 _running(services.pipelines),
+                _running(services.vector_stores),
             ):
                 yield
         finally:
@@ -188,9 +192,10 @@ async def _files_running(files: Files | None) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _running(part: Batches | Pipelines | None) -> AsyncIterator[None]:
-    """Batches (genspool.batches.runner) or pipeline runs and their triggers
-    (genspool.pipelines) driven by this process while the app runs."""
+async def _running(part: Batches | Pipelines | VectorStores | None) -> AsyncIterator[None]:
+    """Batches (genspool.batches.runner), pipeline runs and their triggers
+    (genspool.pipelines) or vector store files being ingested (genspool.rag.ingest) driven by
+    this process while the app runs."""
     running = None if part is None else asyncio.create_task(part.run())
     try:
         yield

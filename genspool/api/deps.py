@@ -20,6 +20,7 @@ from genspool.api.admission import Admission
 from genspool.api.jsonbody import DEFAULT_MAX_DEPTH as DEFAULT_MAX_JSON_DEPTH
 from genspool.api.validation import validate_request
 from genspool.batches import Batches
+from genspool.config import INTERNAL_MODELS
 from genspool.core.events import PushLimits
 from genspool.core.keys import KeyStore
 from genspool.core.queue import Queue
@@ -27,12 +28,17 @@ from genspool.fanout.routes import Route, RouteBook
 from genspool.files import DEFAULT_MAX_FILE_BYTES, Files, open_files
 from genspool.pipelines.service import Pipelines
 from genspool.pipelines.spec import Pipeline
+from genspool.providers.base import EMBEDDINGS
+from genspool.rag.service import VectorStores
+from genspool.rag.tokenizers import tokenizer_of
 from genspool.runtime.catalog import ModelCatalog
 from genspool.webhooks.dispatch import Webhooks, webhooks_of
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "Services", "Svc", "build_services", "services"]
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+#: The embedding model of a new vector store, when served and the create names none.
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,8 @@ class Services:
     webhooks: Webhooks | None = None
     #: The models file's pipelines and their runs; None when the store keeps no runs.
     pipelines: Pipelines | None = None
+    #: Vector stores (OpenAI's), their ingestion and search; None when the store keeps none.
+    vector_stores: VectorStores | None = None
 
 
 def build_services(
@@ -110,6 +118,7 @@ def build_services(
         batches=batches,
         webhooks=webhooks,
         pipelines=runs,
+        vector_stores=_vector_stores(queue, files, catalog),
     )
 
 
@@ -141,6 +150,28 @@ def _pipelines(
         return None
     check = functools.partial(validate_request, catalog)
     return Pipelines(store, queue, files, pipelines, check)
+
+
+def _vector_stores(queue: Queue, files: Files | None, catalog: ModelCatalog) -> VectorStores | None:
+    """The vector stores of the store, their vectors made by a served embedding model (the
+    bundled MiniLM when it is served); None when the store keeps none."""
+    records, chunks = queue.storage.vectors, queue.storage.chunks
+    if records is None or chunks is None or files is None:
+        return None
+
+    def embedders() -> set[str]:
+        return {
+            c.name
+            for c in catalog
+            if c.name not in INTERNAL_MODELS and EMBEDDINGS in catalog.card(c.name).endpoints
+        }
+
+    served = embedders()
+    default = DEFAULT_EMBEDDER if DEFAULT_EMBEDDER in served else min(served, default="")
+    return VectorStores(
+        records, chunks, files, queue, model=default, known_models=embedders,
+        tokenizer=functools.partial(tokenizer_of, catalog),
+    )  # fmt: skip
 
 
 def services(conn: HTTPConnection) -> Services:

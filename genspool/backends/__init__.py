@@ -16,10 +16,12 @@ from genspool._entry import Ref, find
 from genspool.backends._urls import shown_url
 from genspool.core.roles import (
     BatchStore,
+    ChunkStore,
     FileStore,
     JobFilter,
     PipelineStore,
     Storage,
+    VectorStoreRecords,
     WebhookStore,
 )
 from genspool.exceptions import ConfigError
@@ -56,6 +58,8 @@ def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
         batches=store if isinstance(store, BatchStore) else None,
         webhooks=store if isinstance(store, WebhookStore) else None,
         pipelines=store if isinstance(store, PipelineStore) else None,
+        vectors=store if isinstance(store, VectorStoreRecords) else None,
+        chunks=store if isinstance(store, ChunkStore) else None,
     )  # fmt: skip
 
 

@@ -46,10 +46,12 @@ from genspool.core.batch import Batch
 from genspool.core.job import Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
 from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem, Tick
+from genspool.core.vectors import Chunk, VectorStore, VectorStoreFile
 
 __all__ = [
     "BatchFilter",
     "BatchStore",
+    "ChunkStore",
     "Coordination",
     "FileFilter",
     "FileObject",
@@ -65,6 +67,8 @@ __all__ = [
     "RunFilter",
     "Signals",
     "Storage",
+    "VectorFilter",
+    "VectorStoreRecords",
     "Webhook",
     "WebhookStore",
 ]
@@ -488,6 +492,112 @@ class PipelineStore(Resource):
 
 
 @dataclass(frozen=True, slots=True)
+class VectorFilter:
+    """Which vector stores (``store_id`` None) or which files of one store to list."""
+
+    tenant: str | None = None  # None: every tenant's (admin)
+    store_id: str | None = None  # files of this store; None with ``status``: of every store
+    status: str | None = None
+    after: str | None = None  # cursor: ids past this one, in the order asked
+    limit: int = 20
+    #: ``desc``: newest (highest id) first, as OpenAI lists by default; ``asc``: oldest first.
+    order: str = "desc"
+
+
+class VectorStoreRecords(Resource):
+    """Vector stores and their files (:mod:`genspool.core.vectors`), tenant-scoped as files
+    are; whole records under a version, each write compare-and-set."""
+
+    @abstractmethod
+    async def store_put(self, store: VectorStore) -> None:
+        """Store a new record (its id is new)."""
+
+    @abstractmethod
+    async def store_get(self, store_id: str, tenant: str | None) -> VectorStore | None: ...
+
+    @abstractmethod
+    async def store_list(self, flt: VectorFilter) -> list[VectorStore]:
+        """Up to ``flt.limit`` stores of ``flt.tenant``, by id in ``flt.order``."""
+
+    @abstractmethod
+    async def store_update(self, store: VectorStore, version: int) -> bool:
+        """Replace the record if the stored one's version is still ``version``."""
+
+    @abstractmethod
+    async def store_delete(self, store_id: str, tenant: str | None) -> bool:
+        """Remove a store and the records of its files; returns whether it existed."""
+
+    @abstractmethod
+    async def vfile_put(self, vfile: VectorStoreFile) -> bool:
+        """Store a new file record; False (nothing written) when the store already has a
+        file of that id."""
+
+    @abstractmethod
+    async def vfile_get(
+        self, store_id: str, file_id: str, tenant: str | None
+    ) -> VectorStoreFile | None: ...
+
+    @abstractmethod
+    async def vfile_list(self, flt: VectorFilter) -> list[VectorStoreFile]:
+        """Up to ``flt.limit`` files of ``flt.store_id`` (of every store when it is None),
+        with ``flt.status`` when given, by id in ``flt.order``."""
+
+    @abstractmethod
+    async def vfile_update(self, vfile: VectorStoreFile, version: int) -> bool:
+        """Replace the record if the stored one's version is still ``version``."""
+
+    @abstractmethod
+    async def vfile_delete(self, store_id: str, file_id: str, tenant: str | None) -> bool:
+        """Remove a file's record; returns whether it existed."""
+
+
+class ChunkStore(Resource):
+    """The chunks of vector store files, by generation, and the embedding cache.
+
+    A file's chunks are written under a generation that is not current (searches do not see
+    them); :meth:`chunks_flip` makes it current and deletes every other generation of that
+    file in one transaction, and moves the store's revision (a process holding a store's
+    vectors in memory reloads when it moved)."""
+
+    @abstractmethod
+    async def chunks_put(self, chunks: Sequence[Chunk]) -> None:
+        """Insert or replace each chunk, by ``(store_id, file_id, generation, seq)``."""
+
+    @abstractmethod
+    async def chunks_flip(self, store_id: str, file_id: str, generation: int) -> int:
+        """Make ``generation`` the file's current one and delete its others, at once;
+        returns the store's new revision."""
+
+    @abstractmethod
+    async def chunks_drop(self, store_id: str, file_id: str | None) -> int:
+        """Delete every chunk of a file (of the whole store when ``file_id`` is None), current
+        or not; returns the store's new revision."""
+
+    @abstractmethod
+    async def chunks_current(
+        self, store_id: str, after: tuple[str, int] | None, limit: int
+    ) -> list[Chunk]:
+        """Up to ``limit`` current chunks of the store, by ``(file_id, seq)`` past ``after``."""
+
+    @abstractmethod
+    async def chunks_get(self, store_id: str, keys: Sequence[tuple[str, int]]) -> list[Chunk]:
+        """The current chunks of these ``(file_id, seq)`` (those that exist), in that order."""
+
+    @abstractmethod
+    async def chunks_revision(self, store_id: str) -> int:
+        """A number that moves on every flip and drop of the store (0 for a store never
+        written)."""
+
+    @abstractmethod
+    async def cache_get(self, model: str, dimensions: int, keys: Sequence[str]) -> dict[str, bytes]:
+        """The cached vectors of these text hashes made by ``model`` at ``dimensions``."""
+
+    @abstractmethod
+    async def cache_put(self, model: str, dimensions: int, vectors: dict[str, bytes]) -> None:
+        """Keep vectors by text hash (a hash already kept is left as it is)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Storage:
     """The roles of one deployment. :meth:`of` takes them all from one backend."""
 
@@ -505,6 +615,9 @@ class Storage:
     webhooks: WebhookStore | None = None
     #: None when the store keeps no pipeline runs (a Redis or NATS server alone).
     pipelines: PipelineStore | None = None
+    #: None when the store keeps no vector stores (a Redis or NATS server alone).
+    vectors: VectorStoreRecords | None = None
+    chunks: ChunkStore | None = None
 
     @classmethod
     def of(cls, backend: JobQueue) -> Storage:
@@ -518,7 +631,9 @@ class Storage:
         batches = b if isinstance(b, BatchStore) else None
         webhooks = b if isinstance(b, WebhookStore) else None
         pipelines = b if isinstance(b, PipelineStore) else None
-        return cls(b, b, b, b, b, b, files, batches, webhooks, pipelines)
+        vectors = b if isinstance(b, VectorStoreRecords) else None
+        chunks = b if isinstance(b, ChunkStore) else None
+        return cls(b, b, b, b, b, b, files, batches, webhooks, pipelines, vectors, chunks)
 
     @property
     def mirrored(self) -> bool:
@@ -535,7 +650,8 @@ class Storage:
         """The distinct backends, the store's first (it must be up before the queue copies)."""
         out: list[Resource] = []
         roles = (self.store, self.queue, self.coordination, self.kv, self.signals, self.routes)
-        for part in (*roles, self.files, self.batches, self.webhooks, self.pipelines):
+        extra = (self.files, self.batches, self.webhooks, self.pipelines, self.vectors, self.chunks)
+        for part in (*roles, *extra):
             if part is not None and not any(part is seen for seen in out):
                 out.append(part)
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from genspool.fanout.spec import FANOUT_ENDPOINT, Plan, PlannedBranch
 from genspool.fanout.template import TemplateError, render
 from genspool.files import Files
 from genspool.pipelines import images, transforms
+from genspool.pipelines.sinks import write_atomic
 from genspool.pipelines.spec import ModelCall, Pipeline, Step, fanout_template, render_fanout
 
 __all__ = ["ItemWork", "StepFailed", "step_job_id"]
@@ -232,10 +234,10 @@ class ItemWork:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    # A temporary file of its own (not one fixed ``.name.part``): two runs that write the same
+    # image at once (files landing together each start a run over the directory) must not
+    # truncate or rename each other's.
+    write_atomic(path, io.BytesIO(data))
 
 
 def _output(step: Step, call: ModelCall, result: dict[str, Any]) -> Any:

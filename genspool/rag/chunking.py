@@ -65,7 +65,7 @@ class _Unit:
     end: int
     tokens: int
     heading: bool  # starts at a heading: a segment may end before it, and no overlap crosses it
-    ends: bool  # its hash chose it as a segment's last unit
+    draw: float  # its hash as a number in [0, 1): where segments end
 
 
 def chunk(
@@ -190,19 +190,40 @@ class _Cutter:
 
     def segments(self, units: list[_Unit]) -> Iterator[list[_Unit]]:
         current: list[_Unit] = []
-        size = 0
         for unit in units:
-            before_heading = unit.heading and size >= self.min_segment
-            if current and (before_heading or size + unit.tokens > self.step):
+            size = self._size(current)
+            if current and unit.heading and size >= self.min_segment:
                 yield current
-                current, size = [], 0
+                current = []
+            elif current and size + unit.tokens > self.step:
+                cut = self._forced_cut(current)
+                yield current[:cut]
+                current = current[cut:]
             current.append(unit)
-            size += unit.tokens
-            if unit.ends and size >= self.min_segment:
+            if self._ends(current):
                 yield current
-                current, size = [], 0
+                current = []
         if current:
             yield current
+
+    def _ends(self, current: list[_Unit]) -> bool:
+        last = current[-1]
+        return last.draw < last.tokens / self.target and self._size(current) >= self.min_segment
+
+    def _forced_cut(self, current: list[_Unit]) -> int:
+        """Full without a hash-chosen end: end after the unit of least draw past
+        ``min_segment`` — chosen by content, not by where the segment began, so an edit
+        upstream moves this end less often; the units after it open the next segment."""
+        size, best, cut = 0, 2.0, len(current)
+        for i, unit in enumerate(current, start=1):
+            size += unit.tokens
+            if size >= self.min_segment and unit.draw < best:
+                best, cut = unit.draw, i
+        return cut
+
+    @staticmethod
+    def _size(units: list[_Unit]) -> int:
+        return sum(u.tokens for u in units)
 
     # -- units ----------------------------------------------------------------------------------
 
@@ -216,7 +237,7 @@ class _Cutter:
     def _unit(self, start: int, end: int, tokens: int) -> _Unit:
         digest = hashlib.sha256(self.text[start:end].encode("utf-8")).digest()
         draw = int.from_bytes(digest[:8], "big") / 2**64
-        return _Unit(start, end, tokens, start in self.headings, draw < tokens / self.target)
+        return _Unit(start, end, tokens, start in self.headings, draw)
 
     def _sections(self) -> Iterator[tuple[int, int]]:
         """The text cut before every heading; a unit never spans one."""

@@ -19,22 +19,27 @@ test, whose model is the fault server's.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from genspool.testing.faults import FaultServer
+from genspool.webhooks import verify
 from tests.helpers.processes import Server, Spawner, Target, fresh_target
+from tests.helpers.receiver import Delivery, Receiver
+from tests.integration.test_files_api import create_key
 
 ECHO = {"name": "echo", "provider": "echo", "batching": {"max_batch_size": 8, "max_wait_ms": 5}}
 ENDED = ("completed", "failed", "cancelled")
@@ -80,7 +85,9 @@ def ended(server: Server, name: str, run_id: str, timeout: float) -> dict[str, A
         run = run_of(server, name, run_id)
         return run if run["status"] in ENDED else None
 
-    return Spawner.wait_until(done, timeout=timeout, interval=0.2, what=f"run {run_id} to end")
+    found = Spawner.wait_until(done, timeout=timeout, interval=0.2, what=f"run {run_id} to end")
+    assert found is not None
+    return found
 
 
 # -- 1. a schedule across processes ------------------------------------------------------------
@@ -127,7 +134,7 @@ def test_each_tick_fires_once_across_two_apis_one_killed(
 
     # Every tick between the first and the last: recorded once, fired, one run each.
     ats = sorted(t["at"] for t in after)
-    assert [b - a for a, b in zip(ats, ats[1:], strict=False)] == [60.0] * (len(ats) - 1), ats
+    assert [b - a for a, b in itertools.pairwise(ats)] == [60.0] * (len(ats) - 1), ats
     assert {t["outcome"] for t in after} == {"fired"}, Counter(t["outcome"] for t in after)
     tick_runs = [t["run_id"] for t in after]
     assert len(set(tick_runs)) == len(tick_runs), Counter(tick_runs).most_common(3)
@@ -228,17 +235,13 @@ def test_a_large_file_written_slowly_starts_one_run_once_settled(
         "on": {"http": False, "files": {"path": "inbox", "glob": "*.jsonl", "input": "file",
                                         "settle_s": SETTLE_S, "poll": poll, "interval_s": 0.5}},
         "inputs": {"file": {"required": True}},
-        # The file by its path: a source templated by the trigger's input is not read yet
-        # (test_the_source_reads_the_file_the_trigger_names).
-        "source": {"jsonl": "inbox/big.jsonl"}, "key": "{{item.n}}", "concurrency": 256,
+        "source": {"jsonl": "{{inputs.file}}"}, "key": "{{item.n}}", "concurrency": 256,
         "steps": [{"id": "counted", "filter": {"item": {"n": [{"numeric": [">=", 0]}]}}}],
     }  # fmt: skip
     server = spawner.server(config(spawner, [ECHO], [pipeline]), db=spawner.root / "files.db")
     inbox = spawner.root / "inbox"
     spawner.wait_until(inbox.exists, what="the watched directory")
-    data = b"".join(
-        json.dumps({"n": n, "pad": "x" * PAD}).encode() + b"\n" for n in range(LINES)
-    )
+    data = b"".join(json.dumps({"n": n, "pad": "x" * PAD}).encode() + b"\n" for n in range(LINES))
     chunks = 25  # cut anywhere, mid-line too: a half-written file would not parse
     with (inbox / "big.jsonl").open("wb") as f:
         for i in range(chunks):
@@ -268,3 +271,124 @@ def _created_at(db: Path, run_id: str) -> float:
     (doc,) = Spawner.read_db(db, "SELECT doc FROM runs WHERE id = ?", [run_id])[0]
     created: float = json.loads(doc)["created_at"]
     return created
+
+
+# -- 4. webhooks of runs, and a run started by a batch's event -------------------------------
+
+
+class ThreadedReceiver:
+    """:class:`Receiver` (a real TCP server) on an event loop of its own thread, so that a
+    test that is not a coroutine can take it down and up."""
+
+    def __init__(self) -> None:
+        self.receiver = Receiver()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return self.receiver.url
+
+    @property
+    def got(self) -> list[Delivery]:
+        return list(self.receiver.got)
+
+    def start(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.receiver.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[ThreadedReceiver]:
+    r = ThreadedReceiver()  # not started: its port refuses connections
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def events_of(got: list[Delivery], secret: str) -> list[dict[str, Any]]:
+    """The deliveries' events, each signature checked."""
+    out = []
+    for delivery in got:
+        verify(secret, delivery.headers, delivery.body)
+        out.append(json.loads(delivery.body))
+    return out
+
+
+def test_webhooks_of_runs_and_a_run_started_by_a_batch(
+    spawner: Spawner, receiver: ThreadedReceiver
+) -> None:
+    db = spawner.root / "hooks.db"
+    key = create_key(spawner, db, "acme", "submit,read")
+    echo_step = [{"id": "echo", "model": "echo", "prompt": "{{item.text}}"}]
+    digest = {"name": "digest", "tenant": "acme", "key": "{{run.id}}:{{item.id}}",
+              "source": {"items": [{"id": n, "text": f"t{n}"} for n in range(3)]},
+              "steps": echo_step}  # fmt: skip
+    after = {"name": "after-batch", "tenant": "acme", "steps": echo_step,
+             "on": {"http": False, "events": {"pattern": {"type": ["batch.completed"]}}},
+             "source": {"items": [{"id": 1, "text": "batch done"}]}}  # fmt: skip
+    env = {"GENSPOOL_RETRY_BASE_S": "0.05", "GENSPOOL_RETRY_CAP_S": "0.5"}
+    server = spawner.server(config(spawner, [ECHO], [digest, after]), db=db, env=env)
+    server.client.headers["Authorization"] = f"Bearer {key}"
+
+    made = server.client.post(
+        "/v1/webhooks", json={"url": receiver.url, "events": ["pipeline_run.*", "batch.*"]}
+    )
+    assert made.status_code == 201, made.text
+    secret = made.json()["secret"]
+
+    # Three runs end while the receiver is down; once it is up, each event arrives, signed.
+    ids = []
+    for _ in range(3):
+        r = server.client.post("/v1/pipelines/digest/runs", json={})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    for run_id in ids:
+        assert ended(server, "digest", run_id, timeout=30)["status"] == "completed"
+    time.sleep(1.0)  # deliveries fail against the closed port meanwhile
+    assert receiver.got == []
+    receiver.start()
+    spawner.wait_until(lambda: len(receiver.got) >= 3, timeout=30, what="3 deliveries")
+    time.sleep(0.5)  # no repeat follows
+    runs = events_of(receiver.got, secret)
+    assert sorted(e["data"]["id"] for e in runs) == sorted(ids)
+    assert {e["type"] for e in runs} == {"pipeline_run.completed"}
+    assert {e["data"]["counts"]["succeeded"] for e in runs} == {3}
+
+    # A batch end to end: its batch.completed arrives, and starts the after-batch run once.
+    lines = "".join(
+        json.dumps({"custom_id": f"c{n}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "echo", "messages": [{"role": "user", "content": f"b{n}"}]}})
+        + "\n"
+        for n in range(5)
+    )  # fmt: skip
+    up = server.client.post(
+        "/v1/files", files={"file": ("in.jsonl", lines.encode())}, data={"purpose": "batch"}
+    )
+    assert up.status_code == 200, up.text
+    batch = server.client.post("/v1/batches", json={
+        "input_file_id": up.json()["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    })  # fmt: skip
+    assert batch.status_code == 200, batch.text
+    batch_id = batch.json()["id"]
+
+    def started() -> list[dict[str, Any]]:
+        return list(get(server, "/v1/pipelines/after-batch/runs")["data"])
+
+    (run,) = spawner.wait_until(started, timeout=30, what="the run the batch started")
+    assert run["trigger"] == "events", run
+    assert ended(server, "after-batch", run["id"], timeout=30)["status"] == "completed"
+    spawner.wait_until(lambda: len(receiver.got) >= 5, timeout=30, what="2 more deliveries")
+    time.sleep(1.0)  # no second run, no repeated event
+    assert [r["id"] for r in started()] == [run["id"]]
+    later = events_of(receiver.got, secret)[3:]
+    assert sorted((e["type"], e["data"]["id"]) for e in later) == sorted(
+        [("batch.completed", batch_id), ("pipeline_run.completed", run["id"])]
+    )

@@ -1,0 +1,435 @@
+"""Vector stores: what the OpenAI-compatible routes do (stores, their files, file batches,
+search), over the :class:`~genspool.core.roles.VectorStoreRecords` and
+:class:`~genspool.core.roles.ChunkStore` roles, with the :class:`~genspool.rag.ingest.Ingester`
+each API process runs.
+
+Search is exact: each process keeps a store's current vectors as one matrix
+(:class:`~genspool.rag.exact.Collection`), loaded once and loaded again when the store's chunk
+revision moved (any process's flip or drop moves it); the filter is applied before ranking, so a
+search returns ``k`` results whenever ``k`` chunks match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from genspool._ids import random_hex
+from genspool.core.queue import Queue
+from genspool.core.roles import ChunkStore, VectorFilter, VectorStoreRecords
+from genspool.core.vectors import Chunk, VectorStore, VectorStoreFile, new_store_id
+from genspool.exceptions import Conflict, InvalidRequest, NotFound
+from genspool.files import Files
+from genspool.rag.embedder import Embedder
+from genspool.rag.exact import Collection
+from genspool.rag.filters import parse_filter
+from genspool.rag.ingest import DEFAULT_CHUNKING, Ingester, static_sizes
+
+__all__ = ["Hit", "StorePage", "VectorStores", "check_chunking", "new_batch_id"]
+
+MAX_RESULTS = 10_000
+
+
+def new_batch_id() -> str:
+    return f"vsfb_{time.time_ns():x}{random_hex(5)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StorePage:
+    data: list[Any]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    chunk: Chunk
+    score: float
+    filename: str
+
+
+def check_chunking(strategy: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's ``chunking_strategy`` as stored: ``auto`` is static 800/400."""
+    if strategy is None or strategy.get("type") == "auto":
+        return DEFAULT_CHUNKING
+    if strategy.get("type") != "static" or not isinstance(strategy.get("static"), dict):
+        raise InvalidRequest(
+            "chunking_strategy: {type: auto} or {type: static, static: {max_chunk_size_tokens,"
+            " chunk_overlap_tokens}}",
+            param="chunking_strategy",
+        )
+    size, overlap = static_sizes(strategy)
+    if not 100 <= size <= 4096:
+        raise InvalidRequest(
+            f"chunking_strategy.static.max_chunk_size_tokens: {size} is not from 100 to 4096",
+            param="chunking_strategy",
+        )
+    if not 0 <= overlap <= size // 2:
+        raise InvalidRequest(
+            f"chunking_strategy.static.chunk_overlap_tokens: {overlap} is not from 0 to half of"
+            f" max_chunk_size_tokens ({size // 2})",
+            param="chunking_strategy",
+        )
+    return {"type": "static", "static": {"max_chunk_size_tokens": size,
+                                          "chunk_overlap_tokens": overlap}}  # fmt: skip
+
+
+class VectorStores:
+    def __init__(
+        self,
+        records: VectorStoreRecords,
+        chunks: ChunkStore,
+        files: Files,
+        queue: Queue,
+        *,
+        model: str,
+        tokenizer: Callable[[str], Any],
+        known_models: Callable[[], set[str]],
+    ) -> None:
+        """``model``: the embedding model of new stores; ``known_models``: the served
+        embedding models (a store may name one of them)."""
+        self.records, self.chunks, self.files, self.queue = records, chunks, files, queue
+        self.model, self.known_models = model, known_models
+        self.ingester = Ingester(records, chunks, files, queue, tokenizer)
+        self._loaded: dict[str, tuple[int, Collection]] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+
+    async def run(self) -> None:
+        await self.ingester.run()
+
+    # -- stores --------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        tenant: str,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+        expires_after: dict[str, Any] | None = None,
+        model: str | None = None,
+        file_ids: list[str] | None = None,
+        chunking_strategy: dict[str, Any] | None = None,
+    ) -> VectorStore:
+        model = model or self.model
+        if model not in self.known_models():
+            served = ", ".join(sorted(self.known_models())) or "none"
+            raise InvalidRequest(
+                f"model: {model!r} is not a served embedding model ({served})", param="model"
+            )
+        dims = await self._dimensions(model, tenant)
+        now = self.queue.clock()
+        store = VectorStore(
+            id=new_store_id(), tenant=tenant, created_at=now, model=model, dimensions=dims,
+            name=name, metadata=metadata, expires_after=expires_after,
+            expires_at=_expiry(expires_after, now), last_active_at=now,
+        )  # fmt: skip
+        await self.records.store_put(store)
+        for file_id in file_ids or ():
+            await self.add_file(
+                store.id, file_id, tenant=tenant, chunking_strategy=chunking_strategy
+            )
+        return store
+
+    async def _dimensions(self, model: str, tenant: str) -> int:
+        """The model's dimensions, from one embedding through the queue (a worker serves it)."""
+        probe = Embedder(self.queue, self.chunks, model, None, tenant=tenant, priority=10)
+        try:
+            async with asyncio.timeout(60):
+                (vector,) = await probe.embed(["genspool"], cached=False)
+        except TimeoutError:
+            raise Conflict(
+                f"model: no worker answered an embedding of {model} in 60 s; start one"
+            ) from None
+        return len(vector) // 4
+
+    async def get(self, store_id: str, tenant: str | None) -> VectorStore:
+        found = await self.records.store_get(store_id, tenant)
+        if found is None:
+            raise NotFound(f"no vector store {store_id!r}", param="vector_store_id")
+        return found
+
+    async def page(
+        self, tenant: str | None, *, after: str | None, limit: int, order: str
+    ) -> StorePage:
+        _check_page(limit, order)
+        found = await self.records.store_list(VectorFilter(tenant, None, None, after, limit + 1,
+                                                           order))  # fmt: skip
+        return StorePage(found[:limit], len(found) > limit)
+
+    async def update(
+        self,
+        store_id: str,
+        tenant: str | None,
+        *,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+        expires_after: dict[str, Any] | None = None,
+    ) -> VectorStore:
+        for _ in range(10):
+            store = await self.get(store_id, tenant)
+            changes: dict[str, Any] = {}
+            if name is not None:
+                changes["name"] = name
+            if metadata is not None:
+                changes["metadata"] = metadata
+            if expires_after is not None:
+                changes["expires_after"] = expires_after
+                changes["expires_at"] = _expiry(expires_after, store.last_active_at or 0.0)
+            new = dataclasses.replace(store, **changes, version=store.version + 1)
+            if await self.records.store_update(new, store.version):
+                return new
+        return await self.get(store_id, tenant)
+
+    async def delete(self, store_id: str, tenant: str | None) -> bool:
+        await self.get(store_id, tenant)
+        await self.chunks.chunks_drop(store_id, None)
+        self._loaded.pop(store_id, None)
+        return await self.records.store_delete(store_id, tenant)
+
+    async def counts(self, store: VectorStore) -> dict[str, int]:
+        """OpenAI's ``file_counts`` (and the store's bytes as ``usage_bytes``)."""
+        counts = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": 0,
+                  "usage_bytes": 0}  # fmt: skip
+        async for vf in self._files(store.id):
+            counts[vf.status] = counts.get(vf.status, 0) + 1
+            counts["total"] += 1
+            counts["usage_bytes"] += vf.usage_bytes
+        return counts
+
+    async def _files(self, store_id: str, batch_id: str | None = None) -> Any:
+        after = None
+        while True:
+            page = await self.records.vfile_list(
+                VectorFilter(None, store_id, None, after, 1000, "asc")
+            )
+            for vf in page:
+                if batch_id is None or vf.batch_id == batch_id:
+                    yield vf
+            if len(page) < 1000:
+                return
+            after = page[-1].id
+
+    # -- files ---------------------------------------------------------------------------------
+
+    async def add_file(
+        self,
+        store_id: str,
+        file_id: str,
+        *,
+        tenant: str | None,
+        attributes: dict[str, Any] | None = None,
+        chunking_strategy: dict[str, Any] | None = None,
+        batch_id: str | None = None,
+    ) -> VectorStoreFile:
+        store = await self.get(store_id, tenant)
+        try:
+            await self.files.get(file_id, store.tenant)
+        except NotFound:
+            raise InvalidRequest(f"file_id: no file {file_id!r}", param="file_id") from None
+        vf = VectorStoreFile(
+            id=file_id, store_id=store.id, tenant=store.tenant, created_at=self.queue.clock(),
+            attributes=_attributes(attributes), chunking=check_chunking(chunking_strategy),
+            batch_id=batch_id,
+        )  # fmt: skip
+        if not await self.records.vfile_put(vf):  # already in the store: ingest it again
+            old = await self.records.vfile_get(store.id, file_id, None)
+            assert old is not None
+            vf = dataclasses.replace(
+                old, status="in_progress", attributes=vf.attributes, chunking=vf.chunking,
+                batch_id=batch_id or old.batch_id, last_error=None, version=old.version + 1,
+            )  # fmt: skip
+            if not await self.records.vfile_update(vf, old.version):
+                raise Conflict(f"file {file_id} of {store_id} changed meanwhile; try again")
+        self.ingester.poke()
+        return vf
+
+    async def file(self, store_id: str, file_id: str, tenant: str | None) -> VectorStoreFile:
+        await self.get(store_id, tenant)
+        found = await self.records.vfile_get(store_id, file_id, tenant)
+        if found is None:
+            raise NotFound(f"no file {file_id!r} in vector store {store_id}", param="file_id")
+        return found
+
+    async def file_page(
+        self, store_id: str, tenant: str | None, *, status: str | None, after: str | None,
+        limit: int, order: str, batch_id: str | None = None,
+    ) -> StorePage:  # fmt: skip
+        _check_page(limit, order)
+        await self.get(store_id, tenant)
+        if batch_id is not None:  # a file batch's files: few, listed from the store's
+            chosen = [vf async for vf in self._files(store_id, batch_id)
+                      if status is None or vf.status == status]  # fmt: skip
+            chosen.sort(key=lambda v: v.id, reverse=order == "desc")
+            if after is not None:
+                chosen = [v for v in chosen if (v.id < after if order == "desc" else v.id > after)]
+            return StorePage(chosen[:limit], len(chosen) > limit)
+        found = await self.records.vfile_list(
+            VectorFilter(None, store_id, status, after, limit + 1, order)
+        )
+        return StorePage(found[:limit], len(found) > limit)
+
+    async def update_file(
+        self, store_id: str, file_id: str, tenant: str | None, attributes: dict[str, Any]
+    ) -> VectorStoreFile:
+        """New attributes: the file's current chunks are written again with them (a filter
+        sees them at once); no text is embedded again."""
+        for _ in range(10):
+            vf = await self.file(store_id, file_id, tenant)
+            new = dataclasses.replace(vf, attributes=_attributes(attributes),
+                                      version=vf.version + 1)  # fmt: skip
+            if await self.records.vfile_update(new, vf.version):
+                await self._reattribute(new)
+                return new
+        raise Conflict(f"file {file_id} of {store_id} kept changing; try again")
+
+    async def _reattribute(self, vf: VectorStoreFile) -> None:
+        if not vf.generation:
+            return
+        keys = [(vf.id, n) for n in range(vf.chunks)]
+        current = await self.chunks.chunks_get(vf.store_id, keys)
+        again = [dataclasses.replace(c, generation=vf.generation + 1,
+                                     attributes=dict(vf.attributes)) for c in current]  # fmt: skip
+        await self.chunks.chunks_put(again)
+        await self.chunks.chunks_flip(vf.store_id, vf.id, vf.generation + 1)
+        for _ in range(10):
+            now = await self.records.vfile_get(vf.store_id, vf.id, None)
+            if now is None:
+                return
+            moved = dataclasses.replace(now, generation=vf.generation + 1, version=now.version + 1)
+            if await self.records.vfile_update(moved, now.version):
+                return
+
+    async def remove_file(self, store_id: str, file_id: str, tenant: str | None) -> bool:
+        await self.file(store_id, file_id, tenant)
+        await self.chunks.chunks_drop(store_id, file_id)
+        return await self.records.vfile_delete(store_id, file_id, tenant)
+
+    async def cancel_batch(self, store_id: str, batch_id: str, tenant: str | None) -> None:
+        """The batch's files not yet ingested are ``cancelled`` (their old chunks stay)."""
+        await self.get(store_id, tenant)
+        async for vf in self._files(store_id, batch_id):
+            if vf.status == "in_progress":
+                cancelled = dataclasses.replace(vf, status="cancelled", version=vf.version + 1)
+                await self.records.vfile_update(cancelled, vf.version)
+
+    # -- search --------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        store_id: str,
+        tenant: str | None,
+        query: str | list[str],
+        *,
+        k: int = 10,
+        filters: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        if not 1 <= k <= MAX_RESULTS:
+            raise InvalidRequest(f"max_num_results: 1 to {MAX_RESULTS}", param="max_num_results")
+        flt = None if filters is None else parse_filter(filters, "filters")
+        store = await self.get(store_id, tenant)
+        text = " ".join(query) if isinstance(query, list) else query
+        if not text.strip():
+            raise InvalidRequest("query: give the text to search for", param="query")
+        embedder = Embedder(self.queue, self.chunks, store.model, store.dimensions,
+                            tenant=store.tenant, priority=10)  # fmt: skip
+        (vector,) = await embedder.embed([text])
+        collection = await self._collection(store)
+        if not len(collection):
+            return []
+        q = np.frombuffer(vector, dtype="<f4")
+        (found,) = collection.search(q, k, flt, score_threshold)
+        keys = [(cid.rpartition(":")[0], int(cid.rpartition(":")[2])) for cid, _ in found]
+        chunks = {(c.file_id, c.seq): c for c in await self.chunks.chunks_get(store.id, keys)}
+        names = await self._filenames({f for f, _ in keys}, store.tenant)
+        return [
+            Hit(chunks[key], score, names.get(key[0], key[0]))
+            for key, (_, score) in zip(keys, found, strict=True)
+            if key in chunks
+        ]
+
+    async def _filenames(self, file_ids: set[str], tenant: str) -> dict[str, str]:
+        out = {}
+        for file_id in file_ids:
+            try:
+                out[file_id] = (await self.files.get(file_id, tenant)).filename
+            except NotFound:
+                continue
+        return out
+
+    async def _collection(self, store: VectorStore) -> Collection:
+        """The store's current vectors, loaded again when its revision moved."""
+        revision = await self.chunks.chunks_revision(store.id)
+        held = self._loaded.get(store.id)
+        if held is not None and held[0] == revision:
+            return held[1]
+        async with self._loading.setdefault(store.id, asyncio.Lock()):
+            held = self._loaded.get(store.id)
+            if held is not None and held[0] == revision:
+                return held[1]
+            collection = Collection(store.dimensions)
+            after: tuple[str, int] | None = None
+            while True:
+                page = await self.chunks.chunks_current(store.id, after, 2000)
+                if page:
+                    collection.add(
+                        [f"{c.file_id}:{c.seq}" for c in page],
+                        np.frombuffer(b"".join(c.vector for c in page), dtype="<f4").reshape(
+                            len(page), store.dimensions
+                        ),
+                        [c.attributes for c in page],
+                    )
+                if len(page) < 2000:
+                    break
+                after = (page[-1].file_id, page[-1].seq)
+            self._loaded[store.id] = (revision, collection)
+            return collection
+
+
+def _check_page(limit: int, order: str) -> None:
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit: must be 1 to 100", param="limit")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order: asc or desc", param="order")
+
+
+def _attributes(raw: dict[str, Any] | None) -> dict[str, str | float | bool]:
+    """OpenAI's rule: up to 16 keys of at most 64 characters; strings up to 512, numbers,
+    booleans."""
+    if raw is None:
+        return {}
+    if len(raw) > 16:
+        raise InvalidRequest("attributes: at most 16 keys", param="attributes")
+    out: dict[str, str | float | bool] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 64:
+            raise InvalidRequest(f"attributes: key {key!r} is not 1 to 64 characters",
+                                 param="attributes")  # fmt: skip
+        if isinstance(value, str) and len(value) > 512:
+            raise InvalidRequest(f"attributes.{key}: longer than 512 characters",
+                                 param="attributes")  # fmt: skip
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidRequest(f"attributes.{key}: a string, number or boolean",
+                                 param="attributes")  # fmt: skip
+        out[key] = value
+    return out
+
+
+def _expiry(expires_after: dict[str, Any] | None, anchor: float) -> float | None:
+    if not expires_after:
+        return None
+    days = expires_after.get("days")
+    if (
+        expires_after.get("anchor") != "last_active_at"
+        or not isinstance(days, int)
+        or not (1 <= days <= 365)
+    ):
+        raise InvalidRequest(
+            "expires_after: {anchor: last_active_at, days: 1 to 365}", param="expires_after"
+        )
+    return anchor + days * 86_400.0
