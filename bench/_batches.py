@@ -4,6 +4,7 @@ fault server's view of the calls (from their arrivals)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -112,19 +113,20 @@ class BatchClient:
         self.http.close()
 
 
-def use_snapshot(into: Path) -> str:
-    """Copy HEAD's ``genspool/`` into ``into`` and put it first on the ``PYTHONPATH`` of the
+def use_snapshot(into: Path, rev: str = "HEAD") -> str:
+    """Copy ``rev``'s ``genspool/`` into ``into`` and put it first on the ``PYTHONPATH`` of the
     processes started from now on (``genspool serve``, the fault server), so that edits made to
     the work tree during a run do not mix code versions; returns the commit."""
     repo = Path(__file__).resolve().parent.parent
     git = ["git", "-C", str(repo)]
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-    archive = subprocess.run([*git, "archive", "HEAD", "genspool"], capture_output=True, check=True)
+    commit = subprocess.run([*git, "rev-parse", rev], capture_output=True, text=True, check=True)
+    sha = commit.stdout.strip()
+    archive = subprocess.run([*git, "archive", sha, "genspool"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(into), os.environ.get("PYTHONPATH")])
     )
-    return commit.stdout.strip()
+    return sha
 
 
 def rss_mb(pid: int) -> float:
@@ -180,5 +182,5 @@ def call_figures(stats: dict[str, Any], prefix: str, latency_s: float, full: int
         "window_s": window,
         "mean_in_flight": len(arrivals) * latency_s / window,
         "share_full": at_full / window,
-        "longest_gap_s": max((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0),
+        "longest_gap_s": max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0),
     }

@@ -201,12 +201,13 @@ async def open_loop(url: str, calls: int, rate: float, prefix: str) -> list[Call
 
 
 def interactive(args: argparse.Namespace, fault: FaultControl, tmp: Path) -> list[Figure]:
-    conc = args.concurrency
+    conc = args.concurrency * args.batch_size
     lines = max(args.lines, math.ceil(1.5 * args.calls / args.rate * conc / LATENCY_S))
     path = tmp / "interactive.jsonl"
     write_input(path, MODEL, lines, "b")
     fault.ready(rules())
-    with genspool_serving(models_yaml(fault.url, MODEL, conc, args.batch_size)) as (url, _):
+    yaml = models_yaml(fault.url, MODEL, args.concurrency, args.batch_size)
+    with genspool_serving(yaml) as (url, _):
         asyncio.run(open_loop(url, 10, 20.0, "warm-"))
         unloaded = asyncio.run(open_loop(url, args.calls, args.rate, "i0-"))
         client = BatchClient(url)
@@ -278,7 +279,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64, help="the model's max_concurrency")
     p.add_argument("--batch-size", type=int, default=1, help="the model's max_batch_size")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--snapshot", action="store_true", help="run genspool from a copy of HEAD")
+    p.add_argument(
+        "--snapshot", nargs="?", const="HEAD", metavar="REV",
+        help="run genspool from a copy of a commit's genspool/ (default HEAD), not the work tree",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:
         args.lines, args.upload_lines, args.calls = 1000, 5000, 50
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="genspool-bench-batches-") as tmp:
         if args.snapshot:
             (Path(tmp) / "code").mkdir()
-            print(f"genspool from a copy of HEAD {use_snapshot(Path(tmp) / 'code')}")
+            print(f"genspool from a copy of {use_snapshot(Path(tmp) / 'code', args.snapshot)}")
         with fault_server() as url:
             fault = FaultControl(url)
             for part in args.parts.split(","):

@@ -4,7 +4,7 @@ both roles from a process's memory (the memory backend)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ __all__ = [
     "vfile_row",
 ]
 
-T = TypeVar("T")
+T = TypeVar("T", VectorStore, VectorStoreFile)
 ChunkKey = tuple[str, int]  # (file_id, seq)
 
 
@@ -61,8 +61,11 @@ def chunk_rows(chunks: Sequence[Chunk]) -> list[dict[str, Any]]:
 def row_to_chunk(row: Sequence[Any]) -> Chunk:
     """A chunk from its columns, selected in :class:`Chunk`'s fields' order (``headings`` and
     ``attributes`` as JSON text)."""
-    *head, headings, attributes = row
-    return Chunk(*head, headings=tuple(orjson.loads(headings)), attributes=orjson.loads(attributes))
+    store_id, file_id, generation, seq, text, start, end, tokens, vector, page, *json = row
+    return Chunk(
+        store_id, file_id, generation, seq, text, start, end, tokens, vector, page,
+        tuple(orjson.loads(json[0])), orjson.loads(json[1]),
+    )  # fmt: skip
 
 
 def in_order(chunks: Iterable[Chunk], keys: Sequence[ChunkKey]) -> list[Chunk]:
@@ -71,15 +74,13 @@ def in_order(chunks: Iterable[Chunk], keys: Sequence[ChunkKey]) -> list[Chunk]:
     return [found[k] for k in keys if k in found]
 
 
-def _page(
-    records: Iterable[T], flt: VectorFilter, key: Callable[[T], str] = lambda r: r.id
-) -> list[T]:
+def _page(records: Iterable[T], flt: VectorFilter) -> list[T]:
     """A page of records by id in ``flt.order``, past the cursor ``flt.after``."""
     desc = flt.order == "desc"
     if flt.after is not None:
         after = flt.after
-        records = [r for r in records if (key(r) < after if desc else key(r) > after)]
-    return sorted(records, key=key, reverse=desc)[: flt.limit]
+        records = [r for r in records if (r.id < after if desc else r.id > after)]
+    return sorted(records, key=lambda r: r.id, reverse=desc)[: flt.limit]
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from genspool.backends._pipelines import MemoryPipelines, PipelineState
+from genspool.backends._vectors import ChunkState, MemoryChunks, MemoryVectors, VectorState
 from genspool.backends._webhooks import MemoryWebhooks
 from genspool.core.batch import Batch
 from genspool.core.gcra import gcra
@@ -59,6 +60,8 @@ class _State:
     batches: dict[str, Batch] = field(default_factory=dict)
     webhooks: dict[str, Webhook] = field(default_factory=dict)
     pipelines: PipelineState = field(default_factory=PipelineState)
+    vectors: VectorState = field(default_factory=VectorState)
+    chunks: ChunkState = field(default_factory=ChunkState)
     routes_revision: int = 0  # kept by destroy: it never goes back
     waiting: dict[str, set[str]] = field(default_factory=dict)  # model -> ids (an index)
     outbox: dict[str, float] | None = None  # id -> mark, once ``epoch`` started marking
@@ -97,6 +100,8 @@ class MemoryBackend(
     BatchStore,
     MemoryWebhooks,
     MemoryPipelines,
+    MemoryVectors,
+    MemoryChunks,
 ):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
@@ -104,6 +109,7 @@ class MemoryBackend(
         self._s = _NAMED.setdefault(name, _State()) if name else _State()
         self._webhooks = self._s.webhooks
         self._pipelines = self._s.pipelines
+        self._vectors, self._chunks = self._s.vectors, self._s.chunks
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBackend:
@@ -118,6 +124,8 @@ class MemoryBackend(
         s.batches.clear()
         s.webhooks.clear()
         s.pipelines.clear()
+        s.vectors.clear()
+        s.chunks.clear()
         s.outbox, s.epoch = None, uuid.uuid4().hex
         s.routes_revision += 1
 

@@ -42,7 +42,7 @@ class AnnIndex:
         dim: int,
         *,
         connectivity: int = 16,
-        expansion_add: int = 128,
+        expansion_add: int = 64,
         expansion_search: int = 64,
     ) -> None:
         try:

@@ -146,7 +146,7 @@ class Collection:
 
     def compact(self) -> None:
         """Drop dead rows from every array, keeping the order (and so the ANN's keys)."""
-        keep = self._alive[: self._n]
+        keep = self._alive[: self._n].copy()  # a view would change under the writes below
         live = int(np.count_nonzero(keep))
         self._vectors[:live] = self._vectors[: self._n][keep]
         self._ids[:live] = self._ids[: self._n][keep]

@@ -23,6 +23,7 @@ from genspool.backends.postgres._files import PostgresFiles
 from genspool.backends.postgres._pipelines import PostgresPipelines
 from genspool.backends.postgres._pool import Conn, Connections, Q, Settings, rows
 from genspool.backends.postgres._signals import EVENTS_KEEP_S, Listener, inline
+from genspool.backends.postgres._vectors import PostgresChunks, PostgresVectors
 from genspool.backends.postgres._webhooks import PostgresWebhooks
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
@@ -79,7 +80,8 @@ def _record_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
 #: which moves the revision on, as ``routes_revision`` never goes back).
 TABLES = (
     "jobs", "slots", "limits", "kv", "events", "files", "blob_chunks", "batches", "webhooks",
-    "runs", "run_items", "ticks",
+    "runs", "run_items", "ticks", "vector_stores", "vector_files", "chunks", "chunk_heads",
+    "chunk_revisions", "embedding_cache",
 )  # fmt: skip
 
 
@@ -94,6 +96,8 @@ class PostgresBackend(
     PostgresBatches,
     PostgresWebhooks,
     PostgresPipelines,
+    PostgresVectors,
+    PostgresChunks,
 ):
     kind = "PostgreSQL"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.

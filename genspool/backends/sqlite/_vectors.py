@@ -109,9 +109,11 @@ class SQLiteChunks(SQLiteRecords, ChunkStore):
 
     @translated("chunks_put", ERRORS)
     async def chunks_put(self, chunks: Sequence[Chunk]) -> None:
-        rows = chunk_rows(chunks)  # one transaction: 1000 chunks of 384 floats in a few ms
-        if rows:
-            await self._w.run(write(lambda db: db.executemany(Q["chunks_put"], rows)))
+        rows = chunk_rows(chunks)
+        if rows:  # one transaction, on the writer's thread: 1000 chunks of 384 floats and 800
+            # characters took 25-100 ms here, too long to hold the event loop
+            put = write(lambda db: db.executemany(Q["chunks_put"], rows))
+            await self._w.run(put, inline=False)
 
     @translated("chunks_flip", ERRORS)
     async def chunks_flip(self, store_id: str, file_id: str, generation: int) -> int:
@@ -170,5 +172,5 @@ class SQLiteChunks(SQLiteRecords, ChunkStore):
     async def cache_put(self, model: str, dimensions: int, vectors: dict[str, bytes]) -> None:
         rows = [{"model": model, "dimensions": dimensions, "key": k, "vector": v}
                 for k, v in vectors.items()]  # fmt: skip
-        if rows:
-            await self._w.run(write(lambda db: db.executemany(Q["cache_put"], rows)))
+        if rows:  # on the writer's thread, as chunks_put: a batch's vectors are megabytes
+            await self._w.run(write(lambda db: db.executemany(Q["cache_put"], rows)), inline=False)

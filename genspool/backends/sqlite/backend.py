@@ -33,6 +33,7 @@ from genspool.backends.sqlite._batches import SQLiteBatches
 from genspool.backends.sqlite._conn import Connection, migrate, write
 from genspool.backends.sqlite._files import SQLiteFiles
 from genspool.backends.sqlite._pipelines import SQLitePipelines
+from genspool.backends.sqlite._vectors import SQLiteChunks, SQLiteVectors
 from genspool.backends.sqlite._webhooks import SQLiteWebhooks
 from genspool.core.gcra import gcra
 from genspool.core.job import WAITING, Job, JobStatus
@@ -147,7 +148,8 @@ def _bump(db: sqlite3.Connection) -> int:
 #: Every table the migrations make, emptied by ``destroy``.
 TABLES = (
     "jobs", "slots", "limits", "kv", "routes", "files", "batches", "webhooks", "runs",
-    "run_items", "ticks",
+    "run_items", "ticks", "vector_stores", "vector_files", "chunks", "chunk_heads",
+    "chunk_revisions", "embedding_cache",
 )  # fmt: skip
 
 
@@ -162,6 +164,8 @@ class SQLiteBackend(
     SQLiteBatches,
     SQLiteWebhooks,
     SQLitePipelines,
+    SQLiteVectors,
+    SQLiteChunks,
 ):
     kind = "SQLite"
 

@@ -1,6 +1,6 @@
 -- genspool schema for PostgreSQL, version 10: vector stores, their files, their chunks and the
 -- embedding cache (genspool.core.vectors). A store's or a file's whole record is the JSON
--- ``doc``; the columns beside it are what a list, the scan of files in progress and the
+-- ``doc``, and the columns beside it are what a list, the scan of files in progress and the
 -- compare-and-set of an update read.
 CREATE TABLE IF NOT EXISTS vector_stores (
     id         text PRIMARY KEY,
@@ -26,7 +26,7 @@ CREATE INDEX IF NOT EXISTS vector_files_by_status ON vector_files (status, id);
 -- The key puts ``seq`` before ``generation``: a file has one current generation, so the key's
 -- order is the ``(file_id, seq)`` order that ``chunks_current`` pages by and ``chunks_get``
 -- looks up, and deleting a file's other generations still reads only that file's rows.
--- ``vector`` is float32 little-endian; ``headings`` and ``attributes`` are JSON.
+-- ``vector`` is float32 little-endian, and ``headings`` and ``attributes`` are JSON.
 CREATE TABLE IF NOT EXISTS chunks (
     store_id     text NOT NULL,
     file_id      text NOT NULL,
