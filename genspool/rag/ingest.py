@@ -71,8 +71,10 @@ class Ingester:
         self.clock = queue.clock
         self._wake = asyncio.Event()
         self._busy: dict[tuple[str, str], asyncio.Task[None]] = {}
-        #: How many embedding jobs ingestion submitted (tests and the CLI read it).
+        #: How many embedding jobs ingestion submitted, and how many texts they embedded (the
+        #: others came from the cache): the CLI shows them, tests count them.
         self.embed_jobs = 0
+        self.embedded = 0
 
     def poke(self) -> None:
         self._wake.set()
@@ -160,6 +162,7 @@ class Ingester:
                             tenant=vf.tenant)  # fmt: skip
         vectors = await embedder.embed([p.text for p in pieces])
         self.embed_jobs += embedder.stats.jobs
+        self.embedded += embedder.stats.texts - embedder.stats.cached
         generation = vf.generation + 1
         rows = [
             Chunk(
