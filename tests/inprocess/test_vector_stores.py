@@ -128,8 +128,10 @@ async def test_filters_apply_before_ranking(gs: InProcess, keys: Keys) -> None:
                                    {"type": "gte", "key": "year", "value": 2020}]})  # fmt: skip
     assert len(recent_en) == 5
     assert {(h["attributes"]["lang"], h["attributes"]["year"]) for h in recent_en} == {("en", 2023)}
-    bad = await gs.client.post(f"/v1/vector_stores/{store}/search", headers=auth(keys.a),
-                               json={"query": "x", "filters": {"type": "eq", "key": "lang"}})  # fmt: skip
+    bad = await gs.client.post(
+        f"/v1/vector_stores/{store}/search", headers=auth(keys.a),
+        json={"query": "x", "filters": {"type": "eq", "key": "lang"}},
+    )  # fmt: skip
     assert bad.status_code == 400 and "filters" in bad.text
 
 
