@@ -86,5 +86,6 @@ class AnnIndex:
         found = self._index.search(queries, count=k)
         keys = np.asarray(found.keys, dtype=np.uint64).reshape(len(queries), -1)
         distances = np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
-        counts = np.asarray(found.counts, dtype=np.int64).reshape(len(queries))
+        # usearch answers one query with a Matches (no counts), a batch with BatchMatches
+        counts = np.asarray(getattr(found, "counts", [len(found.keys)]), dtype=np.int64)
         return keys, 1.0 - distances, counts

@@ -189,16 +189,16 @@ class _Cutter:
     # -- segments -------------------------------------------------------------------------------
 
     def segments(self, units: list[_Unit]) -> Iterator[list[_Unit]]:
+        for run in self._runs(units):
+            yield from self._fitting(run)
+
+    def _runs(self, units: list[_Unit]) -> Iterator[list[_Unit]]:
+        """Units up to each hash-chosen end, or up to a heading; of any size."""
         current: list[_Unit] = []
         for unit in units:
-            size = self._size(current)
-            if current and unit.heading and size >= self.min_segment:
+            if current and unit.heading and self._size(current) >= self.min_segment:
                 yield current
                 current = []
-            elif current and size + unit.tokens > self.step:
-                cut = self._forced_cut(current)
-                yield current[:cut]
-                current = current[cut:]
             current.append(unit)
             if self._ends(current):
                 yield current
@@ -210,16 +210,26 @@ class _Cutter:
         last = current[-1]
         return last.draw < last.tokens / self.target and self._size(current) >= self.min_segment
 
-    def _forced_cut(self, current: list[_Unit]) -> int:
-        """Full without a hash-chosen end: end after the unit of least draw past
-        ``min_segment`` — chosen by content, not by where the segment began, so an edit
-        upstream moves this end less often; the units after it open the next segment."""
-        size, best, cut = 0, 2.0, len(current)
-        for i, unit in enumerate(current, start=1):
-            size += unit.tokens
-            if size >= self.min_segment and unit.draw < best:
-                best, cut = unit.draw, i
-        return cut
+    def _fitting(self, run: list[_Unit]) -> Iterator[list[_Unit]]:
+        """A run over the budget halved, and its halves again, each time after the unit of
+        least draw: the cuts depend on the run's own units, not on where a cut fell before,
+        so an edit re-cuts only the part of the run it is in."""
+        if self._size(run) <= self.step or len(run) == 1:
+            yield run
+            return
+        cut = self._split_point(run)
+        yield from self._fitting(run[:cut])
+        yield from self._fitting(run[cut:])
+
+    def _split_point(self, run: list[_Unit]) -> int:
+        """After the unit of least draw that leaves ``min_segment`` tokens each side, if any."""
+        total, before = self._size(run), 0
+        places: list[tuple[float, float, int]] = []
+        for i, unit in enumerate(run[:-1], start=1):
+            before += unit.tokens
+            balanced = before >= self.min_segment and total - before >= self.min_segment
+            places.append((0.0 if balanced else 1.0, unit.draw, i))
+        return min(places)[2]
 
     @staticmethod
     def _size(units: list[_Unit]) -> int:

@@ -152,7 +152,7 @@ def check_weekly(text: str, rows: list[dict[str, str]]) -> None:
         else:
             seen.append((region, product, units))
     assert sorted(seen) == sorted((r["region"], r["product"], r["units"]) for r in rows)
-    assert "sold 17 units for 5933 EUR this week" in every
+    assert "17 units, 5933 EUR this week, 9423 EUR last week (-37.0%)." in every
 
 
 async def test_the_weekly_report_example_runs_and_reports_every_row(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ def test_errors_name_the_path(flt: dict[str, Any], message: str) -> None:
 KEYS = ["a", "b", "c"]
 STRINGS = ["", "a", "b", "ab", "B", "é", "2022"]
 NUMBERS = [-1, 0, 0.5, 1, 2, 2022, 1e6]
+ORDERED: list[Any] = [*STRINGS, *NUMBERS]
 
 
 def random_value(rng: random.Random) -> Any:
@@ -151,11 +152,11 @@ def random_filter(rng: random.Random, depth: int = 0) -> dict[str, Any]:
         return {"type": rng.choice(["and", "or"]), "filters": subs}
     op = rng.choice(["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"])
     if op in ("in", "nin"):
-        value: Any = rng.sample(STRINGS + NUMBERS, rng.randint(0, 3))
+        value: Any = rng.sample(ORDERED, rng.randint(0, 3))
     elif op in ("eq", "ne"):
         value = random_value(rng)
     else:
-        value = rng.choice(STRINGS + NUMBERS)
+        value = rng.choice(ORDERED)
     return {"type": op, "key": rng.choice(KEYS), "value": value}
 
 
@@ -168,9 +169,7 @@ def pg() -> Iterator[psycopg.Connection[Any]]:
 def test_mask_and_sql_agree_with_the_predicate(pg: psycopg.Connection[Any]) -> None:
     """300 random filters over 200 random rows: the same rows by predicate, numpy and SQL."""
     rng = random.Random(11)
-    rows = [
-        {k: random_value(rng) for k in rng.sample(KEYS, rng.randint(0, 3))} for _ in range(200)
-    ]
+    rows = [{k: random_value(rng) for k in rng.sample(KEYS, rng.randint(0, 3))} for _ in range(200)]
     columns = AttributeColumns()
     columns.append(rows)
     pg.execute("CREATE TEMP TABLE rag_attrs (id int, attributes jsonb) ON COMMIT PRESERVE ROWS")
@@ -273,7 +272,7 @@ def test_removal_tombstones_and_compaction() -> None:
     collection = Collection(DIM, ann_threshold=None)
     ids = [f"c{i}" for i in range(5000)]
     collection.add(ids, vectors, [{"i": i} for i in range(5000)])
-    assert collection.remove(ids[:100] + ["unknown"]) == 100
+    assert collection.remove([*ids[:100], "unknown"]) == 100
     assert collection._n == 5000  # tombstones, not yet compacted
     (hits,) = collection.search(vectors[50], 5)
     assert "c50" not in {h[0] for h in hits}
@@ -315,17 +314,18 @@ def test_ann_recall_against_exact() -> None:
     near 0.85 at any beam, and build_ann rightly refuses to keep the index.)"""
     rng = np.random.default_rng(8)
     centres = rng.standard_normal((50, DIM), dtype=np.float32)
-    rows = centres[rng.integers(0, 50, 5000)] + 0.6 * rng.standard_normal((5000, DIM))
+    draws = centres[rng.integers(0, 50, 5050)] + 0.6 * rng.standard_normal((5050, DIM))
+    rows, queries = draws[:5000], unit_rows(draws[5000:], DIM)  # queries from the same clusters
     collection = Collection(DIM, ann_threshold=1000)
     ids = [f"c{i}" for i in range(5000)]
     collection.add(ids, rows, [{"even": i % 2 == 0} for i in range(5000)])
     assert collection.refresh_ann() is not None
     assert collection.ann is not None and len(collection.ann) == 5000
     collection.remove(ids[:10])
-    queries = unit_rows(rows[rng.integers(10, 5000, 50)] + rng.standard_normal((50, DIM)), DIM)
     approx = collection.search(queries, 10)
     exact = collection.search(queries, 10, exact=True)
-    found = sum(len({a[0] for a in x} & {e[0] for e in y}) for x, y in zip(approx, exact))
+    pairs = zip(approx, exact, strict=True)
+    found = sum(len({a[0] for a in x} & {e[0] for e in y}) for x, y in pairs)
     assert found / 500 >= 0.95
     assert not {h[0] for row in approx for h in row} & set(ids[:10])
     even = collection.search(queries, 10, {"type": "eq", "key": "even", "value": True})

@@ -1,10 +1,10 @@
 """The transform of the social-posts pipeline: a model's draft made into a post that fits.
 
 ``max_tokens`` bounds a draft in tokens, not characters, and a small model may wrap its post
-in quotes, open with "Sure! Here's a post:" or refuse. :func:`tidy` strips all that, cuts the
-text at a word so that it and the link fit in 280 characters, and gives "" when nothing usable
-is left, for the pipeline's filter to drop. genspool finds this module as ``social_tools.py``
-beside the pipeline's YAML.
+in quotes, open with "Sure! Here's a post:", refuse, or answer with a row of emoji.
+:func:`tidy` strips all that, cuts the text at a word so that it and the link fit in 280
+characters, and gives "" when nothing usable is left, for the pipeline's filter to drop.
+genspool finds this module as ``social_tools.py`` beside the pipeline's YAML.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _REFUSAL: Final = re.compile(r"^(i'm sorry|i am sorry|i cannot|i can't|as an ai)
 
 def tidy(context: dict[str, Any]) -> str:
     """The ``draft`` step's answer as a post of at most 280 characters, link included; ""
-    when the draft is empty or a refusal."""
+    when the draft is empty, a refusal or has no word in it."""
     text = post_text(str(context["steps"]["draft"]))
     link = str(context["item"].get("link") or "").strip()
     return fit(text, link) if text else ""
