@@ -171,6 +171,8 @@ def _vector_stores(queue: Queue, files: Files | None, catalog: ModelCatalog) -> 
     return VectorStores(
         records, chunks, files, queue, model=default, known_models=embedders,
         tokenizer=functools.partial(tokenizer_of, catalog),
+        # A model reads its window less its special tokens ([CLS], [SEP]: a margin of 4).
+        window=lambda name: catalog.config(name).context_window - 4,
     )  # fmt: skip
 
 

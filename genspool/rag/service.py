@@ -53,10 +53,15 @@ class Hit:
     filename: str
 
 
-def check_chunking(strategy: dict[str, Any] | None) -> dict[str, Any]:
-    """OpenAI's ``chunking_strategy`` as stored: ``auto`` is static 800/400."""
+def check_chunking(strategy: dict[str, Any] | None, window: int | None = None) -> dict[str, Any]:
+    """OpenAI's ``chunking_strategy`` as stored: ``auto`` is static 800/400, or the embedding
+    model's context window and half of it when that is smaller (MiniLM reads 256 tokens)."""
     if strategy is None or strategy.get("type") == "auto":
-        return DEFAULT_CHUNKING
+        size, overlap = static_sizes(DEFAULT_CHUNKING)
+        if window is not None and window < size:
+            size, overlap = window, window // 4
+        return {"type": "static", "static": {"max_chunk_size_tokens": size,
+                                              "chunk_overlap_tokens": overlap}}  # fmt: skip
     if strategy.get("type") != "static" or not isinstance(strategy.get("static"), dict):
         raise InvalidRequest(
             "chunking_strategy: {type: auto} or {type: static, static: {max_chunk_size_tokens,"
@@ -64,6 +69,12 @@ def check_chunking(strategy: dict[str, Any] | None) -> dict[str, Any]:
             param="chunking_strategy",
         )
     size, overlap = static_sizes(strategy)
+    if window is not None and size > window:
+        raise InvalidRequest(
+            f"chunking_strategy.static.max_chunk_size_tokens: {size} is more than the"
+            f" embedding model reads ({window} tokens)",
+            param="chunking_strategy",
+        )
     if not 100 <= size <= 4096:
         raise InvalidRequest(
             f"chunking_strategy.static.max_chunk_size_tokens: {size} is not from 100 to 4096",
@@ -90,11 +101,13 @@ class VectorStores:
         model: str,
         tokenizer: Callable[[str], Any],
         known_models: Callable[[], set[str]],
+        window: Callable[[str], int | None] = lambda _: None,
     ) -> None:
         """``model``: the embedding model of new stores; ``known_models``: the served
-        embedding models (a store may name one of them)."""
+        embedding models (a store may name one of them); ``window``: a model's context
+        window in tokens (no chunk is longer: the model would cut it)."""
         self.records, self.chunks, self.files, self.queue = records, chunks, files, queue
-        self.model, self.known_models = model, known_models
+        self.model, self.known_models, self.window = model, known_models, window
         self.ingester = Ingester(records, chunks, files, queue, tokenizer)
         self._loaded: dict[str, tuple[int, Collection]] = {}
         self._loading: dict[str, asyncio.Lock] = {}
@@ -233,7 +246,8 @@ class VectorStores:
             raise InvalidRequest(f"file_id: no file {file_id!r}", param="file_id") from None
         vf = VectorStoreFile(
             id=file_id, store_id=store.id, tenant=store.tenant, created_at=self.queue.clock(),
-            attributes=_attributes(attributes), chunking=check_chunking(chunking_strategy),
+            attributes=_attributes(attributes),
+            chunking=check_chunking(chunking_strategy, self.window(store.model)),
             batch_id=batch_id,
         )  # fmt: skip
         if not await self.records.vfile_put(vf):  # already in the store: ingest it again
