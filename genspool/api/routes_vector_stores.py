@@ -81,6 +81,18 @@ class BatchCreate(_Strict):
     chunking_strategy: dict[str, Any] | None = None
 
 
+class SourceIngest(_Strict):
+    source: str = Field(min_length=1, max_length=2048, description="A path or URL: its name.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Of its bytes.")
+    file_id: str | None = Field(None, description="The new bytes, uploaded (purpose any).")
+    attributes: dict[str, Any] | None = None
+    chunking_strategy: dict[str, Any] | None = None
+
+
+class Cleanup(_Strict):
+    keep: list[str] = Field(description="The sources of this ingest; every other goes.")
+
+
 class SearchRanking(_Strict):
     ranker: str | None = None
     score_threshold: float | None = Field(None, ge=0, le=1)
@@ -388,6 +400,41 @@ async def batch_files(
     page = await _stores(svc).file_page(store_id, caller.sees, status=filter, after=after,
                                         limit=limit, order=order, batch_id=batch_id)  # fmt: skip
     return _list([file_json(f) for f in page.data], page.has_more)
+
+
+# -- sources (genspool's): directories and sites ingested again -------------------------------
+
+
+@router.post(
+    "/vector_stores/{store_id}/sources",
+    summary="Ingest a document by its name: skipped when unchanged, added or updated",
+    openapi_extra=request_body(SourceIngest),
+)
+@requires(Scope.SUBMIT, submits=True)
+async def ingest_source(
+    request: Request, svc: Svc, caller: Principal, store_id: str
+) -> dict[str, Any]:
+    spec: SourceIngest = await _body(request, svc, SourceIngest)
+    outcome, vf = await _stores(svc).source(
+        store_id, caller.sees, spec.source, sha256=spec.sha256, file_id=spec.file_id,
+        attributes=spec.attributes, chunking_strategy=spec.chunking_strategy,
+    )  # fmt: skip
+    return {"object": "vector_store.source", "source": spec.source, "outcome": outcome,
+            "file": None if vf is None else file_json(vf)}  # fmt: skip
+
+
+@router.post(
+    "/vector_stores/{store_id}/sources/cleanup",
+    summary="Remove the files of every source not kept (cleanup: full)",
+    openapi_extra=request_body(Cleanup),
+)
+@requires(Scope.SUBMIT)
+async def cleanup_sources(
+    request: Request, svc: Svc, caller: Principal, store_id: str
+) -> dict[str, Any]:
+    spec: Cleanup = await _body(request, svc, Cleanup)
+    deleted = await _stores(svc).cleanup(store_id, caller.sees, set(spec.keep))
+    return {"object": "vector_store.cleanup", "num_deleted": deleted}
 
 
 # -- search ------------------------------------------------------------------------------------

@@ -80,8 +80,12 @@ class VectorStoreFile:
     last_error: dict[str, str] | None = None
     #: The file batch that added it, if any.
     batch_id: str | None = None
-    #: Where the document came from when it is not an upload (a URL, a path).
+    #: Where the document came from when it is not an upload (a URL, a path): ingesting the
+    #: same source again updates this file.
     source: str | None = None
+    #: The Files API file holding the document's latest bytes, when they are not the file
+    #: ``id`` names (a source ingested again with new content).
+    content_file_id: str | None = None
     #: The sha256 of the extracted text of the current generation (what re-ingest compares).
     content_sha256: str | None = None
     #: The generation its chunks are current at (0: none yet), and the one being made.

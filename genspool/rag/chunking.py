@@ -12,22 +12,26 @@ Here boundaries are content-defined, as in rsync or FastCDC, at the level of tex
 
 1. **Units** are paragraphs; one longer than a quarter of a segment is cut at lines, then at
    sentences, and only then by semantic-text-splitter, inside that unit alone. Headings and
-   page starts always begin a unit. A unit's cut depends on its own text only.
-2. **Segments** of at most ``max_tokens - overlap_tokens`` tokens group consecutive units. A
-   segment ends after a unit whose text hashes under ``tokens / target`` (so ends fall every
-   ``target`` tokens on average, wherever the document starts), before a heading, or when the
-   next unit would not fit. Past one edited unit the same units hash the same, so the segments
-   fall back in step at the next hash-chosen end.
+   page starts always begin a unit. A unit's cuts depend on its own text only.
+2. **Segments** (at most ``max_tokens - overlap_tokens`` tokens) group consecutive units. A run
+   of units ends after a unit whose hash, as a number in [0, 1), falls under ``tokens /
+   target`` — so ends come every ``target`` tokens on average, wherever the document starts —
+   or before a heading (unless only headings came since the last end). A run over the budget is halved after its unit of least hash, and the
+   halves again. Past an edited unit the same units hash the same, so the segments fall back
+   in step at the next end.
 3. **Chunks** are a segment preceded by up to ``overlap_tokens`` from the end of the segment
    before it (none across a heading: a section's first chunk starts at its heading).
 
 An edit inside one segment changes its chunk and the next one (which overlaps it), and a third
-when it moves a segment's end; a run of size-forced ends adds one now and then.
+when it moves a segment's end. Measured with MiniLM's tokenizer at 800/400 tokens, 100 random
+edits of one paragraph (appended to, cut short, replaced) in ~170-chunk documents: 77 changed 2
+chunks, 22 changed 3, 1 changed 4; chunks average ~450 tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +43,10 @@ from genspool.exceptions import InvalidRequest
 from genspool.rag.documents import Document
 
 __all__ = ["Chunk", "chunk"]
+
+#: A unit's draw hashes its first characters only: an edit further into a paragraph leaves
+#: where segments end alone (measured: a quarter fewer edits touching a third chunk).
+_DRAWN = 64
 
 #: Finer and finer places to cut a unit that is too long: paragraphs, lines, sentences.
 _CUTS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"))
@@ -64,7 +72,7 @@ class _Unit:
     start: int
     end: int
     tokens: int
-    heading: bool  # starts at a heading: a segment may end before it, and no overlap crosses it
+    heading: bool  # starts at a heading: a segment ends before it, and no overlap crosses it
     draw: float  # its hash as a number in [0, 1): where segments end
 
 
@@ -79,7 +87,8 @@ def chunk(
     cutter = _Cutter(document, _untruncated(tokenizer), max_tokens, overlap_tokens)
     spans = list(cutter.spans())
     counts = cutter.count([document.text[s:e] for s, e in spans])
-    return [_chunk(document, s, e, n, seq) for seq, ((s, e), n) in enumerate(zip(spans, counts))]
+    pairs = enumerate(zip(spans, counts, strict=True))
+    return [_chunk(document, s, e, n, seq) for seq, ((s, e), n) in pairs]
 
 
 def _check(max_tokens: int, overlap_tokens: int) -> None:
@@ -132,7 +141,7 @@ class _Cutter:
         self.step = max_tokens - overlap  # a segment's budget: the tokens a chunk adds
         self.unit_cap = max(self.step // 4, 1)
         self.min_segment = self.step // 4  # no hash-chosen end before this many tokens
-        self.target = max(self.step // 3, 1)  # mean tokens past min_segment to a hash end
+        self.target = max(self.step * 3 // 4, 1)  # mean tokens past min_segment to a hash end
         self.headings = {h.offset for h in document.headings}
         self._splitter: TextSplitter | None = None
 
@@ -193,10 +202,11 @@ class _Cutter:
             yield from self._fitting(run)
 
     def _runs(self, units: list[_Unit]) -> Iterator[list[_Unit]]:
-        """Units up to each hash-chosen end, or up to a heading; of any size."""
+        """Units up to each hash-chosen end, or up to a heading; of any size. Headings in a row
+        stay together, so a heading is never a chunk alone."""
         current: list[_Unit] = []
         for unit in units:
-            if current and unit.heading and self._size(current) >= self.min_segment:
+            if unit.heading and not all(u.heading for u in current):
                 yield current
                 current = []
             current.append(unit)
@@ -242,17 +252,19 @@ class _Cutter:
         for start, end in self._sections():
             spans.extend(self._cut(start, end, 0))
         counts = self.count([self.text[s:e] for s, e in spans])
-        return [self._unit(s, e, n) for (s, e), n in zip(spans, counts)]
+        return [self._unit(s, e, n) for (s, e), n in zip(spans, counts, strict=True)]
 
     def _unit(self, start: int, end: int, tokens: int) -> _Unit:
-        digest = hashlib.sha256(self.text[start:end].encode("utf-8")).digest()
+        digest = hashlib.sha256(
+            self.text[start : min(end, start + _DRAWN)].encode("utf-8")
+        ).digest()
         draw = int.from_bytes(digest[:8], "big") / 2**64
         return _Unit(start, end, tokens, start in self.headings, draw)
 
     def _sections(self) -> Iterator[tuple[int, int]]:
         """The text cut before every heading; a unit never spans one."""
         bounds = sorted({0, *self.headings, len(self.text)})
-        yield from zip(bounds, bounds[1:])
+        yield from itertools.pairwise(bounds)
 
     def _cut(self, start: int, end: int, level: int) -> list[tuple[int, int]]:
         """Trimmed, non-empty spans of at most ``unit_cap`` tokens covering ``[start, end)``."""
@@ -261,7 +273,7 @@ class _Cutter:
             return []
         counts = self.count([self.text[s:e] for s, e in pieces])
         spans: list[tuple[int, int]] = []
-        for (s, e), n in zip(pieces, counts):
+        for (s, e), n in zip(pieces, counts, strict=True):
             if n <= self.unit_cap:
                 spans.append((s, e))
             elif level + 1 < len(_CUTS):

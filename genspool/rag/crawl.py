@@ -128,7 +128,7 @@ class Crawler:
     def backoff(self, attempt: int) -> float:
         """Exponential, with equal jitter: half the delay fixed, half random."""
         delay = min(self.backoff_cap_s, self.backoff_s * 2**attempt)
-        return delay / 2 + self._random.uniform(0, delay / 2)
+        return float(delay / 2 + self._random.uniform(0, delay / 2))
 
 
 class _Host:
@@ -405,7 +405,7 @@ def _sitemap(data: bytes, limit: int) -> tuple[list[str], list[str]] | None:
             data = gzip.GzipFile(fileobj=io.BytesIO(data)).read(limit + 1)[:limit]
         except (OSError, EOFError):
             return None
-    if not data.lstrip()[:1] == b"<":
+    if data.lstrip()[:1] != b"<":
         return None
     try:
         root = fromstring(data)

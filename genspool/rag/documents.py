@@ -215,8 +215,13 @@ def _html(data: bytes, filename: str, charset: str | None) -> _Read:
     if text is None:
         raise SourceError(f"{filename}: no main text found in the HTML")
     found = trafilatura.extract_metadata(page)
-    metadata = {k: v for k, v in (found.as_dict() if found else {}).items() if _plain(v)}
+    fields = found.as_dict() if found else {}
+    metadata = {k: v for k, v in fields.items() if _plain(v) and k not in _NOT_METADATA}
     return _normalise(text), (), metadata
+
+
+#: trafilatura's fields that describe the extraction, not the page (``filedate`` is today).
+_NOT_METADATA = {"filedate", "fingerprint", "id", "raw_text", "text", "body", "commentsbody"}
 
 
 def _text(data: bytes, filename: str, charset: str | None) -> _Read:

@@ -150,7 +150,7 @@ class Ingester:
 
     async def ingest(self, store: VectorStore, vf: VectorStoreFile) -> dict[str, Any]:
         """The steps above; the changes to the file's record once its chunks are current."""
-        record, content = await self.files.content(vf.id, vf.tenant)
+        record, content = await self.files.content(vf.content_file_id or vf.id, vf.tenant)
         data = b"".join([c async for c in content])
         doc: Document = await asyncio.to_thread(extract, data, record.filename, None)
         if vf.generation and doc.sha256 == vf.content_sha256:

@@ -12,9 +12,10 @@ search returns ``k`` results whenever ``k`` chunks match.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,7 +215,9 @@ class VectorStores:
             counts["usage_bytes"] += vf.usage_bytes
         return counts
 
-    async def _files(self, store_id: str, batch_id: str | None = None) -> Any:
+    async def _files(
+        self, store_id: str, batch_id: str | None = None
+    ) -> AsyncIterator[VectorStoreFile]:
         after = None
         while True:
             page = await self.records.vfile_list(
@@ -319,9 +322,15 @@ class VectorStores:
                 return
 
     async def remove_file(self, store_id: str, file_id: str, tenant: str | None) -> bool:
-        await self.file(store_id, file_id, tenant)
+        """The file's chunks and record (the file itself stays in the Files API, as OpenAI's
+        does; newer bytes a source was updated with go, being the store's own)."""
+        vf = await self.file(store_id, file_id, tenant)
         await self.chunks.chunks_drop(store_id, file_id)
-        return await self.records.vfile_delete(store_id, file_id, tenant)
+        removed = await self.records.vfile_delete(store_id, file_id, tenant)
+        if vf.content_file_id is not None:
+            with contextlib.suppress(NotFound):
+                await self.files.delete(vf.content_file_id, vf.tenant)
+        return removed
 
     async def cancel_batch(self, store_id: str, batch_id: str, tenant: str | None) -> None:
         """The batch's files not yet ingested are ``cancelled`` (their old chunks stay)."""
@@ -330,6 +339,86 @@ class VectorStores:
             if vf.status == "in_progress":
                 cancelled = dataclasses.replace(vf, status="cancelled", version=vf.version + 1)
                 await self.records.vfile_update(cancelled, vf.version)
+
+    # -- sources: documents ingested again by name ---------------------------------------------
+
+    async def source(
+        self,
+        store_id: str,
+        tenant: str | None,
+        source: str,
+        *,
+        sha256: str | None = None,
+        file_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        chunking_strategy: dict[str, Any] | None = None,
+    ) -> tuple[str, VectorStoreFile | None]:
+        """One document of a directory or a site, by its name (``source``): ``skipped`` when
+        the store holds these bytes already (``sha256`` of them, nothing uploaded),
+        ``upload_needed`` when it does not and no ``file_id`` came, else ``added`` (a new
+        source) or ``updated`` (its file now reads the new bytes: its chunks are made again,
+        under a new generation, and the old ones answer searches until they are current)."""
+        store = await self.get(store_id, tenant)
+        current = await self._by_source(store.id, source)
+        if file_id is None:
+            if sha256 is None:
+                raise InvalidRequest("give sha256 (to compare) or file_id (the new bytes)",
+                                     param="sha256")  # fmt: skip
+            if current is not None and current.status == "completed":
+                held = await self.files.get(current.content_file_id or current.id, store.tenant)
+                if held.sha256 == sha256:
+                    return "skipped", current
+            return "upload_needed", current
+        if current is None:
+            vf = await self.add_file(
+                store.id, file_id, tenant=tenant, attributes=attributes,
+                chunking_strategy=chunking_strategy,
+            )  # fmt: skip
+            for _ in range(10):
+                named = dataclasses.replace(vf, source=source, version=vf.version + 1)
+                if await self.records.vfile_update(named, vf.version):
+                    return "added", named
+                fresh = await self.records.vfile_get(store.id, file_id, None)
+                assert fresh is not None
+                vf = fresh
+            raise Conflict(f"file {file_id} of {store_id} kept changing; try again")
+        await self.files.get(file_id, store.tenant)  # the new bytes: the caller's own file
+        window = self.window(store.model)
+        for _ in range(10):
+            old = current.content_file_id
+            moved = dataclasses.replace(
+                current, status="in_progress", content_file_id=file_id, last_error=None,
+                attributes=current.attributes if attributes is None else _attributes(attributes),
+                chunking=current.chunking if chunking_strategy is None
+                else check_chunking(chunking_strategy, window),
+                version=current.version + 1,
+            )  # fmt: skip
+            if await self.records.vfile_update(moved, current.version):
+                if old is not None and old != file_id:  # bytes of an earlier update: ours
+                    with contextlib.suppress(NotFound):
+                        await self.files.delete(old, store.tenant)
+                self.ingester.poke()
+                return "updated", moved
+            fresh = await self.records.vfile_get(store.id, current.id, None)
+            if fresh is None:
+                raise NotFound(f"the file of {source!r} was removed meanwhile", param="source")
+            current = fresh
+        raise Conflict(f"the file of {source!r} kept changing; try again")
+
+    async def _by_source(self, store_id: str, source: str) -> VectorStoreFile | None:
+        async for vf in self._files(store_id):
+            if vf.source == source:
+                return vf
+        return None
+
+    async def cleanup(self, store_id: str, tenant: str | None, keep: set[str]) -> int:
+        """``cleanup: full``: remove every file ingested from a source not in ``keep`` (the
+        sources of this ingest); files added by id, with no source, stay."""
+        await self.get(store_id, tenant)
+        gone = [vf async for vf in self._files(store_id) if vf.source and vf.source not in keep]
+        for vf in gone:
+            await self.remove_file(store_id, vf.id, tenant)
+        return len(gone)
 
     # -- search --------------------------------------------------------------------------------
 

@@ -33,10 +33,7 @@ async def walk_directory(
     unless ``include_hidden``. Reading runs in a thread, one file at a time, so a large tree
     never sits in memory at once.
     """
-    base = Path(root)
-    if not base.is_dir():
-        raise NotADirectoryError(f"{base}: not a directory")
-    for path in await asyncio.to_thread(_matching, base, glob, include_hidden):
+    for path in await asyncio.to_thread(_matching, Path(root), glob, include_hidden):
         try:
             yield LocalFile(path, await asyncio.to_thread(path.read_bytes))
         except OSError as exc:
@@ -44,6 +41,8 @@ async def walk_directory(
 
 
 def _matching(base: Path, glob: str, include_hidden: bool) -> list[Path]:
+    if not base.is_dir():
+        raise NotADirectoryError(f"{base}: not a directory")
     found = []
     for path in base.glob(glob):
         relative = path.relative_to(base)
