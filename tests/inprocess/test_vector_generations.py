@@ -98,8 +98,8 @@ async def test_a_failed_reingest_keeps_the_old_version_and_a_resume_flips(
     upstream.script([{"model": "femb", "outcome": "error", "status": 500}])  # every call fails
     updated = await _ingest(gs, keys.a, store, guide("new"))
     assert updated["outcome"] == "updated" and updated["file"]["id"] == file_id
-    while (await gs.client.get(f"/v1/vector_stores/{store}/files/{file_id}",
-                               headers=auth(keys.a))).json()["status"] == "in_progress":  # fmt: skip
+    path = f"/v1/vector_stores/{store}/files/{file_id}"
+    while (await gs.client.get(path, headers=auth(keys.a))).json()["status"] == "in_progress":
         assert await _probe(gs, keys.a, store) == {"old"}  # during: the old version
         await asyncio.sleep(0.01)  # the memory store never suspends: let the worker run
     failed = await _settled(gs, keys.a, store, file_id)
