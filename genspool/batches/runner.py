@@ -39,6 +39,7 @@ from genspool.core.job import Job
 from genspool.core.models import PROMPT_TOKENS, SCOPES
 from genspool.core.queue import Queue
 from genspool.core.roles import BatchStore
+from genspool.core.scanner import Scanner
 from genspool.exceptions import Conflict, NotFound
 from genspool.files import Files
 from genspool.providers.endpoints import file_ref
@@ -55,19 +56,17 @@ class _Lost(Exception):
     """Another runner holds the batch now (this one's lease ran out), or it ended."""
 
 
-class BatchRunner:
+class BatchRunner(Scanner):
+    WHAT = "batches"
     LEASE_S = 30.0
     #: How often a batch's unfinished lines are read again.
     POLL_S = 0.25
-    #: How often the store is scanned for batches no runner drives.
-    SCAN_S = 1.0
     ENQUEUE_CHUNK = 500
     READ_CHUNK = 1000
     #: The fewest lines a follow step reads: lines end about in order, so a step reads twice
     #: as many as ended in the last one (a full read of 1,000 rows every poll cost ~40 row
     #: decodes per line, the batch's largest CPU cost).
     MIN_WINDOW = 64
-    MAX_DRIVEN = 8
 
     def __init__(
         self,
@@ -80,12 +79,11 @@ class BatchRunner:
         owner: str | None = None,
     ) -> None:
         """``check``: how one line's request is checked (the API's ``validate_request``)."""
+        super().__init__(log)
         self.store, self.queue, self.files, self.check = store, queue, files, check
         self.max_line_bytes = max_line_bytes
         self.owner = owner or f"batches-{uuid.uuid4().hex[:12]}"
         self.clock: Callable[[], float] = queue.clock
-        self._driving: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
         #: Lines each batch's last follow step wrote (how far the next one reads).
         self._last_written: dict[str, int] = {}
         #: Called with each batch this runner ended (completed, failed, expired, cancelled),
@@ -93,43 +91,14 @@ class BatchRunner:
         #: pipelines started by batch events (genspool.pipelines) start.
         self.on_end: list[Callable[[Batch], Awaitable[None]]] = []
 
-    def poke(self) -> None:
-        """Look for new work now (a batch was created or cancelled in this process)."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Scan and drive until cancelled; the batches driven stop with it (their leases run
-        out, and a runner elsewhere, or this one restarted, resumes them)."""
-        try:
-            while True:
-                try:
-                    await self.scan()
-                except Exception:
-                    log.exception("scanning for batches failed; trying again")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.SCAN_S)
-                self._wake.clear()
-        finally:
-            for task in list(self._driving.values()):
-                task.cancel()
-            await asyncio.gather(*self._driving.values(), return_exceptions=True)
-
     async def scan(self) -> None:
         """Claim the active batches that no runner's lease holds, up to ``MAX_DRIVEN``."""
         for found in await self.store.batches_active(100):
-            if found.id in self._driving or len(self._driving) >= self.MAX_DRIVEN:
+            if self.driving(found.id) or self.full:
                 continue
             claimed = machine.claim(found, self.owner, self.clock(), self.LEASE_S)
             if claimed is not None and await self.store.batch_update(claimed, found.version):
-                task = asyncio.create_task(self._drive(claimed), name=f"batch {found.id}")
-                self._driving[found.id] = task
-                task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        for batch_id, driving in list(self._driving.items()):
-            if driving is task:
-                del self._driving[batch_id]
-                self._last_written.pop(batch_id, None)
+                self.drive(found.id, self._drive(claimed))
 
     async def _drive(self, b: Batch) -> None:
         try:
@@ -144,6 +113,8 @@ class BatchRunner:
             log.info("batch %s: driven elsewhere now", b.id)
         except Exception:
             log.exception("batch %s: a step failed; it is tried again", b.id)
+        finally:
+            self._last_written.pop(b.id, None)
 
     async def _step(self, b: Batch) -> Batch:
         now = self.clock()

@@ -32,6 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem
 from genspool.core.queue import Queue
 from genspool.core.roles import PipelineStore
+from genspool.core.scanner import Scanner
 from genspool.exceptions import Conflict, NotFound
 from genspool.fanout.template import TemplateError, render
 from genspool.files import Files
@@ -52,13 +53,12 @@ class _Lost(Exception):
     """Another runner holds the run now (this one's lease ran out), or it ended."""
 
 
-class PipelineRunner:
+class PipelineRunner(Scanner):
+    WHAT = "pipeline runs"
     LEASE_S = 30.0
-    SCAN_S = 1.0
     #: How often a driven run's record is written with the counts so far (and a cancel seen).
     TICK_S = 0.25
     READ_CHUNK = 500
-    MAX_DRIVEN = 8
 
     def __init__(
         self,
@@ -70,47 +70,21 @@ class PipelineRunner:
         *,
         owner: str | None = None,
     ) -> None:
+        super().__init__(log)
         self.store, self.queue, self.files, self.check = store, queue, files, check
         self.pipelines = pipelines
         self.owner = owner or f"pipelines-{uuid.uuid4().hex[:12]}"
         self.clock: Callable[[], float] = queue.clock
-        self._driving: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
         #: Called with each run this runner ended, after the write (webhooks, events).
         self.on_end: list[Callable[[PipelineRun], Awaitable[None]]] = []
 
-    def poke(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self.scan()
-                except Exception:
-                    log.exception("scanning for pipeline runs failed; trying again")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.SCAN_S)
-                self._wake.clear()
-        finally:
-            for task in list(self._driving.values()):
-                task.cancel()
-            await asyncio.gather(*self._driving.values(), return_exceptions=True)
-
     async def scan(self) -> None:
         for found in await self.store.runs_active(100):
-            if found.id in self._driving or len(self._driving) >= self.MAX_DRIVEN:
+            if self.driving(found.id) or self.full:
                 continue
             claimed = machine.claim(found, self.owner, self.clock(), self.LEASE_S)
             if claimed is not None and await self.store.run_update(claimed, found.version):
-                task = asyncio.create_task(self._drive(claimed), name=f"run {found.id}")
-                self._driving[found.id] = task
-                task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        for run_id, driving in list(self._driving.items()):
-            if driving is task:
-                del self._driving[run_id]
+                self.drive(found.id, self._drive(claimed))
 
     # -- the record --------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ the lease to run out, and another takes the file again from the start (its embed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import uuid
@@ -28,6 +27,7 @@ from typing import Any
 
 from genspool.core.queue import Queue
 from genspool.core.roles import ChunkStore, VectorFilter, VectorStoreRecords
+from genspool.core.scanner import Scanner
 from genspool.core.vectors import Chunk, VectorStore, VectorStoreFile
 from genspool.exceptions import GenspoolError, NotFound
 from genspool.files import Files
@@ -51,10 +51,10 @@ def static_sizes(strategy: dict[str, Any]) -> tuple[int, int]:
     return int(static["max_chunk_size_tokens"]), int(static["chunk_overlap_tokens"])
 
 
-class Ingester:
+class Ingester(Scanner):
+    WHAT = "files to ingest"
     LEASE_S = 60.0
-    SCAN_S = 1.0
-    MAX_FILES = 4
+    MAX_DRIVEN = 4
 
     def __init__(
         self,
@@ -65,34 +65,15 @@ class Ingester:
         tokenizer: Callable[[str], Any],
     ) -> None:
         """``tokenizer``: the ``tokenizers.Tokenizer`` of an embedding model, by its name."""
+        super().__init__(log)
         self.records, self.chunks, self.files, self.queue = records, chunks, files, queue
         self.tokenizer = tokenizer
         self.owner = f"ingest-{uuid.uuid4().hex[:12]}"
         self.clock = queue.clock
-        self._wake = asyncio.Event()
-        self._busy: dict[tuple[str, str], asyncio.Task[None]] = {}
         #: How many embedding jobs ingestion submitted, and how many texts they embedded (the
         #: others came from the cache): the CLI shows them, tests count them.
         self.embed_jobs = 0
         self.embedded = 0
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self.scan()
-                except Exception:
-                    log.exception("scanning for files to ingest failed; trying again")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.SCAN_S)
-                self._wake.clear()
-        finally:
-            for task in self._busy.values():
-                task.cancel()
-            await asyncio.gather(*self._busy.values(), return_exceptions=True)
 
     async def scan(self) -> None:
         pending = await self.records.vfile_list(
@@ -100,8 +81,8 @@ class Ingester:
         )
         now = self.clock()
         for vf in pending:
-            key = (vf.store_id, vf.id)
-            if key in self._busy or len(self._busy) >= self.MAX_FILES:
+            key = f"{vf.store_id}/{vf.id}"
+            if self.driving(key) or self.full:
                 continue
             if vf.owner not in (None, self.owner) and vf.lease_until > now:
                 continue
@@ -109,9 +90,7 @@ class Ingester:
                 vf, owner=self.owner, lease_until=now + self.LEASE_S, version=vf.version + 1
             )
             if await self.records.vfile_update(held, vf.version):
-                task = asyncio.create_task(self._ingest(held), name=f"ingest {vf.id}")
-                self._busy[key] = task
-                task.add_done_callback(lambda _, k=key: self._busy.pop(k, None))  # type: ignore[misc]
+                self.drive(key, self._ingest(held))
 
     async def _ingest(self, vf: VectorStoreFile) -> None:
         try:
