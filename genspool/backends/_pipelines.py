@@ -113,12 +113,14 @@ class MemoryPipelines(PipelineStore):
         ]
         return sorted(found, key=lambda i: i.seq)[:limit]
 
-    async def items_finished(self, tenant: str, pipeline: str, keys: Sequence[str]) -> set[str]:
+    async def items_finished(
+        self, tenant: str, pipeline: str, keys: Sequence[str]
+    ) -> dict[str, RunItem]:
         s = self._pipelines
-        runs = [r.id for r in s.runs.values() if (r.tenant, r.pipeline) == (tenant, pipeline)]
+        runs = sorted(r.id for r in s.runs.values() if (r.tenant, r.pipeline) == (tenant, pipeline))
         return {
-            key
-            for run_id in runs
+            key: item
+            for run_id in runs  # oldest first: the latest run's item is kept
             for key in keys
             if (item := s.items.get(run_id, {}).get(key)) is not None and item.status in FINISHED
         }

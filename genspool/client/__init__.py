@@ -1,8 +1,8 @@
 """Python clients of a genspool server: :class:`Client` (blocking) and :class:`AsyncClient`.
 
 Both speak the public HTTP API only (jobs, dead letters, keys, models, files, batches and
-pipelines, Server-Sent Events and the WebSocket), return the typed results of ``_types``,
-``_batch_base`` and ``_pipeline_base`` and raise the classes of :mod:`genspool.exceptions`;
+pipelines, vector stores, Server-Sent Events and the WebSocket), return the typed results of ``_types``,
+``_batch_base``, ``_pipeline_base`` and ``_store_base`` and raise the classes of :mod:`genspool.exceptions`;
 nothing here imports the server's packages.
 
     with genspool.Client("http://127.0.0.1:8000", api_key="gsk_...") as client:
@@ -14,6 +14,7 @@ from genspool.client._async import AsyncClient, AsyncEventStream, AsyncKeys
 from genspool.client._batch_base import Batch, BatchCounts, FileObject, Page
 from genspool.client._batches import AsyncBatches, AsyncFiles, Batches, Files
 from genspool.client._pipeline_base import Pipeline, PipelineRun, RunCounts, RunItem, Tick
+from genspool.client._store_base import IngestOutcome, SearchHit, StoreFile, VectorStore
 from genspool.client._sync import Client, EventStream, Keys
 from genspool.client._types import (
     ApiKey,
@@ -43,6 +44,7 @@ __all__ = [
     "CreatedApiKey",
     "EventStream",
     "FileObject",
+    "IngestOutcome",
     "Files",
     "Job",
     "JobError",
@@ -57,5 +59,8 @@ __all__ = [
     "PipelineRun",
     "RunCounts",
     "RunItem",
+    "SearchHit",
+    "StoreFile",
     "Tick",
+    "VectorStore",
 ]

@@ -20,6 +20,7 @@ from genspool.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Confi
 from genspool.client._batches import AsyncBatches, AsyncFiles
 from genspool.client._errors import error_from_response, transport_error
 from genspool.client._pipelines import AsyncPipelineMethods
+from genspool.client._stores import AsyncStoreMethods
 from genspool.client._types import ApiKey, CreatedApiKey, Job, JobEvent, JobStatus, Model
 from genspool.exceptions import APIConnectionError
 
@@ -31,9 +32,9 @@ __all__ = ["AsyncClient", "AsyncEventStream", "AsyncKeys"]
 T = TypeVar("T")
 
 
-class AsyncClient(AsyncPipelineMethods):
-    """A genspool server's jobs, dead letters, keys, models, files, batches and
-    pipelines, for asyncio.
+class AsyncClient(AsyncPipelineMethods, AsyncStoreMethods):
+    """A genspool server's jobs, dead letters, keys, models, files, batches, pipelines and
+    vector stores, for asyncio.
 
     ``transport`` (e.g. ``httpx.MockTransport`` in tests) or a whole ``http_client`` replace
     the HTTP layer; a given ``http_client`` is the caller's to close. The WebSocket of

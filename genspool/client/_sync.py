@@ -16,6 +16,7 @@ from genspool.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Confi
 from genspool.client._batches import Batches, Files
 from genspool.client._errors import error_from_response, transport_error
 from genspool.client._pipelines import PipelineMethods
+from genspool.client._stores import StoreMethods
 from genspool.client._types import ApiKey, CreatedApiKey, Job, JobEvent, JobStatus, Model
 from genspool.exceptions import APIConnectionError
 
@@ -27,9 +28,9 @@ __all__ = ["Client", "EventStream", "Keys"]
 T = TypeVar("T")
 
 
-class Client(PipelineMethods):
-    """A genspool server's jobs, dead letters, keys, models, files, batches and
-    pipelines.
+class Client(PipelineMethods, StoreMethods):
+    """A genspool server's jobs, dead letters, keys, models, files, batches, pipelines and
+    vector stores.
 
     ``transport`` (e.g. ``httpx.MockTransport`` in tests) or a whole ``http_client`` replace
     the HTTP layer; a given ``http_client`` is the caller's to close. The WebSocket of

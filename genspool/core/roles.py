@@ -476,9 +476,12 @@ class PipelineStore(Resource):
         given), in ``seq`` order."""
 
     @abstractmethod
-    async def items_finished(self, tenant: str, pipeline: str, keys: Sequence[str]) -> set[str]:
-        """Those of ``keys`` that some run of ``pipeline`` (of ``tenant``) finished: an item
-        of that key is ``done`` or ``skipped`` there."""
+    async def items_finished(
+        self, tenant: str, pipeline: str, keys: Sequence[str]
+    ) -> dict[str, RunItem]:
+        """Those of ``keys`` that some run of ``pipeline`` (of ``tenant``) finished (an item
+        of that key is ``done`` or ``skipped`` there), each with that item: the one of the
+        latest such run (highest run id)."""
 
     @abstractmethod
     async def tick_record(self, tick: Tick) -> Tick:

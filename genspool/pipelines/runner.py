@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -163,7 +164,9 @@ class PipelineRunner(Scanner):
         info = {"id": r.id, "pipeline": r.pipeline, "inputs": r.inputs, "created_at": r.created_at}
         writer = open_sink(pipeline.sink[index], base=pipeline.base, run=info)
         chunk: list[dict[str, Any]] = []
-        async for item in self._items(r.id, ItemStatus.DONE):
+        async for item in self._items(r.id, None):
+            if item.status is not ItemStatus.DONE and _origin(item) != ItemStatus.DONE.value:
+                continue  # failed, filtered out, pending (a cancelled run)
             chunk.append(_sink_item(item))
             if len(chunk) >= 500:
                 await writer.write(chunk)
@@ -195,10 +198,33 @@ class PipelineRunner(Scanner):
 
 
 def _sink_item(item: RunItem) -> dict[str, Any]:
-    return {
+    """An item as a sink sees it: one an earlier run finished is ``done`` with the outputs
+    that run gave, and names that run (``earlier_run``)."""
+    out = {
         "key": item.key, "seq": item.seq, "status": item.status.value, "item": item.data,
         "steps": item.steps, "error": item.error,
     }  # fmt: skip
+    if item.status is ItemStatus.SKIPPED and item.error is not None:
+        out.update(status=ItemStatus.DONE.value, error=None, earlier_run=item.error["run_id"])
+    return out
+
+
+def _origin(item: RunItem) -> str | None:
+    """What an item skipped as finished earlier was in the run that finished it."""
+    error = item.error or {}
+    return error.get("status") if error.get("code") == "finished_earlier" else None
+
+
+def _reused(item: RunItem, earlier: RunItem) -> RunItem:
+    """``item`` skipped: ``earlier`` (of an earlier run) finished its key. It keeps that run's
+    outputs, so this run's sinks hold every item the pipeline finished, not only the new."""
+    origin = _origin(earlier)
+    run_id = (earlier.error or {}).get("run_id") if origin else earlier.run_id
+    error = {
+        "code": "finished_earlier", "run_id": run_id, "status": origin or earlier.status.value,
+        "message": f"run {run_id} of the pipeline finished this key",
+    }  # fmt: skip
+    return dataclasses.replace(item, status=ItemStatus.SKIPPED, steps=earlier.steps, error=error)
 
 
 def item_key(pipeline: Pipeline, record: dict[str, Any], ctx: dict[str, Any]) -> str:
@@ -290,13 +316,9 @@ class _Drive:
                 r.tenant, r.pipeline, [i.key for i in chunk]
             )
             for n, item in enumerate(chunk):
-                if item.key in finished and item.status is ItemStatus.PENDING:
-                    chunk[n] = RunItem(
-                        run_id=item.run_id, key=item.key, seq=item.seq,
-                        status=ItemStatus.SKIPPED, data=item.data,
-                        error={"code": "finished_earlier",
-                               "message": "an earlier run of the pipeline finished this key"},
-                    )  # fmt: skip
+                earlier = finished.get(item.key)
+                if earlier is not None and item.status is ItemStatus.PENDING:
+                    chunk[n] = _reused(item, earlier)
         if chunk:
             await runner.store.items_put(chunk)
         self.waiting.extend(i for i in chunk if i.status is ItemStatus.PENDING)

@@ -191,7 +191,7 @@ async def test_a_thousand_items_go_in_one_call(queue: Queue) -> None:
     page = await store.items_list("run_01", 990, 100)
     assert [i.seq for i in page] == list(range(991, 1001))
     keys = [f"k{i:04d}" for i in range(1, 1001)]
-    assert await store.items_finished("acme", "etl", keys) == set()
+    assert await store.items_finished("acme", "etl", keys) == {}
 
 
 async def test_finished_keys_are_those_done_or_skipped_in_any_run_of_the_pipeline(
@@ -207,12 +207,15 @@ async def test_finished_keys_are_those_done_or_skipped_in_any_run_of_the_pipelin
         item("run_04", "f", 1, ItemStatus.DONE),
     ])  # fmt: skip
     keys = ["a", "b", "c", "d", "e", "f", "g"]
-    assert await store.items_finished("acme", "etl", keys) == {"a", "b"}
-    assert await store.items_finished("beta", "etl", keys) == {"e"}
-    assert await store.items_finished("acme", "x", keys) == {"f"}
-    assert await store.items_finished("acme", "etl", []) == set()
+    finished = await store.items_finished("acme", "etl", keys)
+    assert set(finished) == {"a", "b"}
+    assert finished["a"] == item("run_01", "a", 1, ItemStatus.DONE)  # the item, whole
+    assert finished["b"] == item("run_02", "b", 1, ItemStatus.SKIPPED)  # the latest run's
+    assert set(await store.items_finished("beta", "etl", keys)) == {"e"}
+    assert set(await store.items_finished("acme", "x", keys)) == {"f"}
+    assert await store.items_finished("acme", "etl", []) == {}
     many = [f"n{i}" for i in range(1200)] + ["a"]  # more than one chunk of a driver's limit
-    assert await store.items_finished("acme", "etl", many) == {"a"}
+    assert set(await store.items_finished("acme", "etl", many)) == {"a"}
 
 
 async def test_a_tick_is_recorded_once(queue: Queue) -> None:

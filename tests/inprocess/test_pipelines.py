@@ -118,6 +118,18 @@ async def test_a_rerun_skips_what_an_earlier_run_finished_unless_forced(
         (await gs.client.get("/v1/jobs?limit=200", headers=auth(keys.a))).json()["data"]
     )
     assert jobs_after - jobs_before == 1  # only the failed item's model call ran again
+    # The sinks still hold every finished item, with the outputs of the run that made them.
+    lines = [
+        orjson.loads(x)
+        for x in (await _content(gs, keys.a, run["output_file_ids"][0])).splitlines()
+    ]
+    assert lines == [{"id": f"r{i}", "loud": f"REVIEW {i}!"} for i in range(20)]
+    skipped = await gs.client.get(
+        f"/v1/pipelines/shouts/runs/{run['id']}/items?status=skipped", headers=auth(keys.a)
+    )
+    reused = skipped.json()["data"][0]
+    assert reused["error"]["code"] == "finished_earlier"
+    assert reused["error"]["run_id"] == first.json()["id"]
     forced = await gs.client.post(
         "/v1/pipelines/shouts/runs", json={"force": True}, headers=auth(keys.a)
     )

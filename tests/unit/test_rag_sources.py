@@ -201,52 +201,12 @@ async def test_a_directory_is_walked_in_a_stable_sorted_order(tmp_path: Path) ->
 
 # -- chunking -----------------------------------------------------------------------------------
 
-WORDS = [
-    *[
-        "queue",
-        "worker",
-        "token",
-        "vector",
-        "store",
-        "chunk",
-        "embed",
-        "model",
-        "paper",
-        "river",
-        "stone",
-        "cloud",
-        "batch",
-    ],
-    *[
-        "request",
-        "answer",
-        "server",
-        "window",
-        "budget",
-        "cache",
-        "index",
-        "search",
-        "filter",
-        "score",
-        "tenant",
-        "file",
-    ],
-    *[
-        "page",
-        "heading",
-        "section",
-        "offset",
-        "report",
-        "run",
-        "retry",
-        "backoff",
-        "limit",
-        "host",
-        "crawl",
-        "sitemap",
-    ],
-    *["robots", "delay"],
-]
+VOCABULARY = """
+queue worker token vector store chunk embed model paper river stone cloud batch
+request answer server window budget cache index search filter score tenant file
+page heading section offset report run retry backoff limit host crawl sitemap robots delay
+"""
+WORDS = VOCABULARY.split()
 
 
 def paragraph(rng: random.Random, low: int = 15, high: int = 110) -> str:

@@ -72,12 +72,15 @@ class PostgresPipelines(PostgresRecords, PipelineStore):
         return [item_from_doc(run_id, key, seq, doc) for key, seq, doc in rows]
 
     @translated("items_finished", ERRORS)
-    async def items_finished(self, tenant: str, pipeline: str, keys: Sequence[str]) -> set[str]:
+    async def items_finished(
+        self, tenant: str, pipeline: str, keys: Sequence[str]
+    ) -> dict[str, RunItem]:
         if not keys:
-            return set()
+            return {}
         args = {"tenant": tenant, "pipeline": pipeline, "finished": list(FINISHED),
                 "keys": list(keys)}  # fmt: skip
-        return {r[0] for r in await self._rows(Q["items_finished"], args)}
+        rows = await self._rows(Q["items_finished"], args)
+        return {key: item_from_doc(run_id, key, seq, doc) for run_id, key, seq, doc in rows}
 
     @translated("tick_record", ERRORS)
     async def tick_record(self, tick: Tick) -> Tick:

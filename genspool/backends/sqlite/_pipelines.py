@@ -74,14 +74,16 @@ class SQLitePipelines(SQLiteRecords, PipelineStore):
         return [item_from_doc(run_id, key, seq, doc) for key, seq, doc in rows]
 
     @translated("items_finished", ERRORS)
-    async def items_finished(self, tenant: str, pipeline: str, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
+    async def items_finished(
+        self, tenant: str, pipeline: str, keys: Sequence[str]
+    ) -> dict[str, RunItem]:
+        found: dict[str, RunItem] = {}
         for i in range(0, len(keys), KEYS_CHUNK):
             chunk = list(keys[i : i + KEYS_CHUNK])
             query = Q["items_finished"].replace("{keys}", ",".join("?" * len(chunk)))
-            found.update(
-                r[0] for r in await self._rows(query, [tenant, pipeline, *FINISHED, *chunk])
-            )
+            rows = await self._rows(query, [tenant, pipeline, *FINISHED, *chunk])
+            for run_id, key, seq, doc in sorted(rows):  # by run: the latest run's item kept
+                found[key] = item_from_doc(run_id, key, seq, doc)
         return found
 
     @translated("tick_record", ERRORS)

@@ -40,9 +40,11 @@ SELECT key, seq, doc FROM run_items
  ORDER BY seq LIMIT %(limit)s;
 
 -- name: items_finished
-SELECT DISTINCT key FROM run_items
+-- The item of the latest run (highest id) that finished each key.
+SELECT DISTINCT ON (key) run_id, key, seq, doc FROM run_items
  WHERE tenant = %(tenant)s AND pipeline = %(pipeline)s AND status = ANY(%(finished)s::text[])
-   AND key = ANY(%(keys)s::text[]);
+   AND key = ANY(%(keys)s::text[])
+ ORDER BY key, run_id DESC;
 
 -- name: tick_record
 INSERT INTO ticks (pipeline, at, outcome, recorded_at, run_id)

@@ -35,7 +35,7 @@ SELECT key, seq, doc FROM run_items
 
 -- name: items_finished
 -- {keys} is a list of as many ? as the chunk of keys has.
-SELECT DISTINCT key FROM run_items
+SELECT run_id, key, seq, doc FROM run_items
  WHERE tenant = ? AND pipeline = ? AND status IN (?, ?) AND key IN ({keys});
 
 -- name: tick_record
