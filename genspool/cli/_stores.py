@@ -30,7 +30,7 @@ app.add_typer(stores_app, name="stores")
 
 Store = Annotated[str, typer.Argument(help="The store's id (vs_…) or its name.")]
 AsJson = Annotated[bool, typer.Option("--json", metavar=FLAG, help="As JSON, as the API sends it.")]
-_STORE_ID = re.compile(r"^vs_[0-9a-f]+$")
+STORE_ID = re.compile(r"^vs_[0-9a-f]+$")
 #: Characters of a chunk's text shown in the search table.
 SNIPPET = 120
 #: The server's bound on ``max_num_results``.
@@ -39,7 +39,7 @@ MAX_K = 10_000
 
 def find_store(client: Client, name_or_id: str) -> VectorStore | None:
     """The store with this id, or the one store with this name (None: no such store)."""
-    if _STORE_ID.match(name_or_id):
+    if STORE_ID.match(name_or_id):
         return client.store(name_or_id)
     named = [s for s in client.stores() if s.name == name_or_id]
     if len(named) > 1:
@@ -91,7 +91,7 @@ def stores_create(
     api_key: Key = None,
 ) -> None:
     """Create a vector store and print its id."""
-    if not name.strip() or _STORE_ID.match(name):
+    if not name.strip() or STORE_ID.match(name):
         raise GenspoolError(f"{name!r}: give a name (not empty, not shaped like an id)")
     with _client(api_url, api_key) as client:
         made = client.create_store(name, model=model)
@@ -147,7 +147,7 @@ def _hits_table(hits: list[SearchHit]) -> Table:
     table = Table("score", "file", "page", "headings", "text")
     for h in hits:
         page = "" if h.page is None else str(h.page)
-        where = Text(" › ".join(h.headings))
+        where = Text(" > ".join(h.headings))
         table.add_row(f"{h.score:.3f}", Text(h.filename), page, where, Text(_snippet(h.text)))
     return table
 

@@ -1,9 +1,9 @@
 """Python clients of a genspool server: :class:`Client` (blocking) and :class:`AsyncClient`.
 
-Both speak the public HTTP API only (jobs, dead letters, keys, models, files, batches and
-pipelines, vector stores, Server-Sent Events and the WebSocket), return the typed results of ``_types``,
-``_batch_base``, ``_pipeline_base`` and ``_store_base`` and raise the classes of :mod:`genspool.exceptions`;
-nothing here imports the server's packages.
+Both speak the public HTTP API only (jobs, dead letters, keys, models, files, batches,
+pipelines, vector stores, Server-Sent Events and the WebSocket), return the typed results of
+``_types``, ``_batch_base``, ``_pipeline_base`` and ``_store_base`` and raise the classes of
+:mod:`genspool.exceptions`; nothing here imports the server's packages.
 
     with genspool.Client("http://127.0.0.1:8000", api_key="gsk_...") as client:
         job = client.submit_chat("smollm2-135m-instruct", [{"role": "user", "content": "hi"}])
@@ -44,8 +44,8 @@ __all__ = [
     "CreatedApiKey",
     "EventStream",
     "FileObject",
-    "IngestOutcome",
     "Files",
+    "IngestOutcome",
     "Job",
     "JobError",
     "JobEvent",

@@ -41,7 +41,8 @@ def _timed_out(store_id: str, waiter: FileWaiter, timeout: float | None) -> Wait
     some = ", ".join(sorted(waiter.pending)[:3])
     return WaitTimeout(
         f"{len(waiter.pending)} file(s) of {store_id} still in progress after {timeout} s"
-        f" ({some}…)"
+        f" ({some}…)",
+        job_id=store_id,
     )
 
 
@@ -143,7 +144,7 @@ class StoreMethods:
         return waiter.ended
 
     def _in_progress(self, store_id: str) -> set[str]:
-        pager, found = calls.in_progress_pager(store_id), set()
+        pager, found = calls.in_progress_pager(store_id), set[str]()
         while not pager.done:
             found.update(f.id for f in pager.advance(self._run(pager.call())))
         return found
@@ -249,7 +250,7 @@ class AsyncStoreMethods:
         return waiter.ended
 
     async def _in_progress(self, store_id: str) -> set[str]:
-        pager, found = calls.in_progress_pager(store_id), set()
+        pager, found = calls.in_progress_pager(store_id), set[str]()
         while not pager.done:
             found.update(f.id for f in pager.advance(await self._run(pager.call())))
         return found
