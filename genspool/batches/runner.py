@@ -104,10 +104,12 @@ class BatchRunner(Scanner):
         try:
             while not b.terminal:
                 stepped = await self._step(b)
-                if stepped is b:  # nothing to do yet: wait, and keep the lease
+                if stepped is b:  # nothing to do yet: wait, keep the lease, see a cancel
                     await asyncio.sleep(self.POLL_S)
                     if b.lease_until - self.clock() < self.LEASE_S / 2:
                         stepped = await self._apply(b, machine.renew(b, self.clock(), self.LEASE_S))
+                    else:  # no write of ours would meet the cancel's: read it
+                        stepped = await self._current(b)
                 b = stepped
         except _Lost:
             log.info("batch %s: driven elsewhere now", b.id)

@@ -49,9 +49,10 @@ class VectorStore:
     id: str
     tenant: str
     created_at: float
-    #: The embedding model (a served model's name) and the dimensions of its vectors.
+    #: The embedding model (a served model's name) and the dimensions of its vectors (None
+    #: until the first document is embedded: a store is made without calling the model).
     model: str
-    dimensions: int
+    dimensions: int | None
     name: str | None = None
     metadata: dict[str, str] | None = None
     #: OpenAI's ``{"anchor": "last_active_at", "days": n}``.

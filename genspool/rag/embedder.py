@@ -20,7 +20,7 @@ import numpy as np
 from genspool.core.job import Job
 from genspool.core.queue import Queue
 from genspool.core.roles import ChunkStore
-from genspool.exceptions import GenspoolError, ModelError
+from genspool.exceptions import ModelError
 from genspool.providers.base import EMBEDDINGS
 
 __all__ = ["Embedder", "EmbeddingFailed", "text_key", "unit"]
@@ -79,6 +79,8 @@ class Embedder:
         made: dict[str, bytes] = {}
         for vectors in await asyncio.gather(*(self._job([texts[i] for i in g]) for g in groups)):
             made.update(vectors)
+        if made and self.dimensions is None:  # a store's first vectors: their size is its
+            self.dimensions = len(next(iter(made.values()))) // 4
         if made and self.dimensions is not None:
             await self.cache.cache_put(self.model, self.dimensions, made)
         return [found.get(k) or made[k] for k in keys]
@@ -110,13 +112,15 @@ class Embedder:
             raise EmbeddingFailed(
                 f"embedding model {self.model} answered {len(data)} vectors for {len(texts)} texts"
             )
-        out = {}
+        out: dict[str, bytes] = {}
         for text, item in zip(texts, data, strict=True):
             vector = unit(item["embedding"])
-            if self.dimensions is not None and len(vector) // 4 != self.dimensions:
-                raise GenspoolError(
-                    f"embedding model {self.model} made {len(vector) // 4} dimensions; the store"
-                    f" holds {self.dimensions}"
+            size = len(vector) // 4
+            expected = self.dimensions or (len(next(iter(out.values()))) // 4 if out else size)
+            if size != expected:
+                raise EmbeddingFailed(
+                    f"embedding model {self.model} made {size} dimensions; the store holds"
+                    f" {expected}"
                 )
             out[text_key(text)] = vector
         return out

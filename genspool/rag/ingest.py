@@ -127,6 +127,24 @@ class Ingester(Scanner):
             if await self.records.vfile_update(done, now.version):
                 return
 
+    async def _sized(self, store: VectorStore, dimensions: int) -> None:
+        """Record a store's dimensions, from its first vectors (another process may have
+        recorded them first: they must agree)."""
+        for _ in range(10):
+            now = await self.records.store_get(store.id, None)
+            if now is None:
+                return
+            if now.dimensions is not None:
+                if now.dimensions != dimensions:
+                    raise EmbeddingFailed(
+                        f"embedding model {store.model} made {dimensions} dimensions; the store"
+                        f" holds {now.dimensions}"
+                    )
+                return
+            sized = dataclasses.replace(now, dimensions=dimensions, version=now.version + 1)
+            if await self.records.store_update(sized, now.version):
+                return
+
     async def ingest(self, store: VectorStore, vf: VectorStoreFile) -> dict[str, Any]:
         """The steps above; the changes to the file's record once its chunks are current."""
         record, content = await self.files.content(vf.content_file_id or vf.id, vf.tenant)
@@ -140,6 +158,8 @@ class Ingester(Scanner):
         embedder = Embedder(self.queue, self.chunks, store.model, store.dimensions,
                             tenant=vf.tenant)  # fmt: skip
         vectors = await embedder.embed([p.text for p in pieces])
+        if store.dimensions is None and embedder.dimensions is not None:
+            await self._sized(store, embedder.dimensions)
         self.embed_jobs += embedder.stats.jobs
         self.embedded += embedder.stats.texts - embedder.stats.cached
         generation = vf.generation + 1

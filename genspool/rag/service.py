@@ -135,10 +135,9 @@ class VectorStores:
             raise InvalidRequest(
                 f"model: {model!r} is not a served embedding model ({served})", param="model"
             )
-        dims = await self._dimensions(model, tenant)
         now = self.queue.clock()
         store = VectorStore(
-            id=new_store_id(), tenant=tenant, created_at=now, model=model, dimensions=dims,
+            id=new_store_id(), tenant=tenant, created_at=now, model=model, dimensions=None,
             name=name, metadata=metadata, expires_after=expires_after,
             expires_at=_expiry(expires_after, now), last_active_at=now,
         )  # fmt: skip
@@ -148,18 +147,6 @@ class VectorStores:
                 store.id, file_id, tenant=tenant, chunking_strategy=chunking_strategy
             )
         return store
-
-    async def _dimensions(self, model: str, tenant: str) -> int:
-        """The model's dimensions, from one embedding through the queue (a worker serves it)."""
-        probe = Embedder(self.queue, self.chunks, model, None, tenant=tenant, priority=10)
-        try:
-            async with asyncio.timeout(60):
-                (vector,) = await probe.embed(["genspool"], cached=False)
-        except TimeoutError:
-            raise Conflict(
-                f"model: no worker answered an embedding of {model} in 60 s; start one"
-            ) from None
-        return len(vector) // 4
 
     async def get(self, store_id: str, tenant: str | None) -> VectorStore:
         found = await self.records.store_get(store_id, tenant)
@@ -439,6 +426,8 @@ class VectorStores:
         text = " ".join(query) if isinstance(query, list) else query
         if not text.strip():
             raise InvalidRequest("query: give the text to search for", param="query")
+        if store.dimensions is None:
+            return []  # nothing embedded yet
         embedder = Embedder(self.queue, self.chunks, store.model, store.dimensions,
                             tenant=store.tenant, priority=10)  # fmt: skip
         (vector,) = await embedder.embed([text])
@@ -466,6 +455,7 @@ class VectorStores:
         return out
 
     async def _collection(self, store: VectorStore) -> Collection:
+        assert store.dimensions is not None
         """The store's current vectors, loaded again when its revision moved."""
         revision = await self.chunks.chunks_revision(store.id)
         held = self._loaded.get(store.id)
