@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from typing import Any
 
 __all__ = ["Scanner"]
 
 
-class Scanner:
+class Scanner(ABC):
     #: How often the store is scanned when nothing pokes.
     SCAN_S = 1.0
     #: How many records one process drives at once.
@@ -42,9 +43,9 @@ class Scanner:
     def full(self) -> bool:
         return len(self._driving) >= self.MAX_DRIVEN
 
+    @abstractmethod
     async def scan(self) -> None:
         """Claim records no one drives and :meth:`drive` each."""
-        raise NotImplementedError
 
     def drive(self, key: str, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` for the record ``key`` until it ends (or the loop does)."""
