@@ -81,7 +81,12 @@ async def running(
     async with queue:
         w = Worker(queue, ModelRegistry([cfg]), drain_timeout_s=0.5, maintain_s=0.2, **worker)
         task = asyncio.create_task(w.run())
-        await w.ready.wait()
+        ready = asyncio.create_task(w.ready.wait())
+        await asyncio.wait({task, ready}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():  # the worker died starting: its error, not a wait for the timeout
+            ready.cancel()
+            task.result()
+        assert ready.done(), "the worker did not load its model in 120 s"
         try:
             yield queue, w
         finally:
