@@ -6,11 +6,13 @@ matrix (:meth:`genspool.rag.exact.Collection.build_ann`), kept in step with its 
 removals, and checked against exact search when built; filtered queries never use it, since a
 graph walk with a filter is what returns fewer than k results. Deleting it loses nothing.
 
-usearch is optional (``pip install 'genspool[ann]'``); it is imported when an index is made.
+usearch is optional (``pip install 'genspool[ann]'``); it is imported when an index is made,
+and never before onnxruntime (:func:`_import_usearch`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -22,12 +24,23 @@ __all__ = ["AnnIndex", "ann_available"]
 
 
 def ann_available() -> bool:
-    """Whether usearch can be imported here."""
-    try:
-        import usearch.index  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether usearch is installed here (it is not imported: see :func:`_import_usearch`)."""
+    return importlib.util.find_spec("usearch") is not None
+
+
+def _import_usearch() -> Any:
+    """usearch's ``Index``, with onnxruntime (the bundled embedder's runtime) imported first
+    when it is installed. usearch 2.26's extension, loaded first, makes the later import of
+    onnxruntime 1.32's crash the process (SIGSEGV in ``std::codecvt<char16_t>::do_unshift``
+    under ``onnxruntime_pybind11_state``: ``python -c "import usearch.index; import
+    onnxruntime"``); in the other order both work. So a process that builds an ANN index
+    before it embeds anything does not die when it first embeds."""
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime  # noqa: F401
+
+    from usearch.index import Index
+
+    return Index
 
 
 class AnnIndex:
@@ -46,7 +59,7 @@ class AnnIndex:
         expansion_search: int = 64,
     ) -> None:
         try:
-            from usearch.index import Index
+            Index = _import_usearch()
         except ImportError as exc:
             raise ConfigError("an ANN index needs usearch: pip install 'genspool[ann]'") from exc
         self.dim = dim

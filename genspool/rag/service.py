@@ -3,15 +3,11 @@ search), over the :class:`~genspool.core.roles.VectorStoreRecords` and
 :class:`~genspool.core.roles.ChunkStore` roles, with the :class:`~genspool.rag.ingest.Ingester`
 each API process runs.
 
-Search is exact: each process keeps a store's current vectors as one matrix
-(:class:`~genspool.rag.exact.Collection`), loaded once and loaded again when the store's chunk
-revision moved (any process's flip or drop moves it); the filter is applied before ranking, so a
-search returns ``k`` results whenever ``k`` chunks match.
+Search is exact and filtered before ranking (:class:`~genspool.rag.search.Searcher`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import time
@@ -19,22 +15,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from genspool._ids import random_hex
 from genspool.core.queue import Queue
 from genspool.core.roles import ChunkStore, VectorFilter, VectorStoreRecords
-from genspool.core.vectors import Chunk, VectorStore, VectorStoreFile, new_store_id
+from genspool.core.vectors import VectorStore, VectorStoreFile, new_store_id
 from genspool.exceptions import Conflict, InvalidRequest, NotFound
 from genspool.files import Files
-from genspool.rag.embedder import Embedder
-from genspool.rag.exact import Collection
-from genspool.rag.filters import parse_filter
 from genspool.rag.ingest import DEFAULT_CHUNKING, Ingester, static_sizes
+from genspool.rag.search import Hit, Searcher
 
 __all__ = ["Hit", "StorePage", "VectorStores", "check_chunking", "new_batch_id"]
-
-MAX_RESULTS = 10_000
 
 
 def new_batch_id() -> str:
@@ -45,13 +35,6 @@ def new_batch_id() -> str:
 class StorePage:
     data: list[Any]
     has_more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    chunk: Chunk
-    score: float
-    filename: str
 
 
 def check_chunking(strategy: dict[str, Any] | None, window: int | None = None) -> dict[str, Any]:
@@ -110,8 +93,7 @@ class VectorStores:
         self.records, self.chunks, self.files, self.queue = records, chunks, files, queue
         self.model, self.known_models, self.window = model, known_models, window
         self.ingester = Ingester(records, chunks, files, queue, tokenizer)
-        self._loaded: dict[str, tuple[int, Collection]] = {}
-        self._loading: dict[str, asyncio.Lock] = {}
+        self.searcher = Searcher(chunks, files.store, queue)
 
     async def run(self) -> None:
         await self.ingester.run()
@@ -189,7 +171,7 @@ class VectorStores:
     async def delete(self, store_id: str, tenant: str | None) -> bool:
         await self.get(store_id, tenant)
         await self.chunks.chunks_drop(store_id, None)
-        self._loaded.pop(store_id, None)
+        self.searcher.forget(store_id)
         return await self.records.store_delete(store_id, tenant)
 
     async def counts(self, store: VectorStore) -> dict[str, int]:
@@ -419,69 +401,10 @@ class VectorStores:
         filters: dict[str, Any] | None = None,
         score_threshold: float | None = None,
     ) -> list[Hit]:
-        if not 1 <= k <= MAX_RESULTS:
-            raise InvalidRequest(f"max_num_results: 1 to {MAX_RESULTS}", param="max_num_results")
-        flt = None if filters is None else parse_filter(filters, "filters")
         store = await self.get(store_id, tenant)
-        text = " ".join(query) if isinstance(query, list) else query
-        if not text.strip():
-            raise InvalidRequest("query: give the text to search for", param="query")
-        if store.dimensions is None:
-            return []  # nothing embedded yet
-        embedder = Embedder(self.queue, self.chunks, store.model, store.dimensions,
-                            tenant=store.tenant, priority=10)  # fmt: skip
-        (vector,) = await embedder.embed([text])
-        collection = await self._collection(store)
-        if not len(collection):
-            return []
-        q = np.frombuffer(vector, dtype="<f4")
-        (found,) = collection.search(q, k, flt, score_threshold)
-        keys = [(cid.rpartition(":")[0], int(cid.rpartition(":")[2])) for cid, _ in found]
-        chunks = {(c.file_id, c.seq): c for c in await self.chunks.chunks_get(store.id, keys)}
-        names = await self._filenames({f for f, _ in keys}, store.tenant)
-        return [
-            Hit(chunks[key], score, names.get(key[0], key[0]))
-            for key, (_, score) in zip(keys, found, strict=True)
-            if key in chunks
-        ]
-
-    async def _filenames(self, file_ids: set[str], tenant: str) -> dict[str, str]:
-        out = {}
-        for file_id in file_ids:
-            try:
-                out[file_id] = (await self.files.get(file_id, tenant)).filename
-            except NotFound:
-                continue
-        return out
-
-    async def _collection(self, store: VectorStore) -> Collection:
-        assert store.dimensions is not None
-        """The store's current vectors, loaded again when its revision moved."""
-        revision = await self.chunks.chunks_revision(store.id)
-        held = self._loaded.get(store.id)
-        if held is not None and held[0] == revision:
-            return held[1]
-        async with self._loading.setdefault(store.id, asyncio.Lock()):
-            held = self._loaded.get(store.id)
-            if held is not None and held[0] == revision:
-                return held[1]
-            collection = Collection(store.dimensions)
-            after: tuple[str, int] | None = None
-            while True:
-                page = await self.chunks.chunks_current(store.id, after, 2000)
-                if page:
-                    collection.add(
-                        [f"{c.file_id}:{c.seq}" for c in page],
-                        np.frombuffer(b"".join(c.vector for c in page), dtype="<f4").reshape(
-                            len(page), store.dimensions
-                        ),
-                        [c.attributes for c in page],
-                    )
-                if len(page) < 2000:
-                    break
-                after = (page[-1].file_id, page[-1].seq)
-            self._loaded[store.id] = (revision, collection)
-            return collection
+        return await self.searcher.search(
+            store, query, k=k, filters=filters, score_threshold=score_threshold
+        )
 
 
 def _check_page(limit: int, order: str) -> None:

@@ -8,6 +8,8 @@ checked against brute force in float64 on 100k x 384 random unit vectors.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -330,3 +332,18 @@ def test_ann_recall_against_exact() -> None:
     assert not {h[0] for row in approx for h in row} & set(ids[:10])
     even = collection.search(queries, 10, {"type": "eq", "key": "even", "value": True})
     assert all(len(row) == 10 and all(int(h[0][1:]) % 2 == 0 for h in row) for row in even)
+
+
+@pytest.mark.skipif(not ann_available(), reason="usearch is not installed (genspool[ann])")
+def test_an_ann_index_made_before_the_embedder_loads_does_not_crash_it() -> None:
+    """usearch's extension loaded before onnxruntime's crashed the process (SIGSEGV) when the
+    bundled embedder loaded later: a search process that built an index first died at its
+    first embedding. In a fresh process, since the import order is the whole case."""
+    code = (
+        "from genspool.rag.ann import AnnIndex\n"
+        "AnnIndex(4)\n"
+        "import onnxruntime\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
