@@ -255,16 +255,34 @@ class Conn:
         return int(answer.get("purged", 0)) > 0
 
     async def scan(self, kind: str, pattern: str, *, keys_only: bool) -> list[KeyValue.Entry]:
-        """Every entry of a bucket under ``pattern``: O(entries)."""
-        watcher = await self.bucket(kind).watch(pattern, ignore_deletes=True, meta_only=keys_only)
-        out = []
+        """Every entry of a bucket under ``pattern``: O(entries).
+
+        nats-py's watcher may say its initial values are done before it has handled those
+        already delivered (it reads the consumer's info while they are in flight, sees nothing
+        pending and nothing received, and signals the end first: a scan then found no entry
+        in a bucket holding some). So deletes are watched too, and the scan reads on until it
+        has one message per subject the stream holds under ``pattern``."""
+        bucket = self.bucket(kind)
+        watcher = await bucket.watch(pattern, meta_only=keys_only)
+        seen: list[KeyValue.Entry] = []
         try:
             # nats-py leaves these two unannotated
             while (entry := await watcher.updates(REQUEST_TIMEOUT_S)) is not None:  # type: ignore[no-untyped-call]
-                out.append(entry)
+                seen.append(entry)
+            expected = await self._subjects(bucket._stream, f"{bucket._pre}{pattern}")
+            deadline = time.monotonic() + REQUEST_TIMEOUT_S
+            while len(seen) < expected and (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(nats.errors.TimeoutError):
+                    if (entry := await watcher.updates(left)) is not None:  # type: ignore[no-untyped-call]
+                        seen.append(entry)
         finally:
             await quietly(watcher.stop())  # type: ignore[no-untyped-call]
-        return out
+        return [e for e in seen if e.operation not in ("DEL", "PURGE")]
+
+    async def _subjects(self, stream: str, subject: str) -> int:
+        """How many subjects of ``stream`` match ``subject`` (each holds one last message)."""
+        info = await self.api(f"STREAM.INFO.{stream}", {"subjects_filter": subject})
+        return len((info.get("state") or {}).get("subjects") or {})
 
     async def fetch(self, stream: str, durable: str, batch: int) -> list[Msg]:
         """Up to ``batch`` messages that are deliverable now, without waiting for more."""
