@@ -49,6 +49,7 @@ from genspool.exceptions import ConfigError
 from genspool.providers.plugins import ProviderOptions, get_plugin
 
 __all__ = [
+    "ANSWER_MODEL",
     "DEFAULT_MODELS",
     "FANOUT_MODEL",
     "INTERNAL_MODELS",
@@ -259,8 +260,19 @@ WEBHOOK_MODEL: dict[str, Any] = {
     "batching": {"max_batch_size": 64, "max_wait_ms": 0, "max_concurrency": 64},
     "limits": {"timeout_s": 60},
 }
+#: The model that runs answer jobs (:mod:`genspool.rag.answer`: ``/v1/responses`` with a
+#: ``file_search`` tool): it searches, then waits for its generation, a child job of the
+#: model the request names. Retried: a retry reuses the generation its prompt already had.
+ANSWER_MODEL: dict[str, Any] = {
+    "name": "genspool-answers",
+    "provider": "answer",
+    "context_window": 1,
+    "max_attempts": 3,
+    "batching": {"max_batch_size": 64, "max_wait_ms": 0, "max_concurrency": 64},
+    "limits": {"timeout_s": 3600},
+}
 #: Models the catalog has that are not listed to clients.
-INTERNAL_MODELS = frozenset({FANOUT_MODEL["name"], WEBHOOK_MODEL["name"]})
+INTERNAL_MODELS = frozenset({FANOUT_MODEL["name"], WEBHOOK_MODEL["name"], ANSWER_MODEL["name"]})
 
 
 @dataclass(frozen=True, slots=True)

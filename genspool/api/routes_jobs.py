@@ -24,12 +24,21 @@ from genspool.api.jsonbody import parse_json
 from genspool.api.schemas import request_body
 from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
+from genspool.config import ANSWER_MODEL
 from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
 from genspool.core.models import PROMPT_TOKENS, RESERVED, SCOPES
-from genspool.exceptions import InvalidRequest
+from genspool.exceptions import InvalidRequest, NotFound
+from genspool.rag.answer import answer_spec, is_answer
 
-__all__ = ["MAX_EXPIRES_AHEAD_S", "JobCreate", "build_job", "read_body", "router"]
+__all__ = [
+    "MAX_EXPIRES_AHEAD_S",
+    "JobCreate",
+    "build_job",
+    "check_stores",
+    "read_body",
+    "router",
+]
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -68,7 +77,11 @@ def build_job(
 ) -> Job:
     """The job of a checked request. ``scopes``: the caller's, kept with the job for the
     agents' tool calls (None: a caller of library code, trusted with every scope)."""
-    cfg, prompt_tokens = validate_request(svc.catalog, spec.url, spec.body)
+    if is_answer(spec.url, spec.body):  # a file_search: a job of genspool's answer model
+        answer_spec(spec.body, svc.catalog.card)
+        cfg, prompt_tokens = svc.catalog.config(str(ANSWER_MODEL["name"])), None
+    else:
+        cfg, prompt_tokens = validate_request(svc.catalog, spec.url, spec.body)
     _check_expiry(spec.expires_at, svc.queue.clock())
     check_feasible(svc.queue.storage.kv, cfg, spec.url, spec.body)
     svc.admission.check(cfg, spec.priority, tenant=tenant)  # last: a refused one is not counted
@@ -90,6 +103,21 @@ def build_job(
         metadata=metadata,
         expires_at=spec.expires_at,
     )
+
+
+async def check_stores(svc: Services, url: str, body: Any, tenant: str) -> None:
+    """An answer's vector stores are the caller's: a 404 naming the first that is not (after
+    the request itself is checked: a bad one is a 400 whatever its stores)."""
+    if not is_answer(url, body):
+        return
+    answer_spec(body, svc.catalog.card)
+    records = svc.queue.storage.vectors
+    if records is None:
+        raise InvalidRequest("tools: this deployment keeps no vector stores", param="tools")
+    for tool in body["tools"]:
+        for store_id in (tool.get("vector_store_ids") or []) if isinstance(tool, dict) else []:
+            if isinstance(store_id, str) and await records.store_get(store_id, tenant) is None:
+                raise NotFound(f"no vector store {store_id!r}", param="vector_store_ids")
 
 
 def _check_expiry(expires_at: float | None, now: float) -> None:
@@ -133,6 +161,7 @@ async def submit(request: Request, svc: Svc, caller: Principal) -> JSONResponse:
     spec = _spec(await read_body(request, svc))
     # Before build_job, whose admission check comes last (a refused job is not counted).
     await check_inputs(svc.files, spec.url, spec.body, caller.tenant)
+    await check_stores(svc, spec.url, spec.body, caller.tenant)
     job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes)
     stored = await svc.queue.submit(job)
     status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key

@@ -1,4 +1,6 @@
-"""The OpenAI-compatible surface: ``/v1/models``, ``/v1/chat/completions``, ``/v1/embeddings``.
+"""The OpenAI-compatible surface: ``/v1/models``, ``/v1/chat/completions``, ``/v1/embeddings``,
+``/v1/responses`` (with a ``file_search`` tool: an answer from vector stores with citations,
+:mod:`genspool.rag.answer`).
 
 These routes go through the same queue as ``/v1/jobs`` (so they are buffered and batched) and
 wait for the job's result. ``stream: true`` turns the job's token events into
@@ -20,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from genspool.api.auth import Caller, Principal, requires
 from genspool.api.deps import Services, Svc
 from genspool.api.errors import error_response
-from genspool.api.routes_jobs import JobCreate, build_job, read_body
+from genspool.api.routes_jobs import JobCreate, build_job, check_stores, read_body
 from genspool.api.routes_ops import breaker_states
 from genspool.api.routes_push import SSE_HEADERS
 from genspool.api.schemas import request_body
@@ -31,6 +33,7 @@ from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
 from genspool.exceptions import InvalidRequest
 from genspool.providers.base import CHAT, EMBEDDINGS
+from genspool.providers.endpoints import RESPONSES
 
 __all__ = ["router"]
 
@@ -92,6 +95,19 @@ async def chat_completions(request: Request, svc: Svc, caller: Principal) -> Any
 async def embeddings(request: Request, svc: Svc, caller: Principal) -> Any:
     body = await read_body(request, svc)
     job = _build(svc, EMBEDDINGS, body, caller, _idempotency_key(request, EMBEDDINGS))
+    return await _answer(svc, await _submit(svc, job))
+
+
+@router.post(
+    "/responses",
+    summary="OpenAI responses, through the queue; with a file_search tool, an answer from"
+    " vector stores with file_citation annotations",
+)
+@requires(Scope.SUBMIT, submits=True)
+async def responses(request: Request, svc: Svc, caller: Principal) -> Any:
+    body = await read_body(request, svc)
+    await check_stores(svc, RESPONSES, body, caller.tenant)
+    job = _build(svc, RESPONSES, body, caller, _idempotency_key(request, RESPONSES))
     return await _answer(svc, await _submit(svc, job))
 
 

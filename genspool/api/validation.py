@@ -258,7 +258,9 @@ def validate_request(models: ModelCatalog, url: str, body: Any) -> Checked:
     cfg = models.config(model)
     if cfg.name in INTERNAL_MODELS:
         raise InvalidRequest(
-            f"body.model: {model} runs fan-outs; submit one with POST /v1/fanouts", param="model"
+            f"body.model: {model} is genspool's own (fan-outs: POST /v1/fanouts; answers:"
+            " /v1/responses with a file_search tool); name a served model",
+            param="model",
         )
     card = models.card(model)
     if url not in card.endpoints:

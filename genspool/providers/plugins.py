@@ -185,7 +185,7 @@ def get_plugin(name: str) -> ProviderPlugin:
 
 #: Providers genspool runs for itself (fan-out parents, webhook deliveries, agents made from
 #: the ``agents:`` section), which a models file does not name: not offered in errors.
-INTERNAL_PROVIDERS = frozenset({"fanout", "webhook", "agent"})
+INTERNAL_PROVIDERS = frozenset({"fanout", "webhook", "agent", "answer"})
 
 
 def _known() -> str:

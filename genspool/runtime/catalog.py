@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from genspool.config import FANOUT_MODEL, WEBHOOK_MODEL, ModelConfig, check_fallbacks
+from genspool.config import (
+    ANSWER_MODEL,
+    FANOUT_MODEL,
+    INTERNAL_MODELS,
+    WEBHOOK_MODEL,
+    ModelConfig,
+    check_fallbacks,
+)
 from genspool.exceptions import UnknownModel
 from genspool.providers.plugins import ModelCard, get_plugin
 from genspool.resilience.compose import breaker_on
@@ -25,7 +32,7 @@ class ModelCatalog:
     def __init__(self, configs: Iterable[ModelConfig], *, shared: Shared | None = None) -> None:
         self.configs = {c.name: c for c in configs}
         check_fallbacks(self.configs.values())
-        for internal in (FANOUT_MODEL, WEBHOOK_MODEL):  # every deployment runs these
+        for internal in (FANOUT_MODEL, WEBHOOK_MODEL, ANSWER_MODEL):  # every deployment runs these
             if internal["name"] not in self.configs:
                 self.configs[internal["name"]] = ModelConfig.model_validate(internal)
         self.shared: Shared = shared if shared is not None else Shared.local()
@@ -38,7 +45,7 @@ class ModelCatalog:
         try:
             return self.configs[name]
         except KeyError:
-            known = ", ".join(sorted(self.configs)) or "none"
+            known = ", ".join(sorted(set(self.configs) - INTERNAL_MODELS)) or "none"
             raise UnknownModel(f"unknown model {name!r}; this server has: {known}") from None
 
     def card(self, name: str) -> ModelCard:

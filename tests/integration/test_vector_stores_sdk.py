@@ -1,7 +1,9 @@
 """Vector stores through the official ``openai`` SDK, unchanged, against a real ``genspool
 serve`` (SQLite file) embedding with the bundled MiniLM (ONNX, real): ``vector_stores.create``,
 ``files.upload_and_poll`` of a PDF, ``create_and_poll`` with attributes, ``search`` with a
-compound filter, statuses and ``file_counts`` as OpenAI's move, another tenant kept out."""
+compound filter, statuses and ``file_counts`` as OpenAI's move, another tenant kept out; and
+``responses.create`` with a ``file_search`` tool answered by the bundled SmolLM2 (llama.cpp,
+real), its citations pointing into the documents."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ MODELS = [
         "name": "all-minilm-l6-v2", "provider": "onnx_embedding", "context_window": 256,
         "batching": {"max_batch_size": 64, "max_wait_ms": 5, "max_concurrency": 1},
     },
+    {"name": "smollm2-135m-instruct", "provider": "llama_cpp", "context_window": 2048},
 ]  # fmt: skip
 
 TOPICS = {
@@ -114,3 +117,46 @@ def test_a_file_batch_polls_to_completed(server: Server, keys: dict[str, str]) -
     assert {f.id for f in files.data} == set(ids)
     hits = a.vector_stores.search(store.id, query="bread and yeast", max_num_results=1)
     assert hits.data[0].filename == "baking.txt"
+
+
+def test_an_answer_cites_the_documents_it_was_given(
+    server: Server, keys: dict[str, str]
+) -> None:
+    a = sdk(server, keys["a"])
+    store = a.vector_stores.create(name="answers")
+    texts = {f"{t}.txt": " ".join(lines) for t, lines in TOPICS.items()}
+    ids = {
+        a.files.create(file=(name, text.encode()), purpose="assistants").id: name
+        for name, text in texts.items()
+    }
+    batch = a.vector_stores.file_batches.create_and_poll(
+        vector_store_id=store.id, file_ids=list(ids), poll_interval_ms=100
+    )
+    assert batch.status == "completed"
+    answer = a.responses.create(
+        model="smollm2-135m-instruct",
+        input="What do rocket engines burn?",
+        tools=[{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 2}],
+        max_output_tokens=48,
+        temperature=0,
+        include=["file_search_call.results"],
+    )
+    assert answer.status in ("completed", "incomplete") and answer.output_text.strip()
+    call, message = answer.output
+    assert call.type == "file_search_call" and call.results
+    assert call.results[0].filename == "rockets.txt"  # MiniLM ranks the right document first
+    extra = answer.to_dict()["genspool"]
+    assert extra["placed"] == 2 and extra["sources"][0]["filename"] == "rockets.txt"
+    assert extra["prompt_tokens"] + 48 <= 2048
+    assert answer.usage is not None and answer.usage.output_tokens > 0
+    content = message.content[0]
+    # Whatever the small model cites, each kept citation names a source it was given and
+    # slices that document to the passage that was in its prompt.
+    for cited in content.annotations:
+        assert content.text[cited.index] == "["
+        chunk = cited.to_dict()["chunk"]
+        assert cited.filename == ids[cited.file_id]
+        passage = texts[cited.filename][chunk["start"] : chunk["end"]]
+        assert passage and passage in {r.text for r in call.results}
+    for dropped in extra["dropped_citations"]:
+        assert dropped["marker"] not in content.text
