@@ -599,6 +599,15 @@ class ChunkStore(Resource):
     async def cache_put(self, model: str, dimensions: int, vectors: dict[str, bytes]) -> None:
         """Keep vectors by text hash (a hash already kept is left as it is)."""
 
+    async def chunks_nearest(
+        self, store_id: str, dimensions: int, vector: bytes, k: int, flt: Any
+    ) -> list[tuple[str, int, float]] | None:
+        """The ``k`` current chunks nearest ``vector`` (cosine) among those ``flt`` (a parsed
+        :data:`genspool.core.filters.Filter`, or None) keeps, as
+        ``(file_id, seq, similarity)`` best first, when the store searches itself (pgvector);
+        None (the default) when it does not, and the caller ranks the chunks in memory."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Storage:

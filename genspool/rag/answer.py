@@ -44,13 +44,13 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from genspool.core.filters import parse_filter
 from genspool.core.job import Job, JobStatus
 from genspool.core.models import BRANCH, PARENT, SCOPES, Models
 from genspool.core.queue import Queue
 from genspool.exceptions import InvalidRequest, ModelError, NotFound
 from genspool.providers.base import CHAT, JobRef, Provider, Request, Result
 from genspool.providers.plugins import ModelCard, ModelSpec, ProviderOptions, ProviderPlugin
-from genspool.rag.filters import parse_filter
 from genspool.rag.search import Hit, Searcher
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 The embedded vector store keeps its vectors as rows in SQLite (the stdlib driver cannot load
 sqlite-vec) and searches them here: a float32 matrix of L2-normalised rows, their ids, and
-their attributes as columns (:class:`~genspool.rag.columns.AttributeColumns`). A search
+their attributes as columns (:class:`~genspool.core.columns.AttributeColumns`). A search
 
 1. applies the filter FIRST, as a boolean mask over the attribute columns, so a filtered
    search returns k results whenever k rows match (a top-k-then-filter search, or an ANN walk
@@ -37,9 +37,9 @@ from typing import Any, TypeAlias, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from genspool.core.columns import AttributeColumns, Attributes, AttributeValue
+from genspool.core.filters import Filter, mask, parse_filter
 from genspool.rag.ann import AnnIndex, ann_available
-from genspool.rag.columns import AttributeColumns, Attributes, AttributeValue
-from genspool.rag.filters import Filter, mask, parse_filter
 
 __all__ = ["Collection", "Hit", "unit_rows"]
 

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from genspool.core.filters import parse_filter
 from genspool.core.queue import Queue
 from genspool.core.roles import ChunkStore, FileStore
 from genspool.core.vectors import Chunk, VectorStore
 from genspool.exceptions import InvalidRequest
 from genspool.rag.embedder import Embedder
 from genspool.rag.exact import Collection
-from genspool.rag.filters import parse_filter
 
 __all__ = ["MAX_RESULTS", "Hit", "Searcher"]
 
@@ -68,6 +68,8 @@ class Searcher:
         #: Matrix products run, and queries ranked (a product ranks one or more).
         self.products = 0
         self.queries = 0
+        #: Searches the store ran itself (pgvector).
+        self.delegated = 0
 
     async def search(
         self,
@@ -83,8 +85,7 @@ class Searcher:
         matches, best first (fewer only when fewer match)."""
         if not 1 <= k <= MAX_RESULTS:
             raise InvalidRequest(f"max_num_results: 1 to {MAX_RESULTS}", param="max_num_results")
-        if filters is not None:
-            parse_filter(filters, "filters")  # a bad filter is a 400 before anything runs
+        flt = None if filters is None else parse_filter(filters, "filters")  # 400s first
         text = " ".join(query) if isinstance(query, list) else query
         if not text.strip():
             raise InvalidRequest("query: give the text to search for", param="query")
@@ -93,16 +94,26 @@ class Searcher:
         embedder = Embedder(self.queue, self.chunks, store.model, store.dimensions,
                             tenant=store.tenant, priority=priority)  # fmt: skip
         (vector,) = await embedder.embed([text])
-        collection = await self.collection(store)
-        if not len(collection):
-            return []
-        found = await self._ranked(store.id, collection, vector, k, filters, score_threshold)
-        keys = [(cid.rpartition(":")[0], int(cid.rpartition(":")[2])) for cid, _ in found]
+        found = await self.chunks.chunks_nearest(store.id, store.dimensions, vector, k, flt)
+        if found is not None:  # the store searched itself (pgvector)
+            pairs = [(f"{f}:{s}", score) for f, s, score in found]
+            if score_threshold is not None:
+                pairs = [p for p in pairs if p[1] >= score_threshold]
+            self.delegated += 1
+        else:
+            collection = await self.collection(store)
+            if not len(collection):
+                return []
+            pairs = await self._ranked(store.id, collection, vector, k, filters, score_threshold)
+        return await self._hits(store, [cid for cid, _ in pairs], [score for _, score in pairs])
+
+    async def _hits(self, store: VectorStore, ids: list[str], scores: list[float]) -> list[Hit]:
+        keys = [(cid.rpartition(":")[0], int(cid.rpartition(":")[2])) for cid in ids]
         chunks = {(c.file_id, c.seq): c for c in await self.chunks.chunks_get(store.id, keys)}
         names = await self.filenames({f for f, _ in keys}, store.tenant)
         return [
             Hit(chunks[key], score, names.get(key[0], key[0]))
-            for key, (_, score) in zip(keys, found, strict=True)
+            for key, score in zip(keys, scores, strict=True)
             if key in chunks
         ]
 

@@ -345,3 +345,26 @@ async def test_the_cache_keeps_the_first_vector_of_a_key(queue: Queue) -> None:
     await store.cache_put("embed", DIMS, many)
     found = await store.cache_get("embed", DIMS, [*many, "k1", "missing"])
     assert found == {**many, "k1": vector(1)}
+
+
+async def test_a_store_that_searches_itself_ranks_exactly_or_says_it_does_not(
+    queue: Queue,
+) -> None:
+    """``chunks_nearest`` is None where the caller ranks in memory (memory, SQLite, a
+    PostgreSQL without pgvector: these servers), or the current chunks nearest first."""
+    chunks = chunks_of(queue)
+    await chunks.chunks_put([chunk("f", 1, s) for s in range(20)] + [chunk("f", 2, 0)])
+    await chunks.chunks_flip("vs_01", "f", 1)
+    found = await chunks.chunks_nearest("vs_01", DIMS, vector(3), 5, None)
+    if found is None:
+        return
+    assert [(f, s) for f, s, _ in found] == exact_top("vs_01", 5)  # pragma: no cover
+
+
+def exact_top(store_id: str, k: int) -> list[tuple[str, int]]:  # pragma: no cover
+    import numpy as np
+
+    rows = np.stack([np.frombuffer(chunk("f", 1, s).vector, "<f4") for s in range(20)])
+    q = np.frombuffer(vector(3), "<f4")
+    scores = rows @ q / np.linalg.norm(rows, axis=1) / np.linalg.norm(q)
+    return [("f", int(i)) for i in np.argsort(-scores)[:k]]

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection
 
-from genspool.rag.pgvector_probe import capabilities
+from genspool.backends.postgres._probe import capabilities
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -1,4 +1,4 @@
-"""OpenAI's attribute filters and exact vector search (genspool.rag.filters, .exact, .ann).
+"""OpenAI's attribute filters and exact vector search (genspool.core.filters, .exact, .ann).
 
 The three ways to apply a filter (a predicate over a dict, a mask over columns, SQL over JSONB
 run on the shared PostgreSQL) are checked against each other on random filters; searches are
@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from genspool.core.columns import AttributeColumns
+from genspool.core.filters import compile_filter, mask, parse_filter, to_sql
 from genspool.exceptions import InvalidRequest
 from genspool.rag.ann import ann_available
-from genspool.rag.columns import AttributeColumns
 from genspool.rag.exact import Collection, unit_rows
-from genspool.rag.filters import compile_filter, mask, parse_filter, to_sql
 from tests.helpers.processes import SERVERS
 
 DIM = 384

@@ -1,7 +1,8 @@
 """The VectorStoreRecords and ChunkStore roles of the PostgreSQL backend: stores, their files,
 their chunks by generation and the embedding cache in the tables of migration 10, each call one
 statement on a pooled connection (its data-modifying parts commit together). Vectors are plain
-``bytea`` rows, float32; an index for search (pgvector) is kept apart from them."""
+``bytea`` rows, float32, the truth; with pgvector each chunk also has an ``embedding`` that the
+database searches (:mod:`genspool.backends.postgres._pgvector`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from genspool.backends._errors import translated
 from genspool.backends._records import page_query
 from genspool.backends._sql import load_queries
 from genspool.backends._vectors import chunk_rows, row_to_chunk, store_row, vfile_row
+from genspool.backends.postgres._pgvector import PgVector
 from genspool.backends.postgres._records import ERRORS, PostgresRecords, encoded
+from genspool.core.filters import Filter
 from genspool.core.roles import ChunkStore, VectorFilter, VectorStoreRecords
 from genspool.core.vectors import (
     Chunk,
@@ -89,13 +92,38 @@ class PostgresVectors(PostgresRecords, VectorStoreRecords):
 
 
 class PostgresChunks(PostgresRecords, ChunkStore):
-    """Mixed into :class:`~genspool.backends.postgres.PostgresBackend`, whose pool it uses."""
+    """Mixed into :class:`~genspool.backends.postgres.PostgresBackend`, whose pool it uses.
+    When the server has pgvector, chunks carry an ``embedding`` too and searches run in the
+    database (:mod:`genspool.backends.postgres._pgvector`)."""
+
+    _pgvector_of: PgVector | None = None
+
+    @property
+    def _pgvector(self) -> PgVector:
+        if self._pgvector_of is None:
+            self._pgvector_of = PgVector(self._db)
+        return self._pgvector_of
 
     @translated("chunks_put", ERRORS)
     async def chunks_put(self, chunks: Sequence[Chunk]) -> None:
         rows = chunk_rows(chunks)
-        if rows:
-            await self._written(Q["chunks_put"], {c: [r[c] for r in rows] for c in _CHUNK_COLUMNS})
+        if not rows:
+            return
+        args = {c: [r[c] for r in rows] for c in _CHUNK_COLUMNS}
+        pgvector = self._pgvector
+        if not await pgvector.ready():
+            await self._written(Q["chunks_put"], args)
+            return
+        async with self._db.conn() as conn, conn.transaction():
+            await conn.execute(Q["chunks_put"], args)
+            await pgvector.put(conn, chunks)
+        await pgvector.indexed(chunks)
+
+    @translated("chunks_nearest", ERRORS)
+    async def chunks_nearest(
+        self, store_id: str, dimensions: int, vector: bytes, k: int, flt: Filter | None
+    ) -> list[tuple[str, int, float]] | None:
+        return await self._pgvector.nearest(store_id, dimensions, vector, k, flt)
 
     @translated("chunks_flip", ERRORS)
     async def chunks_flip(self, store_id: str, file_id: str, generation: int) -> int:

@@ -52,6 +52,8 @@ class PgVectorCaps:
     version: tuple[int, ...] = ()
     hnsw: bool = False
     iterative_scan: bool = False
+    #: The schema the extension's types and operators are in (when installed).
+    schema: str | None = None
 
 
 async def capabilities(conn: AsyncConnection[Any]) -> PgVectorCaps:
@@ -62,7 +64,7 @@ async def capabilities(conn: AsyncConnection[Any]) -> PgVectorCaps:
             return PgVectorCaps(available=row is not None, installed=False)
         await conn.execute(sql.SQL(_LOAD).format(sql.Identifier(row[2])))
         hnsw, iterative = await (await conn.execute(_FEATURES)).fetchone() or (False, False)
-    return PgVectorCaps(True, True, _version(row[1]), bool(hnsw), bool(iterative))
+    return PgVectorCaps(True, True, _version(row[1]), bool(hnsw), bool(iterative), row[2])
 
 
 def _version(text: str) -> tuple[int, ...]:

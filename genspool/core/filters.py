@@ -42,8 +42,8 @@ from pydantic import (
     field_validator,
 )
 
+from genspool.core.columns import AttributeColumns, AttributeValue, kind_of
 from genspool.exceptions import InvalidRequest
-from genspool.rag.columns import AttributeColumns, AttributeValue, kind_of
 
 __all__ = [
     "ComparisonFilter",
