@@ -173,6 +173,7 @@ def _vector_stores(queue: Queue, files: Files | None, catalog: ModelCatalog) -> 
         tokenizer=functools.partial(tokenizer_of, catalog),
         # A model reads its window less its special tokens ([CLS], [SEP]: a margin of 4).
         window=lambda name: catalog.config(name).context_window - 4,
+        dimensions=lambda name: catalog.card(name).dimensions,
     )  # fmt: skip
 
 

@@ -4,7 +4,8 @@ works unchanged: stores, their files, file batches (and the SDK's ``upload_and_p
 
 Every store is tenant-scoped: another tenant's store, file or batch, like a missing one, is 404
 on every route (an admin key reaches every tenant's). genspool adds ``model`` to a store's
-create (the served embedding model its vectors are made by; default: the bundled MiniLM).
+create (the served embedding model its vectors are made by; default: the bundled MiniLM); an
+update naming another model is refused with both models' dimensions (a store is one model's).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class StoreUpdate(_Strict):
     name: str | None = Field(None, max_length=256)
     expires_after: dict[str, Any] | None = None
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    model: str | None = Field(
+        None,
+        description="genspool: the store's own embedding model (a no-op); another is refused,"
+        " naming both models' dimensions: make a new store for it.",
+    )
 
 
 class FileCreate(_Strict):
@@ -218,7 +224,7 @@ async def update_store(
     spec: StoreUpdate = await _body(request, svc, StoreUpdate)
     stores = _stores(svc)
     made = await stores.update(store_id, caller.sees, name=spec.name, metadata=spec.metadata,
-                               expires_after=spec.expires_after)  # fmt: skip
+                               expires_after=spec.expires_after, model=spec.model)  # fmt: skip
     return await store_json(stores, made)
 
 

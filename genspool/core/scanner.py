@@ -56,6 +56,9 @@ class Scanner(ABC):
     def _released(self, key: str, task: asyncio.Task[Any]) -> None:
         if self._driving.get(key) is task:
             del self._driving[key]
+            # A slot is free: the next record waiting is claimed now, not at the next scan
+            # (100 small files took 24.5 s at one scan a second with 4 slots, 2.3 s so).
+            self.poke()
 
     async def run(self) -> None:
         """Scan and drive until cancelled."""

@@ -21,6 +21,7 @@ from genspool.core.roles import ChunkStore, VectorFilter, VectorStoreRecords
 from genspool.core.vectors import VectorStore, VectorStoreFile, new_store_id
 from genspool.exceptions import Conflict, InvalidRequest, NotFound
 from genspool.files import Files
+from genspool.rag.embedder import Embedder, EmbeddingFailed
 from genspool.rag.ingest import DEFAULT_CHUNKING, Ingester, static_sizes
 from genspool.rag.search import Hit, Searcher
 
@@ -86,12 +87,16 @@ class VectorStores:
         tokenizer: Callable[[str], Any],
         known_models: Callable[[], set[str]],
         window: Callable[[str], int | None] = lambda _: None,
+        dimensions: Callable[[str], int | None] = lambda _: None,
     ) -> None:
         """``model``: the embedding model of new stores; ``known_models``: the served
         embedding models (a store may name one of them); ``window``: a model's context
-        window in tokens (no chunk is longer: the model would cut it)."""
+        window in tokens (no chunk is longer: the model would cut it); ``dimensions``: the
+        size of a model's vectors when its card declares it (None: one embedding job of a
+        short text learns it, when a refusal has to name it)."""
         self.records, self.chunks, self.files, self.queue = records, chunks, files, queue
         self.model, self.known_models, self.window = model, known_models, window
+        self.dimensions = dimensions
         self.ingester = Ingester(records, chunks, files, queue, tokenizer)
         self.searcher = Searcher(chunks, files.store, queue)
 
@@ -112,11 +117,7 @@ class VectorStores:
         chunking_strategy: dict[str, Any] | None = None,
     ) -> VectorStore:
         model = model or self.model
-        if model not in self.known_models():
-            served = ", ".join(sorted(self.known_models())) or "none"
-            raise InvalidRequest(
-                f"model: {model!r} is not a served embedding model ({served})", param="model"
-            )
+        self._served(model)
         now = self.queue.clock()
         store = VectorStore(
             id=new_store_id(), tenant=tenant, created_at=now, model=model, dimensions=None,
@@ -152,7 +153,12 @@ class VectorStores:
         name: str | None = None,
         metadata: dict[str, str] | None = None,
         expires_after: dict[str, Any] | None = None,
+        model: str | None = None,
     ) -> VectorStore:
+        """Rename, change the metadata or expiry; ``model`` may only name the store's own
+        (anything else is refused before any change is made)."""
+        if model is not None:
+            await self._same_model(await self.get(store_id, tenant), model)
         for _ in range(10):
             store = await self.get(store_id, tenant)
             changes: dict[str, Any] = {}
@@ -167,6 +173,45 @@ class VectorStores:
             if await self.records.store_update(new, store.version):
                 return new
         return await self.get(store_id, tenant)
+
+    def _served(self, model: str) -> None:
+        if model not in self.known_models():
+            served = ", ".join(sorted(self.known_models())) or "none"
+            raise InvalidRequest(
+                f"model: {model!r} is not a served embedding model ({served})", param="model"
+            )
+
+    async def _same_model(self, store: VectorStore, model: str) -> None:
+        """A store's vectors are all of the model it was made with: another model's vectors
+        (even of the same size) are not comparable with them, so changing it is refused,
+        naming both models and the sizes of their vectors, and where to go instead."""
+        if model == store.model:
+            return
+        self._served(model)
+        held = store.dimensions or await self._dimensions_of(store.model, store.tenant)
+        theirs = await self._dimensions_of(model, store.tenant)
+        raise InvalidRequest(
+            f"model: vector store {store.id} is embedded by {store.model}"
+            f" ({held or '?'} dimensions); {model} makes {theirs or '?'} dimensions, and one"
+            f" store's vectors are all of one model: create a new vector store with model"
+            f" {model} and add the files to it",
+            param="model",
+        )
+
+    async def _dimensions_of(self, model: str, tenant: str) -> int | None:
+        """The size of ``model``'s vectors: its card's, else one short text embedded through
+        the queue (None: it is no longer served, or that job failed)."""
+        if model not in self.known_models():
+            return None
+        declared = self.dimensions(model)
+        if declared is not None:
+            return declared
+        embedder = Embedder(self.queue, self.chunks, model, None, tenant=tenant, priority=10)
+        try:
+            await embedder.embed(["dimensions"])
+        except EmbeddingFailed:
+            return None
+        return embedder.dimensions
 
     async def delete(self, store_id: str, tenant: str | None) -> bool:
         await self.get(store_id, tenant)

@@ -117,7 +117,6 @@ class PostgresChunks(PostgresRecords, ChunkStore):
         async with self._db.conn() as conn, conn.transaction():
             await conn.execute(Q["chunks_put"], args)
             await pgvector.put(conn, chunks)
-        await pgvector.indexed(chunks)
 
     @translated("chunks_nearest", ERRORS)
     async def chunks_nearest(

@@ -150,6 +150,8 @@ class PostgresBackend(
 
     async def close(self) -> None:
         await self._listener.stop()
+        if self._pgvector_of is not None:  # its index builds and fills under way
+            await self._pgvector_of.aclose()
         await self._db.close()
         self._wakeups.clear()
 
@@ -164,6 +166,8 @@ class PostgresBackend(
 
     @translated("drop", ERRORS)
     async def drop(self) -> None:
+        if self._pgvector_of is not None:  # an index build would hold the schema's tables
+            await self._pgvector_of.aclose()
         async with self._db.conn() as conn:
             drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
             await conn.execute(drop.format(sql.Identifier(self.schema)))
