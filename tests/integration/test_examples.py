@@ -285,9 +285,12 @@ async def test_the_image_example_enhances_each_dropped_jpeg_once(tmp_path: Path)
         runs = await settled(gs, "image-enhance", 4, timeout=60)
         latest = runs[0]
         assert latest["counts"]["succeeded"] == 1 and latest["counts"]["skipped"] == 3, latest
-        listed = jsonl(await content(gs, latest["output_file_ids"][0]))
-        assert [x["input"] for x in listed] == ["sample-4.jpg"]
-        assert listed[0]["output"] == str(home.resolve() / "out" / "sample-4.webp")
-        assert listed[0]["file_id"].startswith("file-") and listed[0]["width"] == 1024
+        # A run's output lists every item of its source: those an earlier run finished keep
+        # the outputs that run made (they are not made again), the new one has its own.
+        listed = {x["input"]: x for x in jsonl(await content(gs, latest["output_file_ids"][0]))}
+        assert sorted(listed) == ["sample-1.jpg", "sample-2.jpg", "sample-3.jpg", "sample-4.jpg"]
+        fourth = listed["sample-4.jpg"]
+        assert fourth["output"] == str(home.resolve() / "out" / "sample-4.webp")
+        assert fourth["file_id"].startswith("file-") and fourth["width"] == 1024
         again = await finished(gs, "image-enhance", await start(gs, "image-enhance"), 30)
     assert again["counts"]["skipped"] == 4 and again["counts"]["succeeded"] == 0, again
