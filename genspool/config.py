@@ -57,6 +57,8 @@ __all__ = [
     "AdmissionConfig",
     "BatchingConfig",
     "BreakerConfig",
+    "DriftConfig",
+    "DriftThresholds",
     "LimitsConfig",
     "ModelConfig",
     "ModelsFile",
@@ -140,6 +142,29 @@ class AdmissionConfig(_Section):
     )
 
 
+class DriftThresholds(_Section):
+    """When a drift report flags a method (genspool.drift.report)."""
+
+    centroid: float = Field(0.05, ge=0, description="Cosine distance of the mean embeddings.")
+    mmd_p: float = Field(0.01, gt=0, le=1, description="MMD permutation p-value at or below.")
+    wasserstein_dim: float = Field(
+        0.25, gt=0, description="A dimension drifts past this Wasserstein distance (baseline SDs)."
+    )
+    wasserstein_share: float = Field(
+        0.3, ge=0, le=1, description="Share of drifted dimensions past which it flags."
+    )
+    ks_p: float = Field(0.01, gt=0, le=1, description="Length KS p-value at or below.")
+    min_samples: int = Field(20, ge=2, description="Fewer samples in a window: no verdict.")
+
+
+class DriftConfig(_Section):
+    sample_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of succeeded chat jobs sampled for drift; 0: off."
+    )
+    embed_model: str = Field("all-minilm-l6-v2", min_length=1, description="Embeds the outputs.")
+    thresholds: DriftThresholds = DriftThresholds()
+
+
 #: Keys of the earlier flat form -> where they live now.
 MOVED = {
     **{k: f"batching.{k}" for k in ("max_batch_size", "max_wait_ms", "max_concurrency")},
@@ -170,6 +195,7 @@ class ModelConfig(BaseModel):
     limits: LimitsConfig = LimitsConfig()
     breaker: BreakerConfig = BreakerConfig()
     admission: AdmissionConfig = AdmissionConfig()
+    drift: DriftConfig = DriftConfig()
     options: ProviderOptions = Field(
         default_factory=ProviderOptions,
         validate_default=True,  # an absent section may still lack required options

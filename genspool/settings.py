@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     key_cache_s: float = Field(
         5.0, gt=0, description="How long an API process trusts a cached API key record."
     )
+    prompt_label_cache_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long an API process trusts a cached prompt label: a label moved by"
+        " any process reaches every other within this.",
+    )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host names the API answers besides loopback ones, comma-separated ('*':"

@@ -56,6 +56,8 @@ class Admission:
         self._admissions: deque[tuple[float, str]] = deque()  # (monotonic time, model)
         self._drain_per_s: dict[str, float] = {}
         self._at = 0.0
+        #: Submissions refused, by (model, reason): ``queue_depth`` or ``queue_age`` (metrics).
+        self.shed: Counter[tuple[str, str]] = Counter()
 
     def check(self, cfg: ModelConfig, priority: int = 0, *, tenant: str | None = None) -> None:
         """Raise :class:`RateLimited` if ``cfg``'s model may take no more work now; otherwise
@@ -73,6 +75,7 @@ class Admission:
                 drain = self._drain_per_s.get(cfg.name, 0.0)
                 wait = _bounded(excess / drain if drain > 0 else 1.0)
                 _log_shed(cfg.name, tenant, f"{waiting} waiting, limit {limit:g}", wait)
+                self.shed[cfg.name, "queue_depth"] += 1
                 raise RateLimited(
                     f"model {cfg.name} is overloaded: {waiting} jobs are waiting and its"
                     f" max_queue_depth is {shed.max_queue_depth}; retry later",
@@ -84,6 +87,7 @@ class Admission:
                 wait = _bounded(age - shed.max_queue_age_s)
                 what = f"oldest waiting {age:.1f} s, limit {shed.max_queue_age_s:g} s"
                 _log_shed(cfg.name, tenant, what, wait)
+                self.shed[cfg.name, "queue_age"] += 1
                 raise RateLimited(
                     f"model {cfg.name} is overloaded: its oldest waiting job has waited"
                     f" {age:.1f} s and its max_queue_age_s is {shed.max_queue_age_s:g};"

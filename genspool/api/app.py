@@ -18,13 +18,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genspool.api import (
     routes_batches,
+    routes_drift,
     routes_fanouts,
     routes_files,
     routes_jobs,
     routes_keys,
+    routes_metrics,
     routes_openai,
     routes_ops,
     routes_pipelines,
+    routes_prompts,
     routes_push,
     routes_rules,
     routes_vector_stores,
@@ -122,6 +125,7 @@ def create_app(
     )
     app.state.services = services
     app.state.shutdown = Shutdown(worker)
+    app.state.metrics = routes_metrics.install(services, worker)
     app.add_middleware(BodyLimit, limit=services.max_body_bytes, exempt=[routes_files.UPLOAD])
     # Added last, so outermost: a foreign Host or Origin is refused before any other work.
     app.add_middleware(OriginGuard, hosts=allowed_hosts, origins=allowed_origins)
@@ -135,7 +139,7 @@ def create_app(
     for module in (
         routes_jobs, routes_push, routes_openai, routes_ops, routes_keys, routes_files,
         routes_fanouts, routes_rules, routes_batches, routes_webhooks, routes_pipelines,
-        routes_vector_stores,
+        routes_vector_stores, routes_metrics, routes_prompts, routes_drift,
     ):  # fmt: skip
         app.include_router(module.router)
     document_scopes(app)

@@ -23,7 +23,9 @@ from genspool.batches import Batches
 from genspool.config import INTERNAL_MODELS
 from genspool.core.events import PushLimits
 from genspool.core.keys import KeyStore
+from genspool.core.prompts import Prompts
 from genspool.core.queue import Queue
+from genspool.drift.sampler import drift_sampler_of
 from genspool.fanout.routes import Route, RouteBook
 from genspool.files import DEFAULT_MAX_FILE_BYTES, Files, open_files
 from genspool.pipelines.service import Pipelines
@@ -69,6 +71,8 @@ class Services:
     pipelines: Pipelines | None = None
     #: Vector stores (OpenAI's), their ingestion and search; None when the store keeps none.
     vector_stores: VectorStores | None = None
+    #: The prompt registry (genspool.core.prompts); None when the store keeps no prompts.
+    prompts: Prompts | None = None
 
 
 def build_services(
@@ -85,6 +89,7 @@ def build_services(
     files_url: str | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     pipelines: dict[str, Pipeline] | None = None,
+    prompt_label_cache_s: float = 2.0,
 ) -> Services:
     """The services of an app over ``queue``: API keys in the queue's key-value store, load
     shedding by the models' own limits, on the queue's clock."""
@@ -92,6 +97,7 @@ def build_services(
     files = _files(queue, files_url, max_file_bytes)
     batches = _batches(queue, files, catalog, max_body_bytes)
     webhooks = webhooks_of(queue)
+    drift_sampler_of(queue, catalog)  # samples the chat jobs ended here (a worker's, with serve)
     runs = _pipelines(queue, files, catalog, pipelines or {})
     if batches is not None:
         batches.runner.on_end.extend(
@@ -119,6 +125,9 @@ def build_services(
         webhooks=webhooks,
         pipelines=runs,
         vector_stores=_vector_stores(queue, files, catalog),
+        prompts=None
+        if storage.prompts is None
+        else Prompts(storage.prompts, label_ttl_s=prompt_label_cache_s, clock=queue.clock),
     )
 
 

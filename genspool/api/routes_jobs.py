@@ -21,13 +21,14 @@ from genspool.api.bodies import check_inputs
 from genspool.api.deps import Services, Svc
 from genspool.api.feasibility import check_feasible
 from genspool.api.jsonbody import parse_json
+from genspool.api.routes_prompts import rendered
 from genspool.api.schemas import request_body
 from genspool.api.validation import validate_request
 from genspool.backends import JobFilter
 from genspool.config import ANSWER_MODEL
 from genspool.core.job import Job, JobStatus
 from genspool.core.keys import Scope
-from genspool.core.models import PROMPT_TOKENS, RESERVED, SCOPES
+from genspool.core.models import PROMPT, PROMPT_TOKENS, RESERVED, SCOPES
 from genspool.exceptions import InvalidRequest, NotFound
 from genspool.rag.answer import answer_spec, is_answer
 
@@ -74,9 +75,11 @@ def build_job(
     *,
     tenant: str = "default",
     scopes: Collection[str] | None = None,
+    prompt: dict[str, Any] | None = None,
 ) -> Job:
     """The job of a checked request. ``scopes``: the caller's, kept with the job for the
-    agents' tool calls (None: a caller of library code, trusted with every scope)."""
+    agents' tool calls (None: a caller of library code, trusted with every scope).
+    ``prompt``: the stored prompt its body was rendered from (``routes_prompts.rendered``)."""
     if is_answer(spec.url, spec.body):  # a file_search: a job of genspool's answer model
         answer_spec(spec.body, svc.catalog.card)
         cfg, prompt_tokens = svc.catalog.config(str(ANSWER_MODEL["name"])), None
@@ -92,6 +95,8 @@ def build_job(
         metadata[SCOPES] = sorted(scopes)
     if spec.custom_id is not None:
         metadata["custom_id"] = spec.custom_id
+    if prompt is not None:
+        metadata[PROMPT] = prompt
     return Job(
         url=spec.url,
         body=spec.body,
@@ -159,10 +164,12 @@ def _spec(raw: Any) -> JobCreate:
 @requires(Scope.SUBMIT, submits=True)
 async def submit(request: Request, svc: Svc, caller: Principal) -> JSONResponse:
     spec = _spec(await read_body(request, svc))
+    body, prompt = await rendered(svc, spec.url, spec.body, caller.tenant)
+    spec = spec.model_copy(update={"body": body})
     # Before build_job, whose admission check comes last (a refused job is not counted).
     await check_inputs(svc.files, spec.url, spec.body, caller.tenant)
     await check_stores(svc, spec.url, spec.body, caller.tenant)
-    job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes)
+    job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes, prompt=prompt)
     stored = await svc.queue.submit(job)
     status = 202 if stored is job else 200  # 200: an earlier job with this idempotency key
     return JSONResponse(stored.public(), status_code=status)

@@ -24,6 +24,7 @@ from genspool.api.deps import Services, Svc
 from genspool.api.errors import error_response
 from genspool.api.routes_jobs import JobCreate, build_job, check_stores, read_body
 from genspool.api.routes_ops import breaker_states
+from genspool.api.routes_prompts import rendered
 from genspool.api.routes_push import SSE_HEADERS
 from genspool.api.schemas import request_body
 from genspool.api.validation import ChatBody, EmbeddingsBody, check_stream, streamed
@@ -71,8 +72,8 @@ async def list_models(svc: Svc) -> dict[str, Any]:
 )
 @requires(Scope.SUBMIT, submits=True)
 async def chat_completions(request: Request, svc: Svc, caller: Principal) -> Any:
-    body = await read_body(request, svc)
-    job = _build(svc, CHAT, body, caller, _idempotency_key(request, CHAT))
+    body, prompt = await rendered(svc, CHAT, await read_body(request, svc), caller.tenant)
+    job = _build(svc, CHAT, body, caller, _idempotency_key(request, CHAT), prompt)
     if body.get("stream"):
         # Listening before the job is submitted: no token may be missed.
         events = svc.queue.subscribe([job.id], since=[job])
@@ -105,9 +106,9 @@ async def embeddings(request: Request, svc: Svc, caller: Principal) -> Any:
 )
 @requires(Scope.SUBMIT, submits=True)
 async def responses(request: Request, svc: Svc, caller: Principal) -> Any:
-    body = await read_body(request, svc)
+    body, prompt = await rendered(svc, RESPONSES, await read_body(request, svc), caller.tenant)
     await check_stores(svc, RESPONSES, body, caller.tenant)
-    job = _build(svc, RESPONSES, body, caller, _idempotency_key(request, RESPONSES))
+    job = _build(svc, RESPONSES, body, caller, _idempotency_key(request, RESPONSES), prompt)
     return await _answer(svc, await _submit(svc, job))
 
 
@@ -129,14 +130,21 @@ def _idempotency_key(request: Request, url: str) -> str | None:
     return f"{url} {key}"
 
 
-def _build(svc: Services, url: str, body: Any, caller: Caller, key: str | None = None) -> Job:
+def _build(
+    svc: Services,
+    url: str,
+    body: Any,
+    caller: Caller,
+    key: str | None = None,
+    prompt: dict[str, Any] | None = None,
+) -> Job:
     if not isinstance(body, dict):
         raise InvalidRequest("body: must be a JSON object", param="body")
     if url == CHAT:
         streamed(body)  # the types of stream and stream_options, which the job does not keep
     stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     spec = JobCreate(url=url, body=stored, priority=INTERACTIVE_PRIORITY, idempotency_key=key)
-    job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes)
+    job = build_job(svc, spec, tenant=caller.tenant, scopes=caller.scopes, prompt=prompt)
     check_stream(svc.catalog.card(job.model), body)
     return job
 

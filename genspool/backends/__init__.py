@@ -17,9 +17,11 @@ from genspool.backends._urls import shown_url
 from genspool.core.roles import (
     BatchStore,
     ChunkStore,
+    DriftSamples,
     FileStore,
     JobFilter,
     PipelineStore,
+    PromptStore,
     Storage,
     VectorStoreRecords,
     WebhookStore,
@@ -60,6 +62,8 @@ def open_storage(url: str, *, queue_url: str | None = None) -> Storage:
         pipelines=store if isinstance(store, PipelineStore) else None,
         vectors=store if isinstance(store, VectorStoreRecords) else None,
         chunks=store if isinstance(store, ChunkStore) else None,
+        prompts=store if isinstance(store, PromptStore) else None,
+        drift=store if isinstance(store, DriftSamples) else None,
     )  # fmt: skip
 
 

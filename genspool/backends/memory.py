@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from genspool.backends._drift import MemoryDrift
 from genspool.backends._pipelines import MemoryPipelines, PipelineState
+from genspool.backends._prompts import MemoryPrompts, PromptState
 from genspool.backends._vectors import ChunkState, MemoryChunks, MemoryVectors, VectorState
 from genspool.backends._webhooks import MemoryWebhooks
 from genspool.core.batch import Batch
@@ -32,6 +34,7 @@ from genspool.core.roles import (
     BatchFilter,
     BatchStore,
     Coordination,
+    DriftSample,
     FileFilter,
     FileObject,
     FileStore,
@@ -62,6 +65,8 @@ class _State:
     pipelines: PipelineState = field(default_factory=PipelineState)
     vectors: VectorState = field(default_factory=VectorState)
     chunks: ChunkState = field(default_factory=ChunkState)
+    prompts: PromptState = field(default_factory=PromptState)
+    drift: dict[str, DriftSample] = field(default_factory=dict)
     routes_revision: int = 0  # kept by destroy: it never goes back
     waiting: dict[str, set[str]] = field(default_factory=dict)  # model -> ids (an index)
     outbox: dict[str, float] | None = None  # id -> mark, once ``epoch`` started marking
@@ -102,6 +107,8 @@ class MemoryBackend(
     MemoryPipelines,
     MemoryVectors,
     MemoryChunks,
+    MemoryPrompts,
+    MemoryDrift,
 ):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
@@ -110,6 +117,8 @@ class MemoryBackend(
         self._webhooks = self._s.webhooks
         self._pipelines = self._s.pipelines
         self._vectors, self._chunks = self._s.vectors, self._s.chunks
+        self._prompts = self._s.prompts
+        self._drift = self._s.drift
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBackend:
@@ -126,6 +135,8 @@ class MemoryBackend(
         s.pipelines.clear()
         s.vectors.clear()
         s.chunks.clear()
+        s.prompts.clear()
+        s.drift.clear()
         s.outbox, s.epoch = None, uuid.uuid4().hex
         s.routes_revision += 1
 

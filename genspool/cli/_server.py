@@ -155,6 +155,7 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         queue,
         registry,
         key_cache_s=settings.key_cache_s,
+        prompt_label_cache_s=settings.prompt_label_cache_s,
         max_body_bytes=settings.max_body_bytes,
         wait_timeout_s=settings.wait_timeout_s,
         max_json_depth=settings.max_json_depth,
@@ -315,6 +316,12 @@ def worker(
     queue_url: QueueOpt = None,
     config: ConfigOpt = None,
     model: Annotated[list[str] | None, typer.Option(help="Serve only these models.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="The address of --metrics-port.")] = (
+        "127.0.0.1"
+    ),
 ) -> None:
     """Run a worker only (no HTTP): lease batches, call models, store results."""
     settings = _settings(db, config, queue_url=queue_url)
@@ -322,6 +329,7 @@ def worker(
     _redact_logs()
     queue, registry = _parts(settings)
     files = _files(settings, queue)
+    _sample_drift(queue, registry)
     runner = Worker(
         queue, registry, models=model, drain_timeout_s=settings.drain_timeout_s, files=files
     )
@@ -329,7 +337,19 @@ def worker(
         f"genspool worker on {_where(settings)}, models: {', '.join(c.name for c in runner.models)}"
     )
     _bundled_note(settings)
+    if metrics_port is not None:
+        from genspool.metrics import serve_worker_metrics
+
+        bound = serve_worker_metrics(queue, runner, metrics_port, metrics_host)
+        out.print(f"metrics on http://{metrics_host}:{bound}/metrics")
     asyncio.run(_run_worker(queue, runner, files))
+
+
+def _sample_drift(queue: Queue, registry: ModelRegistry) -> None:
+    """Drift samples of the jobs this worker ends (its process may run no API)."""
+    from genspool.drift.sampler import drift_sampler_of
+
+    drift_sampler_of(queue, registry)
 
 
 def _files(settings: Settings, queue: Queue) -> Files | None:

@@ -12,7 +12,17 @@ from genspool.config import ModelConfig
 from genspool.providers.base import Provider
 from genspool.providers.plugins import ModelCard
 
-__all__ = ["BRANCH", "PARENT", "PROMPT_TOKENS", "RESERVED", "SCOPES", "Models", "prompt_tokens"]
+__all__ = [
+    "BRANCH",
+    "DRIFT",
+    "PARENT",
+    "PROMPT",
+    "PROMPT_TOKENS",
+    "RESERVED",
+    "SCOPES",
+    "Models",
+    "prompt_tokens",
+]
 
 #: ``Job.metadata`` key: prompt tokens as counted once by the API (the model's own tokenizer),
 #: so neither the rate limiter nor anything else in the worker tokenizes the prompt again.
@@ -24,8 +34,13 @@ SCOPES = "genspool.scopes"
 #: ``Job.metadata`` keys of a fan-out's child: its parent job's id and its branch's name.
 PARENT = "genspool.parent"
 BRANCH = "genspool.branch"
+#: ``Job.metadata`` key of an embedding job made for a drift sample (genspool.drift.sampler).
+DRIFT = "genspool.drift"
 #: The keys only genspool writes: the API drops a client's values of them.
-RESERVED = (PROMPT_TOKENS, SCOPES, PARENT, BRANCH)
+#: ``Job.metadata`` key of the stored prompt a job was rendered from, ``{"id", "version"}``
+#: (genspool.core.prompts).
+PROMPT = "genspool.prompt"
+RESERVED = (PROMPT_TOKENS, SCOPES, PARENT, BRANCH, DRIFT, PROMPT)
 
 
 class Models(Protocol):

@@ -33,6 +33,7 @@ from genspool.core.job import WAITING, Job
 from genspool.core.joblog import log_failures, log_released
 from genspool.core.machine import ACTIVE, PURGEABLE, WRITTEN, Change
 from genspool.core.mirror import Mirror
+from genspool.core.observe import Observer
 from genspool.core.relay import Relay
 from genspool.core.retry import RetryPolicy
 from genspool.core.roles import JobFilter, JobQueue, Storage
@@ -92,6 +93,8 @@ class Queue:
         #: the write: webhooks (genspool.webhooks) enqueue their deliveries here. A hook that
         #: raises is logged; the jobs stay ended.
         self.on_ended: list[Callable[[Sequence[Job]], Awaitable[None]]] = []
+        #: Told of each submit, lease and write made here (genspool.metrics replaces it).
+        self.observer = Observer()
         self._mirrored = self.storage.mirrored
         self.mirror = Mirror(self.storage, uuid.uuid4().hex) if self._mirrored else None
         self._enqueue = GroupCommit(self._jobs.enqueue)
@@ -160,6 +163,7 @@ class Queue:
             return []
         written = await self._jobs.apply(changes)
         jobs = [c.job for c in changes if c.job.id in written]
+        self.observer.written(jobs)
         await self._copy(jobs)
         if self.on_ended:
             await self._ended([j for j in jobs if j.terminal])
@@ -207,6 +211,7 @@ class Queue:
         await self.fair.assign(jobs)
         stored = await self._enqueue(jobs)
         new = [j for j, s in zip(jobs, stored, strict=True) if j is s]
+        self.observer.submitted(new)
         await self._copy(new)
         self.publish_many(JobChanged.of(j) for j in new)
         return stored
@@ -272,6 +277,7 @@ class Queue:
         (the leasing worker's id) is recorded on each job and in its attempt history."""
         spec = machine.lease_spec(model, limit, self.clock(), self.lease_s, worker)
         jobs = await self._jobs.lease(spec)
+        self.observer.leased(jobs)
         await self._copy(jobs)
         await self.fair.leased(model, jobs)
         self.publish_many(JobChanged.of(j) for j in jobs)

@@ -46,6 +46,7 @@ from genspool.core.batch import Batch
 from genspool.core.job import Job, JobStatus
 from genspool.core.machine import Change, LeaseSpec
 from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem, Tick
+from genspool.core.prompt_records import AuditEntry, PromptLabel, PromptVersion
 from genspool.core.vectors import Chunk, VectorStore, VectorStoreFile
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "BatchStore",
     "ChunkStore",
     "Coordination",
+    "DriftSample",
+    "DriftSamples",
     "FileFilter",
     "FileObject",
     "FileStore",
@@ -62,6 +65,7 @@ __all__ = [
     "KeyValue",
     "Outbox",
     "PipelineStore",
+    "PromptStore",
     "Resource",
     "RouteStore",
     "RunFilter",
@@ -610,6 +614,92 @@ class ChunkStore(Resource):
 
 
 @dataclass(frozen=True, slots=True)
+class DriftSample:
+    """One sampled answer of a model (:mod:`genspool.drift`): its prompt's and output's lengths
+    in characters and the output's embedding (float32 bytes, by ``embed_model``)."""
+
+    id: str  # the sampled job's id: a job is sampled at most once
+    model: str
+    at: float  # when the job ended
+    prompt_chars: int
+    output_chars: int
+    embed_model: str
+    embedding: bytes
+    tenant: str = "default"
+
+
+class DriftSamples(Resource):
+    """Samples for drift reports, by model and time. Written once each, read by window,
+    purged by age; a model's samples are everyone's (reports are admin or read-scope)."""
+
+    @abstractmethod
+    async def drift_put(self, samples: Sequence[DriftSample]) -> int:
+        """Store samples, skipping any whose id is stored already; returns how many were new."""
+
+    @abstractmethod
+    async def drift_list(
+        self, model: str, start: float, end: float, limit: int
+    ) -> list[DriftSample]:
+        """Up to ``limit`` samples of ``model`` with ``start <= at < end``, newest first."""
+
+    @abstractmethod
+    async def drift_models(self) -> list[str]:
+        """Every model with a stored sample, sorted."""
+
+    @abstractmethod
+    async def drift_purge(self, before: float) -> int:
+        """Delete the samples with ``at < before``; returns how many."""
+
+
+class PromptStore(Resource):
+    """The prompt registry (:mod:`genspool.core.prompts`): immutable versions, movable labels
+    and the audit of both, each tenant's own (a prompt is named by ``(tenant, prompt_id)``).
+    Every write stores its audit entry in the same atomic step, so no change goes unaudited
+    and no entry names a change that did not happen. ``latest`` is not stored: it is the
+    highest version."""
+
+    @abstractmethod
+    async def prompt_put(self, version: PromptVersion, audit: AuditEntry) -> bool:
+        """Store a new version and its audit entry, unless that version number of the prompt
+        is stored already (then nothing, and False): numbers are taken once."""
+
+    @abstractmethod
+    async def prompt_get(
+        self, tenant: str, prompt_id: str, version: int | None
+    ) -> PromptVersion | None:
+        """That version (None: the highest), if stored."""
+
+    @abstractmethod
+    async def prompt_versions(
+        self, tenant: str, prompt_id: str, before: int | None, limit: int
+    ) -> list[PromptVersion]:
+        """Up to ``limit`` versions below ``before`` (None: any), highest first."""
+
+    @abstractmethod
+    async def prompt_list(self, tenant: str, after: str | None, limit: int) -> list[PromptVersion]:
+        """The highest version of up to ``limit`` prompts with ids past ``after``, by id."""
+
+    @abstractmethod
+    async def label_get(self, tenant: str, prompt_id: str, label: str) -> PromptLabel | None: ...
+
+    @abstractmethod
+    async def label_list(self, tenant: str, prompt_id: str) -> list[PromptLabel]:
+        """The stored labels of a prompt, by name."""
+
+    @abstractmethod
+    async def label_put(self, label: PromptLabel, revision: int, audit: AuditEntry) -> bool:
+        """Write ``label`` (whose ``revision`` is the next one) and its audit entry if the
+        stored label's revision is still ``revision`` (0: no label of that name is stored);
+        returns whether it was written."""
+
+    @abstractmethod
+    async def audit_list(
+        self, tenant: str, prompt_id: str, after: str | None, limit: int
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries of a prompt with ids past ``after``, oldest first."""
+
+
+@dataclass(frozen=True, slots=True)
 class Storage:
     """The roles of one deployment. :meth:`of` takes them all from one backend."""
 
@@ -630,6 +720,10 @@ class Storage:
     #: None when the store keeps no vector stores (a Redis or NATS server alone).
     vectors: VectorStoreRecords | None = None
     chunks: ChunkStore | None = None
+    #: None when the store keeps no drift samples (a Redis or NATS server alone).
+    drift: DriftSamples | None = None
+    #: None when the store keeps no prompts (a Redis or NATS server alone).
+    prompts: PromptStore | None = None
 
     @classmethod
     def of(cls, backend: JobQueue) -> Storage:
@@ -645,7 +739,12 @@ class Storage:
         pipelines = b if isinstance(b, PipelineStore) else None
         vectors = b if isinstance(b, VectorStoreRecords) else None
         chunks = b if isinstance(b, ChunkStore) else None
-        return cls(b, b, b, b, b, b, files, batches, webhooks, pipelines, vectors, chunks)
+        drift = b if isinstance(b, DriftSamples) else None
+        prompts = b if isinstance(b, PromptStore) else None
+        return cls(
+            b, b, b, b, b, b, files, batches, webhooks, pipelines, vectors, chunks, drift=drift,
+            prompts=prompts,
+        )  # fmt: skip
 
     @property
     def mirrored(self) -> bool:
@@ -663,7 +762,7 @@ class Storage:
         out: list[Resource] = []
         roles = (self.store, self.queue, self.coordination, self.kv, self.signals, self.routes)
         extra = (self.files, self.batches, self.webhooks, self.pipelines, self.vectors, self.chunks)
-        for part in (*roles, *extra):
+        for part in (*roles, *extra, self.drift, self.prompts):
             if part is not None and not any(part is seen for seen in out):
                 out.append(part)
         return out

@@ -389,6 +389,7 @@ class Worker:
         if self._watch is not None:
             self._watch.add(j.id for j in jobs)
         started = asyncio.get_running_loop().time()
+        self.queue.observer.started(lane.cfg.name, jobs)
         runs = [
             _Run(j, f, started) for j, f in zip(jobs, lane.provider.start(requests), strict=True)
         ]
@@ -444,6 +445,8 @@ class Worker:
     ) -> None:
         """Store outcomes that are known; a handed-back job goes back to the queue. If the
         backend fails here, the jobs are handed back (or their leases run out)."""
+        now = asyncio.get_running_loop().time()
+        self.queue.observer.settled(lane.cfg.name, outcomes, lane.runs, now)
         back = [j for j, o in outcomes if isinstance(o, _HandedBack)]
         done = [(j, o) for j, o in outcomes if isinstance(o, dict)]
         failed = [

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -75,6 +76,9 @@ class RateLimit(Layer):
         self.clock, self.sleep = clock, sleep
         self.max_wait_s, self.reserve_s = max_wait_s, reserve_s
         self.default_completion_tokens = default_completion_tokens
+        #: Waits for budget by limit (``rpm``, ``tpm``): how many, and seconds (for metrics).
+        self.waits: Counter[str] = Counter()
+        self.waited_s: dict[str, float] = {}
 
     async def handle(self, batch: Sequence[Request]) -> list[Result]:
         for key, cost, per_minute in self._costs(batch):
@@ -114,6 +118,9 @@ class RateLimit(Layer):
                 "model %s: over its %s limit (%d/min); %d request(s) wait %.2f s for budget",
                 self.model, key.split(":", 1)[0], per_minute, n, wait,
             )  # fmt: skip
+            what = key.split(":", 1)[0]
+            self.waits[what] += 1
+            self.waited_s[what] = self.waited_s.get(what, 0.0) + wait
             await self.sleep(wait)
 
     def _may_wait(self) -> float:

@@ -19,9 +19,11 @@ from genspool.backends._sql import COLUMNS, dumps_or_none, job_to_row, row_to_jo
 from genspool.backends._urls import shown_url
 from genspool.backends.postgres._apply import apply_statement
 from genspool.backends.postgres._batches import PostgresBatches
+from genspool.backends.postgres._drift import PostgresDrift
 from genspool.backends.postgres._files import PostgresFiles
 from genspool.backends.postgres._pipelines import PostgresPipelines
 from genspool.backends.postgres._pool import Conn, Connections, Q, Settings, rows
+from genspool.backends.postgres._prompts import PostgresPrompts
 from genspool.backends.postgres._signals import EVENTS_KEEP_S, Listener, inline
 from genspool.backends.postgres._vectors import PostgresChunks, PostgresVectors
 from genspool.backends.postgres._webhooks import PostgresWebhooks
@@ -81,7 +83,8 @@ def _record_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
 TABLES = (
     "jobs", "slots", "limits", "kv", "events", "files", "blob_chunks", "batches", "webhooks",
     "runs", "run_items", "ticks", "vector_stores", "vector_files", "chunks", "chunk_heads",
-    "chunk_revisions", "embedding_cache",
+    "chunk_revisions", "embedding_cache", "drift_samples",
+    "prompt_versions", "prompt_labels", "prompt_audit",
 )  # fmt: skip
 
 
@@ -98,6 +101,8 @@ class PostgresBackend(
     PostgresPipelines,
     PostgresVectors,
     PostgresChunks,
+    PostgresDrift,
+    PostgresPrompts,
 ):
     kind = "PostgreSQL"
     #: Each call (but connect, destroy, purge) fails as a BackendError after this long.

@@ -31,8 +31,10 @@ from genspool.backends._sql import (
 from genspool.backends._urls import shown_url
 from genspool.backends.sqlite._batches import SQLiteBatches
 from genspool.backends.sqlite._conn import Connection, migrate, write
+from genspool.backends.sqlite._drift import SQLiteDrift
 from genspool.backends.sqlite._files import SQLiteFiles
 from genspool.backends.sqlite._pipelines import SQLitePipelines
+from genspool.backends.sqlite._prompts import SQLitePrompts
 from genspool.backends.sqlite._vectors import SQLiteChunks, SQLiteVectors
 from genspool.backends.sqlite._webhooks import SQLiteWebhooks
 from genspool.core.gcra import gcra
@@ -149,7 +151,8 @@ def _bump(db: sqlite3.Connection) -> int:
 TABLES = (
     "jobs", "slots", "limits", "kv", "routes", "files", "batches", "webhooks", "runs",
     "run_items", "ticks", "vector_stores", "vector_files", "chunks", "chunk_heads",
-    "chunk_revisions", "embedding_cache",
+    "chunk_revisions", "embedding_cache", "drift_samples",
+    "prompt_versions", "prompt_labels", "prompt_audit",
 )  # fmt: skip
 
 
@@ -166,6 +169,8 @@ class SQLiteBackend(
     SQLitePipelines,
     SQLiteVectors,
     SQLiteChunks,
+    SQLiteDrift,
+    SQLitePrompts,
 ):
     kind = "SQLite"
 
