@@ -65,6 +65,28 @@ def _wordpiece() -> Any:
     return BertWordPieceTokenizer(str(VOCAB), lowercase=True)
 
 
+#: A sub-batch ends where a text is this much longer than its first one: each is padded to its
+#: longest text, so mixed lengths waste the model's time on padding (a round of 4 documents'
+#: chunks, 44 to 255 tokens, in sub-batches of 32: 1.9x the CPU of the same texts cut by length).
+PAD_RATIO = 1.3
+
+
+def sub_batches(lengths: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sub-batch of texts sorted by ``lengths``: at most ``size``
+    texts, and none longer than ``PAD_RATIO`` times the sub-batch's first."""
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(lengths) + 1):
+        if (
+            i == len(lengths)
+            or i - start >= size
+            or lengths[i] > PAD_RATIO * max(lengths[start], 8)
+        ):
+            cuts.append((start, i))
+            start = i
+    return cuts
+
+
 class TextCounter:
     """Tokens of each text of an embeddings body, untruncated (what the client sent, to compare
     with the context window); loads the vocabulary only: the model card's counter."""
@@ -232,10 +254,9 @@ class OnnxEmbeddingProvider(Provider):
             ask.left = len(ask.texts)
             ask.vectors, ask.counts = [None] * ask.left, [0] * ask.left
         owners.sort(key=lambda o: len(o[0].texts[o[1]]))
-        for start in range(0, len(owners), self.sub_batch):
-            part = [
-                (a, i) for a, i in owners[start : start + self.sub_batch] if not a.future.done()
-            ]
+        lengths = [len(a.texts[i]) for a, i in owners]
+        for start, end in sub_batches(lengths, self.sub_batch):
+            part = [(a, i) for a, i in owners[start:end] if not a.future.done()]
             if not part:
                 continue
             with self._lock:
@@ -253,8 +274,8 @@ class OnnxEmbeddingProvider(Provider):
         counts = np.zeros(len(texts), dtype=np.int64)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with self._lock:
-            for start in range(0, len(order), self.sub_batch):
-                idx = order[start : start + self.sub_batch]
+            for start, end in sub_batches([len(texts[i]) for i in order], self.sub_batch):
+                idx = order[start:end]
                 vectors[idx], counts[idx] = self._run([texts[i] for i in idx])
         return vectors, counts
 

@@ -59,10 +59,23 @@ class Connection:
                     raise
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"genspool-sqlite-{self._name}")
+        loop = asyncio.get_running_loop()
         self._queued += 1
+        work = self._pool.submit(self._waiting, fn)
+        # Counted down when the thread is done with the connection, not when the caller stops
+        # waiting: a caller cancelled (a call timeout) leaves ``fn`` running on the thread, and
+        # an inline call beside it would use the connection from two threads at once (SQLite:
+        # "bad parameter or other API misuse").
+        work.add_done_callback(lambda _: self._finished(loop))
+        return await asyncio.wrap_future(work)
+
+    def _finished(self, loop: asyncio.AbstractEventLoop) -> None:
+        def done() -> None:
+            self._queued -= 1
+
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, self._waiting, fn)
-        finally:
+            loop.call_soon_threadsafe(done)
+        except RuntimeError:  # the loop is closed: no call comes after
             self._queued -= 1
 
     def _waiting(self, fn: Callable[[sqlite3.Connection], T]) -> T:
