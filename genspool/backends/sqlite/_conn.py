@@ -18,7 +18,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from genspool.backends._sql import migrations
 
@@ -96,7 +96,15 @@ class Connection:
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._connected()
         try:
-            return fn(db)
+            out = fn(db)
+            if isinstance(out, sqlite3.Cursor):
+                # Closed here, on the thread that used it. Returned to the loop's thread and
+                # freed there, a cursor resets its cached statement while the connection's
+                # thread may be running that statement again (an executemany of the next
+                # call): SQLite answers "bad parameter or other API misuse".
+                out.close()
+                return cast(T, None)
+            return out
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
