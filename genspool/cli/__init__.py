@@ -38,6 +38,9 @@ from genspool.cli import _drift  # noqa: F401
 from genspool.cli import _keys  # noqa: F401
 
 # isort: split
+from genspool.cli import _backup  # noqa: F401
+
+# isort: split
 from genspool.cli._common import app, err
 from genspool.exceptions import GenspoolError
 

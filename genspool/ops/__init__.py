@@ -1,0 +1,1 @@
+"""Operations on a whole deployment's state: backup, verify, restore (:mod:`.backup`)."""
