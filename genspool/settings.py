@@ -6,7 +6,7 @@ Library classes take plain arguments and never read the environment themselves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         "handed back to the queue; the process exits within this plus a few seconds.",
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as JSON lines (genspool.logjson)."
+    )
     key_cache_s: float = Field(
         5.0, gt=0, description="How long an API process trusts a cached API key record."
     )

@@ -46,6 +46,7 @@ from genspool.exceptions import PayloadTooLarge
 from genspool.files import Files
 from genspool.pipelines.service import Pipelines
 from genspool.rag.service import VectorStores
+from genspool.tracing import install as install_tracing
 
 __all__ = ["BodyLimit", "create_app"]
 
@@ -126,6 +127,8 @@ def create_app(
     app.state.services = services
     app.state.shutdown = Shutdown(worker)
     app.state.metrics = routes_metrics.install(services, worker)
+    # After the metrics, whose observer it wraps; nothing imported from OpenTelemetry when off.
+    install_tracing(services.queue, {cfg.name: cfg.provider for cfg in services.catalog})
     app.add_middleware(BodyLimit, limit=services.max_body_bytes, exempt=[routes_files.UPLOAD])
     # Added last, so outermost: a foreign Host or Origin is refused before any other work.
     app.add_middleware(OriginGuard, hosts=allowed_hosts, origins=allowed_origins)

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import socket
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -42,6 +43,22 @@ from genspool.cli._common import (
     err,
     out,
 )
+
+
+class LogFormats(StrEnum):
+    """``--log-format``: an enum, so that a wrong value is a usage error naming the choices."""
+
+    text = "text"
+    json = "json"
+
+
+LogFormat = Annotated[
+    LogFormats | None,
+    typer.Option(
+        help="Log lines as text, or as JSON lines (with job and trace ids)"
+        " [env: GENSPOOL_LOG_FORMAT]",
+    ),
+]
 
 
 def _parts(settings: Settings) -> tuple[Queue, ModelRegistry]:
@@ -105,12 +122,14 @@ def _bundled_note(settings: Settings) -> None:
     if settings.config is None or read_models_file(settings.config).bundled is not None:
         return
     bundled = " and ".join(m["name"] for m in DEFAULT_MODELS)
-    err.print(
+    note = (
         f"note: {settings.config} serves only its own models; add 'bundled: true' (top level)"
-        f" to serve the bundled {bundled} too, or 'bundled: false' to say you mean it",
-        markup=False,
-        highlight=False,
+        f" to serve the bundled {bundled} too, or 'bundled: false' to say you mean it"
     )
+    if settings.log_format == "json":  # stderr carries JSON lines only
+        logging.getLogger("genspool.cli").warning("%s", note)
+        return
+    err.print(note, markup=False, highlight=False)
 
 
 def _queue(settings: Settings) -> Queue:
@@ -135,6 +154,7 @@ async def _check(queue: Queue) -> None:
 
 def _serve(settings: Settings, *, with_worker: bool) -> None:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from genspool.api.app import create_app
     from genspool.api.deps import build_services
@@ -177,6 +197,8 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         host=settings.host,
         port=sock.getsockname()[1],
         log_level=settings.log_level.lower(),
+        # JSON lines: uvicorn's loggers keep no handlers of their own and reach the root's.
+        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
         access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
         # Events are small JSON documents sent one by one: deflating each cost more CPU than
@@ -235,6 +257,12 @@ def _bind(host: str, port: int) -> socket.socket:
 def _log_to_stderr(settings: Settings) -> None:
     """genspool's own log lines (model loading, shutdown) on stderr, at GENSPOOL_LOG_LEVEL."""
     logging.addLevelName(5, "TRACE")  # uvicorn's level, named here before its Config names it
+    if settings.log_format == "json":
+        from genspool.logjson import use_json
+
+        use_json(settings.log_level.upper())
+        logging.captureWarnings(True)  # a warning is a JSON line too, not raw stderr text
+        return
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -293,9 +321,13 @@ def serve(
     db: Db = None,
     queue_url: QueueOpt = None,
     config: ConfigOpt = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the API and a worker in one process (the embedded default)."""
-    _serve(_settings(db, config, host=host, port=port, queue_url=queue_url), with_worker=True)
+    settings = _settings(
+        db, config, host=host, port=port, queue_url=queue_url, log_format=_value(log_format)
+    )
+    _serve(settings, with_worker=True)
 
 
 @app.command()
@@ -305,9 +337,13 @@ def api(
     db: Db = None,
     queue_url: QueueOpt = None,
     config: ConfigOpt = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the HTTP API only; workers run elsewhere on the same database."""
-    _serve(_settings(db, config, host=host, port=port, queue_url=queue_url), with_worker=False)
+    settings = _settings(
+        db, config, host=host, port=port, queue_url=queue_url, log_format=_value(log_format)
+    )
+    _serve(settings, with_worker=False)
 
 
 @app.command()
@@ -322,9 +358,10 @@ def worker(
     metrics_host: Annotated[str, typer.Option(help="The address of --metrics-port.")] = (
         "127.0.0.1"
     ),
+    log_format: LogFormat = None,
 ) -> None:
     """Run a worker only (no HTTP): lease batches, call models, store results."""
-    settings = _settings(db, config, queue_url=queue_url)
+    settings = _settings(db, config, queue_url=queue_url, log_format=_value(log_format))
     _log_to_stderr(settings)
     _redact_logs()
     queue, registry = _parts(settings)
@@ -342,7 +379,20 @@ def worker(
 
         bound = serve_worker_metrics(queue, runner, metrics_port, metrics_host)
         out.print(f"metrics on http://{metrics_host}:{bound}/metrics")
+    _trace(queue, registry)
     asyncio.run(_run_worker(queue, runner, files))
+
+
+def _value(choice: LogFormats | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+def _trace(queue: Queue, registry: ModelRegistry) -> None:
+    """Traces of this worker's batches and model calls, when OTEL_* asks for them (after the
+    metrics: the tracing observer wraps theirs)."""
+    from genspool.tracing import install
+
+    install(queue, {cfg.name: cfg.provider for cfg in registry})
 
 
 def _sample_drift(queue: Queue, registry: ModelRegistry) -> None:

@@ -13,9 +13,10 @@ import re
 from collections.abc import Sequence
 
 from genspool.core.job import Job, JobStatus
+from genspool.core.models import TRACEPARENT
 from genspool.exceptions import GenspoolError, ModelError
 
-__all__ = ["log_failures", "log_released", "reason"]
+__all__ = ["ids_of", "log_failures", "log_released", "reason"]
 
 log = logging.getLogger("genspool.queue")
 
@@ -35,6 +36,16 @@ def reason(exc: BaseException) -> str:
     return text
 
 
+def ids_of(job: Job) -> dict[str, str]:
+    """A job's ids as a log record's ``extra`` (JSON log lines show them: genspool.logjson);
+    never its tenant's data or its content."""
+    ids = {"job_id": job.id, "model": job.model}
+    traceparent = job.metadata.get(TRACEPARENT)
+    if isinstance(traceparent, str):
+        ids["traceparent"] = traceparent
+    return ids
+
+
 def log_failures(
     written: Sequence[Job], failed: Sequence[tuple[Job, BaseException]], now: float
 ) -> None:
@@ -45,22 +56,22 @@ def log_failures(
     for job in written:
         exc = why.get(job.id)
         text = reason(exc) if exc is not None else "unknown"
-        head = f"job {job.id} (model {job.model})"
+        head, ids = f"job {job.id} (model {job.model})", ids_of(job)
         if job.status is JobStatus.RETRYING:
             log.info(
                 "%s: attempt %d/%d failed (%s); retry in %.2f s",
-                head, job.attempts, job.max_attempts, text, job.available_at - now,
+                head, job.attempts, job.max_attempts, text, job.available_at - now, extra=ids,
             )  # fmt: skip
         elif job.status is JobStatus.FAILED:
             log.warning(
                 "%s: attempt %d/%d failed (%s); dead-lettered",
-                head, job.attempts, job.max_attempts, text,
+                head, job.attempts, job.max_attempts, text, extra=ids,
             )  # fmt: skip
         elif job.status is JobStatus.QUEUED:
             log.info(
                 "%s: not sent to the model (%s); back in the queue in %.2f s, the attempt "
                 "does not count",
-                head, text, job.available_at - now,
+                head, text, job.available_at - now, extra=ids,
             )  # fmt: skip
 
 
@@ -69,5 +80,5 @@ def log_released(written: Sequence[Job], why: str) -> None:
         log.info(
             "job %s (model %s): handed back to the queue unfinished (%s); the attempt does "
             "not count",
-            job.id, job.model, why,
+            job.id, job.model, why, extra=ids_of(job),
         )  # fmt: skip

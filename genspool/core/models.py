@@ -20,6 +20,7 @@ __all__ = [
     "PROMPT_TOKENS",
     "RESERVED",
     "SCOPES",
+    "TRACEPARENT",
     "Models",
     "prompt_tokens",
 ]
@@ -40,7 +41,10 @@ DRIFT = "genspool.drift"
 #: ``Job.metadata`` key of the stored prompt a job was rendered from, ``{"id", "version"}``
 #: (genspool.core.prompts).
 PROMPT = "genspool.prompt"
-RESERVED = (PROMPT_TOKENS, SCOPES, PARENT, BRANCH, DRIFT, PROMPT)
+#: ``Job.metadata`` key: the W3C ``traceparent`` of the span that submitted the job, which the
+#: worker's batch span links to (genspool.tracing); set only while tracing is on.
+TRACEPARENT = "genspool.traceparent"
+RESERVED = (PROMPT_TOKENS, SCOPES, PARENT, BRANCH, DRIFT, PROMPT, TRACEPARENT)
 
 
 class Models(Protocol):

@@ -9,12 +9,15 @@ block: it runs on the write path, after the write.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from genspool.core.job import Job
 
 __all__ = ["Observer", "Timed"]
+
+_NOTHING = contextlib.nullcontext()
 
 
 class Timed(Protocol):
@@ -25,6 +28,11 @@ class Timed(Protocol):
 
 class Observer:
     """Every hook a no-op; a subclass overrides those it measures."""
+
+    def submitting(self, jobs: Sequence[Job]) -> contextlib.AbstractContextManager[object]:
+        """Around a submit's write, before it: a hook may still add to the jobs' metadata
+        (tracing stores each job's trace context there). The base's costs one shared object."""
+        return _NOTHING
 
     def submitted(self, jobs: Sequence[Job]) -> None:
         """New jobs were stored (idempotent resubmissions are not passed)."""

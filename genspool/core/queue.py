@@ -209,7 +209,8 @@ class Queue:
         for job in jobs:
             job.created_at = now
         await self.fair.assign(jobs)
-        stored = await self._enqueue(jobs)
+        with self.observer.submitting(jobs):
+            stored = await self._enqueue(jobs)
         new = [j for j, s in zip(jobs, stored, strict=True) if j is s]
         self.observer.submitted(new)
         await self._copy(new)
