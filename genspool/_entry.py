@@ -42,6 +42,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "agent": "genspool.agents.provider:plugin",
         "echo": "genspool.providers.echo:plugin",
         "webhook": "genspool.webhooks.deliver:plugin",
+        "answer": "genspool.rag.answer:plugin",
     },
     "genspool.backends": {
         "sqlite": "genspool.backends.sqlite:SQLiteBackend",
