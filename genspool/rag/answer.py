@@ -48,7 +48,7 @@ from genspool.core.filters import parse_filter
 from genspool.core.job import Job, JobStatus
 from genspool.core.models import BRANCH, PARENT, SCOPES, Models
 from genspool.core.queue import Queue
-from genspool.exceptions import InvalidRequest, ModelError, NotFound
+from genspool.exceptions import InvalidRequest, ModelError
 from genspool.providers.base import CHAT, JobRef, Provider, Request, Result
 from genspool.providers.plugins import ModelCard, ModelSpec, ProviderOptions, ProviderPlugin
 from genspool.rag.search import Hit, Searcher
@@ -541,10 +541,3 @@ plugin = ProviderPlugin(
     create=_create,
     card=_card,
 )
-
-
-def check_stores_exist(found: dict[str, bool]) -> None:
-    """A 404 naming the first store the caller does not have."""
-    for store_id, exists in found.items():
-        if not exists:
-            raise NotFound(f"no vector store {store_id!r}", param="tools[0].vector_store_ids")
