@@ -1,10 +1,13 @@
 """``GET /metrics`` latency with many jobs stored, and RSS over many scrapes.
 
 A SQLite store holds ``--jobs`` waiting jobs over ``--models`` models (the worst case for the
-depth and age reads: every job is active); the app runs in process (ASGI transport, no
-network). Printed: ``/metrics`` p50/p99 as scraped (the backend read at most once a second),
-p99 of a scrape that reads the backend every time, each against ``/healthz`` measured in the
-same run, and RSS before, after the first 1,000 and after all ``--scrapes`` scrapes.
+depth and age reads: every job is active), and every model's histograms and counters have
+values, as in a deployment where each model has run jobs (observed directly: the series a
+scrape renders, not the jobs that made them, are what costs); the app runs in process (ASGI
+transport, no network). Printed: ``/metrics`` p50/p99 as scraped (the backend re-read in the
+background while scraped), p99 of a scrape that waits for a backend read every time, each
+against ``/healthz`` measured in the same run, and RSS before, after the first 1,000 and after
+all ``--scrapes`` scrapes.
 
 Target (issue 12): p99 <= 50 ms with 1,000,000 jobs and 100 models; RSS flat over 10,000
 scrapes. The default is 100,000 jobs (a minute to fill); ``--full`` stores 1,000,000.
@@ -41,6 +44,20 @@ async def fill(gs: InProcess, jobs: int, models: int) -> None:
         await gs.queue.submit_many(batch)
 
 
+def ran(gs: InProcess, models: int) -> None:
+    """Every model's series as if it had run jobs (each histogram and counter observed)."""
+    s = gs.app.state.metrics.series
+    for i in range(models):
+        m = f"m{i}"
+        for histogram in (s.queue_wait, s.run, s.end_to_end, s.call):
+            histogram.labels(m).observe(0.3)
+        s.batch.labels(m).observe(4)
+        for outcome in ("ok", "error", "cancelled"):
+            s.calls.labels(m, outcome).inc()
+        for reason in ("timeout", "rate_limited", "lease_expired"):
+            s.retries.labels(m, reason).inc()
+
+
 async def timed(gs: InProcess, path: str, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -60,6 +77,7 @@ async def main(jobs: int, models: int, scrapes: int, url: str | None) -> None:
             t = time.perf_counter()
             await fill(gs, jobs, models)
             print(f"stored {jobs:,} jobs over {models} models in {time.perf_counter() - t:.1f} s")
+            ran(gs, models)
             series = sum(
                 1 for line in (await gs.client.get("/metrics")).text.splitlines() if line[:1] != "#"
             )
@@ -80,7 +98,7 @@ async def main(jobs: int, models: int, scrapes: int, url: str | None) -> None:
     h99 = pct(health, 0.99)
     print(f"series per scrape: {series}")
     print(f"/healthz  p50 {pct(health, 0.5):.2f} ms  p99 {h99:.2f} ms  (baseline)")
-    for name, values in (("/metrics (1 s cache)", cached), ("/metrics (backend read)", fresh)):
+    for name, values in (("/metrics (as scraped)", cached), ("/metrics (backend read)", fresh)):
         p99 = pct(values, 0.99)
         print(
             f"{name}  p50 {pct(values, 0.5):.2f} ms  p99 {p99:.2f} ms"

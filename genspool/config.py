@@ -163,6 +163,15 @@ class DriftConfig(_Section):
     )
     embed_model: str = Field("all-minilm-l6-v2", min_length=1, description="Embeds the outputs.")
     thresholds: DriftThresholds = DriftThresholds()
+    check_every_s: float | None = Field(
+        None,
+        ge=60,
+        description="Make a report (last day against the week before) this often in every API"
+        " process, for the genspool_drift_flagged gauge and the log; None: only on request.",
+    )
+    keep_days: float = Field(
+        30.0, gt=0, description="Samples older than this are deleted (hourly, by API processes)."
+    )
 
 
 #: Keys of the earlier flat form -> where they live now.

@@ -40,12 +40,15 @@ from genspool.api.errors import add_error_handlers, error_response
 from genspool.api.origin import OriginGuard
 from genspool.api.schemas import document_responses
 from genspool.api.shutdown import Shutdown
+from genspool.api.ui import mount_ui
 from genspool.batches import Batches
 from genspool.core.worker import Worker
+from genspool.drift.watch import DriftWatch
 from genspool.exceptions import PayloadTooLarge
 from genspool.files import Files
 from genspool.pipelines.service import Pipelines
 from genspool.rag.service import VectorStores
+from genspool.tracing import TraceContext, fastapi_telemetry
 from genspool.tracing import install as install_tracing
 
 __all__ = ["BodyLimit", "create_app"]
@@ -123,12 +126,14 @@ def create_app(
         dependencies=[Depends(authorize)],
         docs_url=None,  # add_docs serves them from packaged assets, not a CDN
         redoc_url=None,
+        **fastapi_telemetry(),  # FastAPI's own spans and metrics: off while tracing is on
     )
     app.state.services = services
     app.state.shutdown = Shutdown(worker)
     app.state.metrics = routes_metrics.install(services, worker)
     # After the metrics, whose observer it wraps; nothing imported from OpenTelemetry when off.
-    install_tracing(services.queue, {cfg.name: cfg.provider for cfg in services.catalog})
+    if install_tracing(services.queue, {cfg.name: cfg.provider for cfg in services.catalog}):
+        app.add_middleware(TraceContext)  # a caller's traceparent: the producer span's parent
     app.add_middleware(BodyLimit, limit=services.max_body_bytes, exempt=[routes_files.UPLOAD])
     # Added last, so outermost: a foreign Host or Origin is refused before any other work.
     app.add_middleware(OriginGuard, hosts=allowed_hosts, origins=allowed_origins)
@@ -148,6 +153,7 @@ def create_app(
     document_scopes(app)
     document_responses(app)
     add_docs(app)
+    mount_ui(app)  # the web UI at /ui, with its own auth (cookie, CSRF) and error pages
     return app
 
 
@@ -162,6 +168,10 @@ def _lifespan(
             await _load(worker)
             serving = asyncio.create_task(worker.run())
         shedding = asyncio.create_task(services.admission.run())
+        drift = DriftWatch(
+            services.queue.storage.drift, list(services.catalog), services.queue.clock
+        )
+        drifting = asyncio.create_task(drift.run())
         try:
             async with (
                 _files_running(services.files),
@@ -172,6 +182,8 @@ def _lifespan(
                 yield
         finally:
             shedding.cancel()
+            drifting.cancel()
+            await app.state.metrics.aclose()
             # Usually begun already by the signal (genspool.cli): push streams end, no leases.
             await app.state.shutdown.begin()
             if worker is not None and serving is not None:

@@ -95,10 +95,15 @@ def build_services(
     shedding by the models' own limits, on the queue's clock."""
     storage = queue.storage
     files = _files(queue, files_url, max_file_bytes)
-    batches = _batches(queue, files, catalog, max_body_bytes)
+    prompts = (
+        None
+        if storage.prompts is None
+        else Prompts(storage.prompts, label_ttl_s=prompt_label_cache_s, clock=queue.clock)
+    )
+    batches = _batches(queue, files, catalog, max_body_bytes, prompts)
     webhooks = webhooks_of(queue)
     drift_sampler_of(queue, catalog)  # samples the chat jobs ended here (a worker's, with serve)
-    runs = _pipelines(queue, files, catalog, pipelines or {})
+    runs = _pipelines(queue, files, catalog, pipelines or {}, prompts)
     if batches is not None:
         batches.runner.on_end.extend(
             hook
@@ -125,9 +130,7 @@ def build_services(
         webhooks=webhooks,
         pipelines=runs,
         vector_stores=_vector_stores(queue, files, catalog),
-        prompts=None
-        if storage.prompts is None
-        else Prompts(storage.prompts, label_ttl_s=prompt_label_cache_s, clock=queue.clock),
+        prompts=prompts,
     )
 
 
@@ -140,25 +143,36 @@ def _files(queue: Queue, url: str | None, max_bytes: int) -> Files | None:
 
 
 def _batches(
-    queue: Queue, files: Files | None, catalog: ModelCatalog, max_line_bytes: int
+    queue: Queue,
+    files: Files | None,
+    catalog: ModelCatalog,
+    max_line_bytes: int,
+    prompts: Prompts | None,
 ) -> Batches | None:
-    """The batches of the store, their lines each at most a request body's size."""
+    """The batches of the store, their lines each at most a request body's size (and their
+    stored prompts from ``prompts``)."""
     store = queue.storage.batches
     if store is None or files is None:
         return None
     check = functools.partial(validate_request, catalog)
-    return Batches(store, files, queue, catalog, check, max_line_bytes=max_line_bytes)
+    return Batches(
+        store, files, queue, catalog, check, max_line_bytes=max_line_bytes, prompts=prompts
+    )
 
 
 def _pipelines(
-    queue: Queue, files: Files | None, catalog: ModelCatalog, pipelines: dict[str, Pipeline]
+    queue: Queue,
+    files: Files | None,
+    catalog: ModelCatalog,
+    pipelines: dict[str, Pipeline],
+    prompts: Prompts | None,
 ) -> Pipelines | None:
     """The runs of the store's pipelines; None when the store keeps no runs."""
     store = queue.storage.pipelines
     if store is None:
         return None
     check = functools.partial(validate_request, catalog)
-    return Pipelines(store, queue, files, pipelines, check)
+    return Pipelines(store, queue, files, pipelines, check, prompts)
 
 
 def _vector_stores(queue: Queue, files: Files | None, catalog: ModelCatalog) -> VectorStores | None:

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from genspool.api.auth import requires
 from genspool.api.deps import Services
+from genspool.config import ModelConfig
 from genspool.core.keys import Scope
 from genspool.core.worker import Worker
 from genspool.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -32,10 +33,15 @@ def install(services: Services, worker: Worker | None) -> Metrics:
         breakers={name: catalog.has_breaker(name) for name in names},
         shared=catalog.shared,
         shed=services.admission.shed,
+        shedding=[cfg.name for cfg in catalog if _sheds(cfg)],
     )
     if worker is not None:
         metrics.watch(worker)
     return metrics
+
+
+def _sheds(cfg: ModelConfig) -> bool:
+    return cfg.admission.max_queue_depth is not None or cfg.admission.max_queue_age_s is not None
 
 
 @router.get(

@@ -4,12 +4,13 @@
 ``max_line_bytes``) in memory, never the file. :class:`LineChecker` checks each line as OpenAI
 does before a batch runs, with the same checks as ``POST /v1/jobs`` (the API hands in its
 ``validate_request``: the model, the body's fields, the context window), and remembers the
-``custom_id`` of every line to find duplicates.
+``custom_id`` of every line to find duplicates. A line whose body names a stored prompt is
+rendered first (:mod:`genspool.batches.prompts`), and the rendered body is what is checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,22 @@ import orjson
 from genspool.config import ModelConfig
 from genspool.exceptions import GenspoolError
 
-__all__ = ["MAX_ERRORS", "Line", "LineChecker", "LineError", "RequestCheck", "split_lines"]
+__all__ = [
+    "MAX_ERRORS",
+    "Line",
+    "LineChecker",
+    "LineError",
+    "RenderPrompt",
+    "RequestCheck",
+    "split_lines",
+]
 
 #: The check of one request (url, body): its model's config and its prompt's tokens (None when
 #: the model's card cannot count them), or a GenspoolError saying what is wrong.
 RequestCheck = Callable[[str, dict[str, Any]], tuple[ModelConfig, int | None]]
+#: A line body with the stored prompt it names rendered in, and the ``{id, version}`` to record
+#: on its job (None: it names none); what is wrong is a :class:`LineError`.
+RenderPrompt = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], dict[str, Any] | None]]]
 
 #: The errors a failed batch lists (the first ones; a last entry counts the rest).
 MAX_ERRORS = 1000
@@ -74,21 +86,34 @@ class Line:
     model: str
     max_attempts: int
     prompt_tokens: int | None
+    #: The stored prompt its body was rendered from: ``{"id", "version"}``.
+    prompt: dict[str, Any] | None = None
 
 
 class LineChecker:
     """Checks the lines of one batch in order; ``errors`` gathers what was wrong."""
 
-    def __init__(self, check: RequestCheck, endpoint: str, max_line_bytes: int) -> None:
+    def __init__(
+        self,
+        check: RequestCheck,
+        endpoint: str,
+        max_line_bytes: int,
+        render: RenderPrompt | None = None,
+    ) -> None:
         self.request_check, self.endpoint, self.max_line_bytes = check, endpoint, max_line_bytes
+        self.render = render
         self.errors: list[dict[str, Any]] = []
         self.error_count = 0
         self._seen: set[str] = set()
 
-    def check(self, number: int, raw: bytes | None) -> Line | None:
+    async def check(self, number: int, raw: bytes | None) -> Line | None:
         """The line's request, or None after recording why it is wrong."""
         try:
-            return self._check(number, raw)
+            custom_id, body = self._parse(number, raw)
+            prompt = None
+            if self.render is not None:
+                body, prompt = await self.render(body)
+            return self._request(number, custom_id, body, prompt)
         except LineError as err:
             self.refuse(number, err)
             return None
@@ -108,7 +133,7 @@ class LineChecker:
                 "param": None, "line": None}  # fmt: skip
         return [*self.errors, note]
 
-    def _check(self, number: int, raw: bytes | None) -> Line:
+    def _parse(self, number: int, raw: bytes | None) -> tuple[str, dict[str, Any]]:
         if raw is None:
             raise LineError("line_too_long", f"longer than {self.max_line_bytes} bytes")
         try:
@@ -134,11 +159,16 @@ class LineChecker:
                 "invalid_request_error", "body.stream: a batch line is answered whole; remove"
                 " stream", "body.stream",
             )  # fmt: skip
+        return custom_id, body
+
+    def _request(
+        self, number: int, custom_id: str, body: dict[str, Any], prompt: dict[str, Any] | None
+    ) -> Line:
         try:
             cfg, tokens = self.request_check(self.endpoint, body)
         except GenspoolError as exc:
             raise LineError(exc.code, str(exc), getattr(exc, "param", None)) from exc
-        return Line(number, custom_id, body, cfg.name, cfg.max_attempts, tokens)
+        return Line(number, custom_id, body, cfg.name, cfg.max_attempts, tokens, prompt)
 
     def _custom_id(self, doc: dict[str, Any]) -> str:
         custom_id = doc.get("custom_id")

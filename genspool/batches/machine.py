@@ -61,17 +61,26 @@ def renew(b: Batch, now: float, lease_s: float) -> Batch:
 
 
 def validated(
-    b: Batch, total: int, errors: Sequence[dict[str, Any]], now: float, lease_s: float
+    b: Batch,
+    total: int,
+    errors: Sequence[dict[str, Any]],
+    now: float,
+    lease_s: float,
+    prompts: Mapping[str, int] | None = None,
 ) -> Batch | None:
-    """The input was read: ``in_progress`` with ``total`` lines, or ``failed`` with the
-    lines' errors (then no line runs). A batch stopped meanwhile ends as it was told to."""
+    """The input was read: ``in_progress`` with ``total`` lines and the versions its lines'
+    prompt labels are pinned to, or ``failed`` with the lines' errors (then no line runs). A
+    batch stopped meanwhile ends as it was told to."""
     if b.status is not BatchStatus.VALIDATING:
         return None
     if b.stop is not None:
         return finished(b, None, None, now)
     if errors:
         return _next(b, status=BatchStatus.FAILED, failed_at=now, errors=tuple(errors), owner=None)
-    return _held(b, now, lease_s, status=BatchStatus.IN_PROGRESS, in_progress_at=now, total=total)
+    return _held(
+        b, now, lease_s, status=BatchStatus.IN_PROGRESS, in_progress_at=now, total=total,
+        prompts=dict(prompts or {}),
+    )  # fmt: skip
 
 
 def enqueued(b: Batch, count: int, now: float, lease_s: float) -> Batch | None:

@@ -9,7 +9,9 @@ drive each batch; when that process dies the lease runs out and another takes th
 
 Driving a batch, a step at a time, each step ending in one fenced write of the record:
 
-1. validate: stream the input file once and check every line (nothing runs if one is wrong);
+1. validate: stream the input file once and check every line (nothing runs if one is wrong),
+   pinning the version of each stored prompt its lines name by a label
+   (:mod:`genspool.batches.prompts`);
 2. enqueue: stream it again and submit the lines as jobs in chunks, each job under the
    idempotency key ``batch:{batch}:{line}`` and with an id computed from its line, then move the
    ``enqueued`` cursor: a runner that dies between the two submits the chunk again, harmlessly;
@@ -34,9 +36,11 @@ import orjson
 from genspool.batches import machine
 from genspool.batches.lines import Line, LineChecker, LineError, RequestCheck, split_lines
 from genspool.batches.output import Segment, line_job_id, segment_key
+from genspool.batches.prompts import LinePrompts
 from genspool.core.batch import Batch, BatchStatus
 from genspool.core.job import Job
-from genspool.core.models import PROMPT_TOKENS, SCOPES
+from genspool.core.models import PROMPT, PROMPT_TOKENS, SCOPES
+from genspool.core.prompts import Prompts
 from genspool.core.queue import Queue
 from genspool.core.roles import BatchStore
 from genspool.core.scanner import Scanner
@@ -77,10 +81,13 @@ class BatchRunner(Scanner):
         *,
         max_line_bytes: int,
         owner: str | None = None,
+        prompts: Prompts | None = None,
     ) -> None:
-        """``check``: how one line's request is checked (the API's ``validate_request``)."""
+        """``check``: how one line's request is checked (the API's ``validate_request``);
+        ``prompts``: the registry its lines' stored prompts come from (None: it keeps none)."""
         super().__init__(log)
         self.store, self.queue, self.files, self.check = store, queue, files, check
+        self.prompts = prompts
         self.max_line_bytes = max_line_bytes
         self.owner = owner or f"batches-{uuid.uuid4().hex[:12]}"
         self.clock: Callable[[], float] = queue.clock
@@ -169,11 +176,16 @@ class BatchRunner(Scanner):
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _checker(self, b: Batch) -> LineChecker:
-        return LineChecker(self.check, b.endpoint, self.max_line_bytes)
+    def _checker(self, b: Batch, prompts: LinePrompts) -> LineChecker:
+        return LineChecker(self.check, b.endpoint, self.max_line_bytes, prompts)
+
+    def _prompts(self, b: Batch) -> LinePrompts:
+        """The lines' stored prompts, with the versions pinned when the batch was checked."""
+        return LinePrompts(self.prompts, b.tenant, b.endpoint, b.prompts)
 
     async def _validate(self, b: Batch) -> Batch:
-        checker, total = self._checker(b), 0
+        prompts = self._prompts(b)
+        checker, total = self._checker(b, prompts), 0
         try:
             _, chunks = await self.files.content(b.input_file_id, b.tenant)
         except NotFound:
@@ -189,7 +201,7 @@ class BatchRunner(Scanner):
             )
         async for number, raw in split_lines(chunks, self.max_line_bytes):
             total = number
-            if (line := checker.check(number, raw)) is not None:
+            if (line := await checker.check(number, raw)) is not None:
                 await self._check_input(b, checker, line)
             if number % 10_000 == 0:  # a long file: keep the lease, see a cancel
                 b = await self._apply(b, machine.renew(b, self.clock(), self.LEASE_S))
@@ -199,7 +211,9 @@ class BatchRunner(Scanner):
         if total == 0:
             errors = [{"code": "empty_file", "message": "the input file has no lines",
                        "param": "input_file_id", "line": None}]  # fmt: skip
-        return await self._apply(b, machine.validated(b, total, errors, self.clock(), self.LEASE_S))
+        return await self._apply(
+            b, machine.validated(b, total, errors, self.clock(), self.LEASE_S, prompts.pins)
+        )
 
     async def _check_input(self, b: Batch, checker: LineChecker, line: Line) -> None:
         """A line's input file (a transcription's audio) must be one of the batch owner's."""
@@ -213,13 +227,13 @@ class BatchRunner(Scanner):
             checker.refuse(line.number, LineError("invalid_file", why, "file"))
 
     async def _enqueue(self, b: Batch) -> Batch:
-        checker = self._checker(b)
+        checker = self._checker(b, self._prompts(b))
         pending: list[Job] = []
         _, chunks = await self.files.content(b.input_file_id, b.tenant)
         async for number, raw in split_lines(chunks, self.max_line_bytes):
             if number <= b.enqueued:
                 continue
-            line = checker.check(number, raw)
+            line = await checker.check(number, raw)
             if line is None:  # it passed validation: the models changed since
                 raise ValueError(f"batch {b.id}: line {number} no longer checks: {checker.errors}")
             pending.append(self._job(b, line))
@@ -236,6 +250,8 @@ class BatchRunner(Scanner):
             metadata[PROMPT_TOKENS] = line.prompt_tokens
         if b.scopes is not None:
             metadata[SCOPES] = sorted(b.scopes)
+        if line.prompt is not None:
+            metadata[PROMPT] = line.prompt
         return Job(
             url=b.endpoint, body=line.body, model=line.model, id=line_job_id(b.id, line.number),
             tenant=b.tenant, priority=BATCH_PRIORITY, max_attempts=line.max_attempts,

@@ -19,6 +19,7 @@ from genspool.batches.lines import RequestCheck
 from genspool.batches.runner import BatchRunner
 from genspool.config import INTERNAL_MODELS
 from genspool.core.batch import Batch, new_batch_id
+from genspool.core.prompts import Prompts
 from genspool.core.queue import Queue
 from genspool.core.roles import BatchFilter, BatchStore
 from genspool.exceptions import Conflict, InvalidRequest, NotFound
@@ -65,10 +66,14 @@ class Batches:
         check: RequestCheck,
         *,
         max_line_bytes: int,
+        prompts: Prompts | None = None,
     ) -> None:
-        """``check``: how one line's request is checked (the API's ``validate_request``)."""
+        """``check``: how one line's request is checked (the API's ``validate_request``);
+        ``prompts``: the registry of the stored prompts lines may name."""
         self.store, self.files, self.queue, self.catalog = store, files, queue, catalog
-        self.runner = BatchRunner(store, queue, files, check, max_line_bytes=max_line_bytes)
+        self.runner = BatchRunner(
+            store, queue, files, check, max_line_bytes=max_line_bytes, prompts=prompts
+        )
 
     async def run(self) -> None:
         await self.runner.run()

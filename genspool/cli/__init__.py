@@ -32,6 +32,9 @@ from genspool.cli import _pipelines  # noqa: F401
 from genspool.cli import _ingest, _stores  # noqa: F401
 
 # isort: split
+from genspool.cli import _prompts  # noqa: F401
+
+# isort: split
 from genspool.cli import _drift  # noqa: F401
 
 # isort: split

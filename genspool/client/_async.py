@@ -20,6 +20,7 @@ from genspool.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Confi
 from genspool.client._batches import AsyncBatches, AsyncFiles
 from genspool.client._errors import error_from_response, transport_error
 from genspool.client._pipelines import AsyncPipelineMethods
+from genspool.client._prompts import AsyncPrompts
 from genspool.client._stores import AsyncStoreMethods
 from genspool.client._types import ApiKey, CreatedApiKey, Job, JobEvent, JobStatus, Model
 from genspool.exceptions import APIConnectionError
@@ -56,6 +57,7 @@ class AsyncClient(AsyncPipelineMethods, AsyncStoreMethods):
         self.keys = AsyncKeys(self)
         self.files = AsyncFiles(self)
         self.batches = AsyncBatches(self)
+        self.prompts = AsyncPrompts(self)
 
     @property
     def base_url(self) -> str:

@@ -16,6 +16,7 @@ from genspool.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Confi
 from genspool.client._batches import Batches, Files
 from genspool.client._errors import error_from_response, transport_error
 from genspool.client._pipelines import PipelineMethods
+from genspool.client._prompts import Prompts
 from genspool.client._stores import StoreMethods
 from genspool.client._types import ApiKey, CreatedApiKey, Job, JobEvent, JobStatus, Model
 from genspool.exceptions import APIConnectionError
@@ -52,6 +53,7 @@ class Client(PipelineMethods, StoreMethods):
         self.keys = Keys(self)
         self.files = Files(self)
         self.batches = Batches(self)
+        self.prompts = Prompts(self)
 
     @property
     def base_url(self) -> str:

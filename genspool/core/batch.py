@@ -101,6 +101,10 @@ class Batch:
     err_lines: int = 0
     #: Ids of the output and error files being made, so a resumed finalizing reuses them.
     pending_files: tuple[str | None, str | None] = (None, None)
+    #: The stored prompts its lines name by a label, each pinned to the version the label
+    #: pointed at when the lines were checked (``"greet@production"``: 3), so every line uses
+    #: that version whatever the label does while the batch runs (:mod:`genspool.batches.prompts`).
+    prompts: dict[str, int] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

@@ -117,6 +117,9 @@ class PipelineRun:
     stop: str | None = None
     #: Whether every item read is terminal up to ``read`` and the source is exhausted.
     source_done: bool = False
+    #: The stored prompt of each step that names one, pinned when the run starts:
+    #: ``{step: {"id", "version"}}``; every item of the run uses that version.
+    prompts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

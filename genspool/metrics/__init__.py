@@ -15,14 +15,21 @@ from collections.abc import Iterable, Mapping
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    generate_latest,
+    disable_created_metrics,
     start_http_server,
 )
 
 from genspool.core.queue import Queue
 from genspool.core.worker import Worker
+from genspool.metrics.exposition import Exposition
 from genspool.metrics.gpu import gpu_collector
-from genspool.metrics.scrape import BuildInfo, QueueSnapshot, ShedCollector, WorkerCollector
+from genspool.metrics.scrape import (
+    BuildInfo,
+    DriftGauge,
+    QueueSnapshot,
+    ShedCollector,
+    WorkerCollector,
+)
 from genspool.metrics.series import JobSeries, MetricsObserver
 from genspool.resilience.shared import Shared
 
@@ -32,7 +39,8 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "serve_worker_metrics"]
 class Metrics:
     """The registry of one process, attached to ``queue``. With ``depth=True`` (an API) the
     queue's depth and age per model are series, read at scrape; a worker adds its own
-    series with :meth:`watch`."""
+    series with :meth:`watch`. ``shed``: the admission's refusal counts, shown for the models
+    in ``shedding`` (those with an admission limit; None: all)."""
 
     def __init__(
         self,
@@ -43,19 +51,28 @@ class Metrics:
         breakers: Mapping[str, bool] | None = None,
         shared: Shared | None = None,
         shed: Mapping[tuple[str, str], int] | None = None,
+        shedding: Iterable[str] | None = None,
         gpu: bool = True,
     ) -> None:
         names = sorted(set(models))
+        # No ``_created`` sample beside each counter: a third of the lines of a scrape, which
+        # Prometheus drops anyway from the text format (process-wide, like the library's switch).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=False)
+        self.exposition = Exposition(self.registry)
         self.series = JobSeries(self.registry, names)
         queue.observer = MetricsObserver(self.series)
         self.registry.register(BuildInfo(_version))
+        self.drift = DriftGauge(names)
+        self.registry.register(self.drift)
+        self._detach = self.drift.attach()
         self.snapshot: QueueSnapshot | None = None
         if depth:
             self.snapshot = QueueSnapshot(queue, names, breakers=breakers, shared=shared)
             self.registry.register(self.snapshot)
         if shed is not None:
-            self.registry.register(ShedCollector(shed, names))
+            shown = names if shedding is None else sorted(set(shedding))
+            self.registry.register(ShedCollector(shed, shown))
         if gpu and (nvml := gpu_collector()) is not None:
             self.registry.register(nvml)
 
@@ -65,11 +82,17 @@ class Metrics:
         shown = self.snapshot is not None and self.snapshot.shared is not None
         self.registry.register(WorkerCollector(worker, breakers=not shown))
 
+    async def aclose(self) -> None:
+        """Stop the background reads of the backend and the drift listener."""
+        self._detach()
+        if self.snapshot is not None:
+            await self.snapshot.aclose()
+
     async def render(self) -> bytes:
-        """The exposition text, with the backend's figures at most a second old."""
+        """The exposition text, with the backend's figures as last read (:class:`QueueSnapshot`)."""
         if self.snapshot is not None:
             await self.snapshot.refresh()
-        return generate_latest(self.registry)
+        return self.exposition.render()
 
 
 def _version() -> str:

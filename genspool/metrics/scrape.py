@@ -1,15 +1,20 @@
 """Series computed when scraped: queue depth and age, breakers, shed requests, in-flight work.
 
-The backend is read by :meth:`QueueSnapshot.refresh`, awaited by the scrape route before it
-renders (collectors are synchronous), at most once a ``ttl_s`` (1 s) however many scrapers
-come, and concurrent scrapes share one read. The other collectors read counts that their
-owners keep in memory (:class:`~genspool.api.admission.Admission`, the rate-limit layers, the
-worker's held jobs), so a scrape costs them nothing on the paths they count.
+The backend is read by :class:`QueueSnapshot`: the first scrape waits for that read; after it,
+a background task re-reads every ``ttl_s`` (1 s, or five times as long as the last read took,
+whichever is longer) for as long as someone keeps scraping (``idle_s``, a minute), so a scrape
+renders the last figures at once instead of waiting for a depth read (a tenth of a second and up
+with a million jobs stored). The collectors are synchronous; concurrent scrapes share one read.
+The other collectors read counts that their owners keep in memory
+(:class:`~genspool.api.admission.Admission`, the rate-limit layers, the worker's held jobs), so a
+scrape costs them nothing on the paths they count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,10 +34,13 @@ from genspool.resilience.shared import Shared
 __all__ = [
     "BREAKER_STATES",
     "BuildInfo",
+    "DriftGauge",
     "QueueSnapshot",
     "ShedCollector",
     "WorkerCollector",
 ]
+
+log = logging.getLogger("genspool.metrics")
 
 BREAKER_STATES = (*(s.value for s in State), "disabled")
 _ACTIVE = ("queued", "retrying", "running")
@@ -50,29 +58,62 @@ class QueueSnapshot(Collector):
         breakers: Mapping[str, bool] | None = None,
         shared: Shared | None = None,
         ttl_s: float = 1.0,
+        idle_s: float = 60.0,
     ) -> None:
         """``breakers``: by model, whether it has a breaker; ``shared``: where workers store
-        their breakers' states (None: no breaker series)."""
-        self.queue, self.models, self.ttl_s = queue, sorted(models), ttl_s
+        their breakers' states (None: no breaker series); ``ttl_s``: how often to re-read while
+        scraped (0: at every scrape, waited for); ``idle_s``: stop re-reading after that long
+        without a scrape."""
+        self.queue, self.models, self.ttl_s, self.idle_s = queue, sorted(models), ttl_s, idle_s
         self.breakers, self.shared = dict(breakers or {}), shared
         self._depth: dict[str, dict[str, int]] = {}
         self._oldest: dict[str, float] = {}
         self._states: dict[str, str] = {}
-        self._read_at = -float("inf")
+        self._began = self._read_at = -float("inf")
+        self._interval = ttl_s
+        self._scraped_at = 0.0
         self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
-        """Read the backend unless a read is younger than ``ttl_s`` (or under way: join it)."""
-        if time.monotonic() - self._read_at < self.ttl_s:
-            return
+        """Make the figures current for a scrape: wait for a read when none is recent enough
+        to show (the first scrape, one after an idle spell, or ``ttl_s`` 0); otherwise keep
+        the background re-reads going and return at once."""
+        now = self._scraped_at = time.monotonic()
+        if self.ttl_s <= 0 or now - self._read_at > 2 * self._interval + self.ttl_s:
+            await self._read(since=now)
+        if self.ttl_s > 0 and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._rereading(), name="genspool-metrics-depth")
+
+    async def aclose(self) -> None:
+        """Stop the background re-reads."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _rereading(self) -> None:
+        while time.monotonic() - self._scraped_at < self.idle_s:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._read(since=time.monotonic())
+            except Exception as exc:  # keep the last figures; the backend may come back
+                log.warning("could not read the queue depth for /metrics: %s", exc)
+
+    async def _read(self, since: float) -> None:
+        """Read the backend, unless a read that began after ``since`` has ended meanwhile
+        (concurrent scrapes join one read)."""
         async with self._lock:
-            if time.monotonic() - self._read_at < self.ttl_s:
+            if self._began >= since:
                 return
-            self._depth = await self.queue.depth()
-            self._oldest = await self.queue.oldest_waiting()
-            if self.shared is not None:
-                self._states = await self._breaker_states(self.shared)
-            self._read_at = time.monotonic()
+            began = time.monotonic()
+            depth = await self.queue.depth()
+            oldest = await self.queue.oldest_waiting()
+            states = await self._breaker_states(self.shared) if self.shared is not None else {}
+            self._depth, self._oldest, self._states = depth, oldest, states
+            self._began, self._read_at = began, time.monotonic()
+            self._interval = max(self.ttl_s, 5 * (self._read_at - began))
 
     async def _breaker_states(self, shared: Shared) -> dict[str, str]:
         states = {m: "closed" if on else "disabled" for m, on in self.breakers.items()}
@@ -217,3 +258,43 @@ class BuildInfo(Collector):
         )
         family.add_metric([self.version(), platform.python_version()], 1.0)
         yield family
+
+
+class DriftGauge(Collector):
+    """The last drift verdict of each model this process made a report of (on request or by
+    ``drift.check_every_s``): ``genspool_drift_flagged`` 1 or 0, and reports by verdict. Fed
+    by :func:`genspool.drift.alerts.on_report` (see :meth:`attach`)."""
+
+    VERDICTS = ("drift", "no_drift", "insufficient")
+
+    def __init__(self, models: Iterable[str]) -> None:
+        self.models = frozenset(models)
+        self.flagged: dict[str, bool] = {}
+        self.reports: dict[tuple[str, str], int] = {}
+
+    def attach(self) -> Callable[[], None]:
+        """Listen to this process's reports; returns the detach."""
+        from genspool.drift import alerts
+
+        return alerts.on_report(self.saw)
+
+    def saw(self, report: Any) -> None:
+        model = report.model if report.model in self.models else OTHER
+        self.flagged[model] = bool(report.flagged)
+        key = (model, str(report.verdict))
+        self.reports[key] = self.reports.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        flagged = GaugeMetricFamily(
+            "genspool_drift_flagged", "1 if the model's last drift report flagged drift.",
+            labels=["model"],
+        )  # fmt: skip
+        for model, on in sorted(self.flagged.items()):
+            flagged.add_metric([model], 1.0 if on else 0.0)
+        yield flagged
+        reports = CounterMetricFamily(
+            "genspool_drift_reports", "Drift reports made, by verdict.", labels=["model", "verdict"]
+        )
+        for (model, verdict), n in sorted(self.reports.items()):
+            reports.add_metric([model, verdict], n)
+        yield reports

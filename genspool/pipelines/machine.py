@@ -24,6 +24,7 @@ __all__ = [
     "fail",
     "finalizing",
     "finished",
+    "pinned",
     "read",
     "renew",
     "start",
@@ -56,6 +57,16 @@ def start(r: PipelineRun, now: float, lease_s: float) -> PipelineRun | None:
     if r.status is not RunStatus.QUEUED:
         return None
     return _held(r, now, lease_s, status=RunStatus.RUNNING, started_at=now)
+
+
+def pinned(
+    r: PipelineRun, prompts: Mapping[str, Mapping[str, Any]], now: float, lease_s: float
+) -> PipelineRun | None:
+    """The versions of its steps' stored prompts, ``{step: {"id", "version"}}``, fixed for the
+    whole run (a runner that takes it over uses them too)."""
+    if r.terminal:
+        return None
+    return _held(r, now, lease_s, prompts={k: dict(v) for k, v in prompts.items()})
 
 
 def read(r: PipelineRun, n: int, *, exhausted: bool, now: float, lease_s: float) -> PipelineRun:

@@ -4,6 +4,8 @@ As the batch runner does (:mod:`genspool.batches.runner`, whose reasons hold her
 API process runs one; a run's record lease makes one of them drive each run, and when that
 process dies another takes the run over. Driving a run:
 
+0. resolve the stored prompts its steps name and pin their versions on the run
+   (:mod:`genspool.pipelines.prompts`): a prompt it cannot use fails the run before any item;
 1. read the source a chunk at a time, give each record its key (the pipeline's ``key``
    template, or a hash of the record), mark the keys an earlier run finished ``skipped`` (unless
    the run is forced), store the chunk's items, then move the ``read`` cursor: a runner that dies
@@ -31,6 +33,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem
+from genspool.core.prompts import Prompts, PromptVersion
 from genspool.core.queue import Queue
 from genspool.core.roles import PipelineStore
 from genspool.core.scanner import Scanner
@@ -38,6 +41,7 @@ from genspool.exceptions import Conflict, NotFound
 from genspool.fanout.template import TemplateError, render
 from genspool.files import Files
 from genspool.pipelines import machine
+from genspool.pipelines.prompts import PromptProblem, pin_prompts
 from genspool.pipelines.sinks import open_sink
 from genspool.pipelines.sources import Source, read_items
 from genspool.pipelines.spec import Pipeline
@@ -70,9 +74,12 @@ class PipelineRunner(Scanner):
         check: RequestCheck,
         *,
         owner: str | None = None,
+        prompts: Prompts | None = None,
     ) -> None:
+        """``prompts``: the registry the steps' stored prompts come from (None: none kept)."""
         super().__init__(log)
         self.store, self.queue, self.files, self.check = store, queue, files, check
+        self.prompts = prompts
         self.pipelines = pipelines
         self.owner = owner or f"pipelines-{uuid.uuid4().hex[:12]}"
         self.clock: Callable[[], float] = queue.clock
@@ -117,7 +124,10 @@ class PipelineRunner(Scanner):
                 r = await self._finalize(r, pipeline)
                 return
             r = await self._apply(r, machine.start(r, self.clock(), self.LEASE_S))
-            r = await _Drive(self, pipeline, r).run()
+            r, versions = await self._pin(r, pipeline)
+            if r.terminal:
+                return
+            r = await _Drive(self, pipeline, r, versions).run()
             if not r.terminal:
                 await self._finalize(r, pipeline)
         except _Lost:
@@ -126,6 +136,20 @@ class PipelineRunner(Scanner):
             raise
         except Exception:
             log.exception("run %s: driving it failed; it is tried again", r.id)
+
+    async def _pin(
+        self, r: PipelineRun, pipeline: Pipeline
+    ) -> tuple[PipelineRun, dict[str, PromptVersion]]:
+        """The steps' stored prompts, resolved in the run's tenant and pinned on the run (a run
+        that cannot use one fails at once, saying which step and why)."""
+        try:
+            versions, pins = await pin_prompts(self.prompts, pipeline.stored_prompts(), r)
+        except PromptProblem as exc:
+            failed = machine.fail(r, "invalid_prompt", str(exc), self.clock())
+            return await self._apply(r, failed), {}
+        if pins != r.prompts:
+            r = await self._apply(r, machine.pinned(r, pins, self.clock(), self.LEASE_S))
+        return r, versions
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -238,9 +262,15 @@ def item_key(pipeline: Pipeline, record: dict[str, Any], ctx: dict[str, Any]) ->
 class _Drive:
     """One runner's drive of one run: the source read, the items in flight, the counts."""
 
-    def __init__(self, runner: PipelineRunner, pipeline: Pipeline, r: PipelineRun) -> None:
+    def __init__(
+        self,
+        runner: PipelineRunner,
+        pipeline: Pipeline,
+        r: PipelineRun,
+        prompts: dict[str, PromptVersion],
+    ) -> None:
         self.runner, self.pipeline, self.r = runner, pipeline, r
-        self.work = ItemWork(pipeline, r, runner.queue, runner.files, runner.check)
+        self.work = ItemWork(pipeline, r, runner.queue, runner.files, runner.check, prompts)
         self.waiting: list[RunItem] = []
         self.flying: dict[asyncio.Task[ItemOutcome], RunItem] = {}
         self.keys: set[str] = set()

@@ -13,6 +13,7 @@ from typing import Any
 from genspool.core.batch import Batch
 from genspool.core.job import Job
 from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem, Tick
+from genspool.core.prompts import Prompts
 from genspool.core.queue import Queue
 from genspool.core.roles import PipelineStore, RunFilter
 from genspool.exceptions import Conflict, InvalidRequest, NotFound
@@ -47,9 +48,11 @@ class Pipelines:
         files: Files | None,
         pipelines: dict[str, Pipeline],
         check: RequestCheck,
+        prompts: Prompts | None = None,
     ) -> None:
+        """``prompts``: the registry the steps' stored prompts come from."""
         self.store, self.queue, self.pipelines = store, queue, pipelines
-        self.runner = PipelineRunner(store, queue, files, pipelines, check)
+        self.runner = PipelineRunner(store, queue, files, pipelines, check, prompts=prompts)
         self.triggers = Triggers(store, pipelines, queue.clock, on_run=lambda _: self.runner.poke())
         if self.triggers.listens:
             queue.on_ended.append(self.jobs_ended)
@@ -180,7 +183,7 @@ def public_run(run: PipelineRun, now: float) -> dict[str, Any]:
             "pending": max(0, run.read - ended) if not run.terminal else 0,
         },
         "rate": round(rate, 3), "usage": run.usage, "output_file_ids": list(run.output_file_ids),
-        "error_file_id": run.error_file_id, "error": run.error,
+        "error_file_id": run.error_file_id, "error": run.error, "prompts": run.prompts,
     }  # fmt: skip
 
 

@@ -23,7 +23,8 @@ A models file lists them under ``pipelines:``, each inline or as ``{name: …, f
           - jsonl: {}
           - report: summary.md.j2
 
-A step is a model call (``model:``, on any endpoint, a ``prompt:`` or a templated ``body:``), a
+A step is a model call (``model:``, on any endpoint, a ``prompt:`` or a templated ``body:``; a
+chat call's ``prompt:`` may name a stored prompt instead, :mod:`genspool.pipelines.prompts`), a
 ``fanout:``, a ``filter:`` (an event pattern over the item), a Python ``transform:`` or an
 ``image:`` step. Templates see ``item`` (the source's record), ``key``, ``seq``, ``inputs``,
 ``run`` and ``steps.<id>`` (the output of each step the step needs, directly or not). What is
@@ -40,7 +41,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genspool.config import _read_yaml, section
 from genspool.core.patterns import PatternError, compile_pattern
@@ -49,6 +50,7 @@ from genspool.fanout.spec import FanoutCreate
 from genspool.fanout.template import placeholders
 from genspool.pipelines import transforms
 from genspool.pipelines.images import ImageSpec
+from genspool.pipelines.prompts import StoredPrompt
 from genspool.pipelines.sinks import Sink
 from genspool.pipelines.sources import Source
 from genspool.providers.base import CHAT
@@ -170,7 +172,11 @@ class ModelCall(_Strict):
 
     model: str
     endpoint: str = Field(CHAT, description="Any endpoint the model serves.")
-    prompt: str | None = Field(None, description="The user message of a chat call.")
+    prompt: str | StoredPrompt | None = Field(
+        None,
+        description="The user message of a chat call, or a stored prompt: {id, version? or"
+        " label?, variables}.",
+    )
     system: str | None = Field(None, description="The system message of a chat call.")
     body: dict[str, Any] | None = Field(None, description="The whole request body, templated.")
     max_tokens: int | None = Field(None, ge=1)
@@ -182,13 +188,39 @@ class ModelCall(_Strict):
     )
     max_attempts: int | None = Field(None, ge=1, le=100)
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_kind(cls, value: Any) -> Any:
+        """A mapping is a stored prompt: its own errors, not those of a string."""
+        if not isinstance(value, dict):
+            return value
+        try:
+            return StoredPrompt.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(_short(exc)) from None
+
+    @model_validator(mode="after")
+    def _stored_prompt(self) -> ModelCall:
+        if not isinstance(self.prompt, StoredPrompt):
+            return self
+        if self.endpoint != CHAT:
+            raise ValueError(f"prompt: a stored prompt makes the messages of a {CHAT} call")
+        if self.body is not None or self.system is not None:
+            raise ValueError("prompt: a stored prompt brings its own messages (no body, system)")
+        return self
+
     def template(self) -> dict[str, Any]:
-        """The request body, before templating."""
+        """The request body, before templating. With a stored prompt, its ``variables`` stand
+        under ``prompt`` (templated with the rest; the messages are made from them later)."""
         if self.body is not None:
             return {**self.body, "model": self.model}
-        messages = [{"role": "system", "content": self.system}] if self.system else []
-        messages.append({"role": "user", "content": self.prompt or ""})
-        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        body: dict[str, Any] = {"model": self.model}
+        if isinstance(self.prompt, StoredPrompt):
+            body["prompt"] = self.prompt.variables
+        else:
+            messages = [{"role": "system", "content": self.system}] if self.system else []
+            messages.append({"role": "user", "content": self.prompt or ""})
+            body["messages"] = messages
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
         if self.temperature is not None:
@@ -266,6 +298,14 @@ class Pipeline:
             else:
                 out[name] = spec.default
         return out
+
+    def stored_prompts(self) -> dict[str, StoredPrompt]:
+        """The stored prompt of each model step that names one, by step id."""
+        return {
+            s.id: s.call.prompt
+            for s in self.steps
+            if s.call is not None and isinstance(s.call.prompt, StoredPrompt)
+        }
 
     def public(self) -> dict[str, Any]:
         """What ``GET /v1/pipelines`` shows."""
@@ -392,7 +432,8 @@ def _short(exc: Exception) -> str:
     if callable(errors):
         first = errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        return f"{loc}: {first['msg'].removeprefix('Value error, ')}"
+        why = first["msg"].removeprefix("Value error, ")
+        return f"{loc}: {why}" if loc else why  # a check of the whole step has no loc
     return str(exc)
 
 

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import io
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,18 @@ import orjson
 
 from genspool.config import FANOUT_MODEL
 from genspool.core.job import Job
-from genspool.core.models import PROMPT_TOKENS, SCOPES
+from genspool.core.models import PROMPT, PROMPT_TOKENS, SCOPES
 from genspool.core.patterns import compile_pattern
 from genspool.core.pipeline import ItemStatus, PipelineRun, RunItem
+from genspool.core.prompts import PromptVersion
+from genspool.core.prompts import render as render_prompt
 from genspool.core.queue import Queue
 from genspool.exceptions import GenspoolError
 from genspool.fanout.spec import FANOUT_ENDPOINT, Plan, PlannedBranch
 from genspool.fanout.template import TemplateError, render
 from genspool.files import Files
 from genspool.pipelines import images, transforms
+from genspool.pipelines.prompts import StoredPrompt
 from genspool.pipelines.sinks import write_atomic
 from genspool.pipelines.spec import ModelCall, Pipeline, Step, fanout_template, render_fanout
 
@@ -65,10 +68,14 @@ class ItemWork:
         queue: Queue,
         files: Files | None,
         check: RequestCheck,
+        prompts: Mapping[str, PromptVersion] | None = None,
     ) -> None:
+        """``prompts``: the version of each stored prompt step's prompt, pinned on the run
+        (:func:`genspool.pipelines.prompts.pin_prompts`)."""
         self.pipeline, self.run, self.queue, self.files, self.check = (
             pipeline, run, queue, files, check,
         )  # fmt: skip
+        self.prompts = dict(prompts or {})
         self._filters = {
             s.id: compile_pattern(s.pattern) for s in pipeline.steps if s.pattern is not None
         }
@@ -124,7 +131,10 @@ class ItemWork:
     ) -> Any:
         if step.call is not None:
             body = self._render(step, step.call.template(), ctx)
-            result = await self._job(step, item, step.call.endpoint, body, step.call, usage)
+            prompt = None
+            if isinstance(step.call.prompt, StoredPrompt):
+                body, prompt = self._stored(step, body)
+            result = await self._job(step, item, step.call.endpoint, body, step.call, usage, prompt)
             return _output(step, step.call, result)
         if step.fanout is not None:
             spec = render_fanout(step.fanout, self._render(step, fanout_template(step.fanout), ctx))
@@ -146,6 +156,20 @@ class ItemWork:
             return await self._image(step, item, ctx)
         raise AssertionError(step.kind)  # pragma: no cover
 
+    def _stored(self, step: Step, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The body with the messages of the step's stored prompt, its variables (templated
+        from the item) written in; and the ``{id, version}`` to record on the job."""
+        version = self.prompts.get(step.id)
+        if version is None:  # the runner pins every stored prompt before an item runs
+            raise StepFailed(step.id, "invalid_prompt", "its stored prompt was not resolved")
+        variables = body.pop("prompt")
+        try:
+            messages = render_prompt(version, variables)
+        except GenspoolError as exc:
+            raise StepFailed(step.id, "invalid_prompt", exc.message) from exc
+        record = {"id": version.prompt_id, "version": version.version}
+        return {**body, "messages": messages}, record
+
     def _render(self, step: Step, template: Any, ctx: dict[str, Any]) -> Any:
         try:
             return render(template, ctx)
@@ -160,8 +184,11 @@ class ItemWork:
         body: dict[str, Any],
         call: ModelCall | None,
         usage: dict[str, int],
+        prompt: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         metadata: dict[str, Any] = {"pipeline_run": self.run.id, "item": item.key}
+        if prompt is not None:
+            metadata[PROMPT] = prompt
         if call is not None:
             try:
                 _, tokens = self.check(url, body)

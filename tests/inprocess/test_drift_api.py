@@ -107,3 +107,40 @@ async def test_a_client_cannot_plant_a_sample(gs: InProcess) -> None:
         await asyncio.sleep(0.02)
     await chat(gs, "chat", "a real one")
     assert [s.id for s in await stored(gs, "chat", 1)] != ["x"]
+
+
+def _planted(model: str, at: float, centre: float, n: int) -> list[DriftSample]:
+    """Samples around ``centre`` in the first dimension (planted: the gauge is under test)."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(centre * 10) + n)
+    vectors = rng.normal(0, 0.05, (n, 8)).astype(np.float32)
+    vectors[:, 0] += centre
+    return [
+        DriftSample(f"{model}-{at:.0f}-{i}", model, at + i, 40 + i % 5, 50 + i % 7, "emb",
+                    vectors[i].tobytes())
+        for i in range(n)
+    ]  # fmt: skip
+
+
+async def test_a_scheduled_check_sets_the_drift_gauge_and_old_samples_are_purged(
+    gs: InProcess,
+) -> None:
+    from genspool.drift.watch import DriftWatch
+
+    now = time.time()
+    store = samples(gs)
+    await store.drift_put(_planted("chat", now - 3 * 86_400, 1.0, 40))  # the baseline week
+    await store.drift_put(_planted("chat", now - 3_600, -1.0, 40))  # the last day: elsewhere
+    await store.drift_put(_planted("chat", now - 40 * 86_400, 1.0, 5))  # past keep_days (30)
+    chat_cfg = gs.services.catalog.config("chat")
+    drift = chat_cfg.drift.model_copy(update={"check_every_s": 60})
+    cfg = chat_cfg.model_copy(update={"drift": drift})
+    watch = DriftWatch(store, [cfg], time.time)
+    assert watch.configs == [cfg] and watch.keep_s == 30 * 86_400
+    assert await watch.check(store, cfg) == "drift"
+    text = (await gs.client.get("/metrics")).text
+    assert 'genspool_drift_flagged{model="chat"} 1.0' in text
+    assert 'genspool_drift_reports_total{model="chat",verdict="drift"} 1.0' in text
+    assert await watch.purge(store, watch.keep_s) == 5
+    assert len(await store.drift_list("chat", 0, now + 60, 1000)) == 80

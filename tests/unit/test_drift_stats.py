@@ -124,11 +124,11 @@ def test_a_fifth_of_another_topic_is_flagged_by_mmd(windows: dict[str, WindowDat
     assert methods["centroid"].value < other / 5
 
 
-def test_a_report_flags_logs_and_calls_listeners(
+def test_a_report_is_handed_to_listeners_and_a_flagged_one_logged(
     windows: dict[str, WindowData], caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[DriftReport] = []
-    remove = alerts.on_flagged(seen.append)
+    remove = alerts.on_report(seen.append)
     cfg = ModelConfig(name="chat", provider="echo")
     try:
         calm = make_report(cfg, windows["baseline"], windows["same"], (Span(0, 1), Span(1, 2)))
@@ -136,8 +136,9 @@ def test_a_report_flags_logs_and_calls_listeners(
     finally:
         remove()
     assert (calm.verdict, moved.verdict) == ("no_drift", "drift")
-    assert seen == [moved]
+    assert seen == [calm, moved]
     assert "drift flagged for model chat by centroid, mmd" in caplog.text
+    assert caplog.text.count("drift flagged") == 1
     body = moved.to_dict()
     assert body["flagged"] and body["current"]["samples"] == N
     assert len(body["charts"]["output_chars"]["edges"]) == 21
