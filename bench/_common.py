@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -108,9 +108,10 @@ class RawClient:
 
 
 @contextmanager
-def serving(models_yaml: str) -> Iterator[tuple[str, Path]]:
+def serving(models_yaml: str, env: Mapping[str, str] | None = None) -> Iterator[tuple[str, Path]]:
     """``genspool serve`` on SQLite in a temporary directory, with the given models file:
-    yields its URL, once ``/healthz`` answers, and its database file."""
+    yields its URL, once ``/healthz`` answers, and its database file. ``env`` replaces this
+    process's environment for the server (default: inherited)."""
     tmp = Path(tempfile.mkdtemp(prefix="genspool-bench-"))
     (tmp / "models.yaml").write_text(models_yaml)
     port, db = free_port(), tmp / "g.db"
@@ -118,7 +119,7 @@ def serving(models_yaml: str) -> Iterator[tuple[str, Path]]:
         [sys.executable, "-m", "genspool", "serve", "--port", str(port),
          "--config", str(tmp / "models.yaml"), "--db", f"sqlite:///{db}"],
         cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "GENSPOOL_LOG_LEVEL": "WARNING"},
+        env={**(os.environ if env is None else env), "GENSPOOL_LOG_LEVEL": "WARNING"},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -7,6 +7,8 @@ completion of the agent's model; the worker submits it as a child job) and a
 :class:`~genspool.agents.tools.Step`, handed to ``on_step`` as it ends and listed in the
 answer's ``steps``. A tool call that fails or is refused is not an error of the run — the model
 reads why and carries on; only the step limit, the deadline and a failed model call end it.
+With tracing on, each tool call is an ``execute_tool`` span (:mod:`genspool.tracing`; a no-op
+otherwise).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from genspool.agents.config import AgentConfig
 from genspool.agents.tools import Step, ToolBox
 from genspool.exceptions import InvalidRequest, ModelError, ModelTimeout
+from genspool.tracing import execute_tool
 
 __all__ = ["AgentDeadline", "AgentStepLimit", "run_agent"]
 
@@ -189,14 +192,19 @@ async def _call_tools(
     async def one(i: int, call: dict[str, Any]) -> dict[str, Any]:
         function = call.get("function") or {}
         call_id = str(call.get("id") or f"call_{len(run.steps)}_{i}")
-        step = await toolbox.call(
-            str(function.get("name", "")),
-            _text(function.get("arguments", "")),
-            allowed=run.agent.tools,
-            scopes=scopes,
-            call_id=call_id,
-            time_left=run.left(),
-        )
+        name = str(function.get("name", ""))
+        tool = toolbox.tools.get(name)
+        # A span when tracing is on (genspool.tracing), a shared no-op otherwise.
+        with execute_tool(name, call_id, tool.description if tool is not None else "") as span:
+            step = await toolbox.call(
+                name,
+                _text(function.get("arguments", "")),
+                allowed=run.agent.tools,
+                scopes=scopes,
+                call_id=call_id,
+                time_left=run.left(),
+            )
+            span.ended(step.outcome, step.arguments, step.result)
         await run.record(step)
         return {"role": "tool", "tool_call_id": call_id, "content": _content(step)}
 

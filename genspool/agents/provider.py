@@ -36,6 +36,7 @@ from genspool.providers.plugins import (
     ProviderPlugin,
     options_of,
 )
+from genspool.tracing import invoke_agent
 
 __all__ = ["AgentOptions", "AgentProvider", "plugin"]
 
@@ -81,14 +82,18 @@ class AgentProvider(Provider):
         def on_step(step: Step) -> None:
             queue.publish(JobProgress(job.id, "step", step.public()))
 
-        return await run_agent(
-            self.agent,
-            request.body,
-            call_model=calls,
-            toolbox=toolbox,
-            scopes=scopes if isinstance(scopes, list) else ALL_SCOPES,
-            on_step=on_step,
-        )
+        # An invoke_agent span when tracing is on (genspool.tracing), a shared no-op otherwise.
+        with invoke_agent(queue, job, self.agent.name, self.agent.model) as span:
+            answer = await run_agent(
+                self.agent,
+                request.body,
+                call_model=calls,
+                toolbox=toolbox,
+                scopes=scopes if isinstance(scopes, list) else ALL_SCOPES,
+                on_step=on_step,
+            )
+            span.answered(answer)
+        return answer
 
 
 class _ModelCalls:

@@ -4,7 +4,16 @@ Spans are started and ended by the queue's observer hooks (:mod:`genspool.core.o
 the core knows nothing of OpenTelemetry: ``submitting`` wraps the write of new jobs (a producer
 span each, whose context is stored in the job), ``started`` opens a batch span and a model span
 per job, ``settled`` ends them with the outcome, and ``written`` ends any span of a job handed
-back or cancelled without an outcome reaching the worker (so none is left open).
+back or cancelled without an outcome reaching the worker (so none is left open). The agent
+provider opens ``invoke_agent`` and ``execute_tool`` spans through :func:`genspool.tracing.
+invoke_agent`, which finds :meth:`TracingObserver.invoke_agent` on the queue.
+
+This runs on the queue's hot path, once or twice per job: what is the same for every job of a
+model and endpoint (span names, attribute dicts, the metrics' attribute sets) is made once
+(:class:`_Kind`) and shared, attributes are given when a span starts or set together when it
+ends, and the stored ``traceparent`` is written and read without splitting or copying more
+than the job's metadata (see ``bench/tracing.py`` for what is left: mostly the SDK's own work
+per span, starting, ending and encoding it).
 """
 
 from __future__ import annotations
@@ -13,20 +22,25 @@ import contextlib
 import functools
 import importlib.metadata
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, TraceFlags, TracerProvider
 from opentelemetry.trace.status import Status, StatusCode
 
+from genspool.config import WEBHOOK_MODEL
 from genspool.core.job import Job
 from genspool.core.models import PROMPT_TOKENS, TRACEPARENT
 from genspool.core.observe import Observer, Timed
+from genspool.tracing import AGENT_RUN, AgentSpan, JobLike, ToolSpan
 
 __all__ = ["SCHEMA_URL", "TracingObserver", "default_providers", "parse_traceparent"]
 
@@ -40,27 +54,36 @@ _OPERATIONS = {
     "/v1/embeddings": "embeddings",
     "/v1/responses": "chat",
 }
+_WEBHOOKS = str(WEBHOOK_MODEL["name"])
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48)
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 def traceparent(ctx: SpanContext) -> str:
     """The W3C ``traceparent`` header of a span context."""
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 def parse_traceparent(value: object) -> SpanContext | None:
     """The remote span context of a stored ``traceparent``; None for anything malformed."""
     if not isinstance(value, str) or len(value) != 55:
         return None
-    version, trace_id, span_id, flags = [*value.split("-"), "", "", ""][:4]
-    try:
-        ctx = SpanContext(
-            int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16) & 0x01)
-        )
-    except ValueError:
+    found = _TRACEPARENT.fullmatch(value)
+    if found is None:
         return None
-    return ctx if version == "00" and ctx.is_valid else None
+    trace_id, span_id = int(found[1], 16), int(found[2], 16)
+    if not trace_id or not span_id:
+        return None
+    flags = _SAMPLED if int(found[3], 16) & 0x01 else _UNSAMPLED
+    return SpanContext(trace_id, span_id, True, flags)
+
+
+def _parent(ctx: SpanContext | None) -> otel_context.Context | None:
+    """A context whose span is the stored one (None: the current context)."""
+    return None if ctx is None else trace.set_span_in_context(trace.NonRecordingSpan(ctx))
 
 
 @dataclass(slots=True)
@@ -69,11 +92,24 @@ class _Batch:
     left: int
 
 
+@dataclass(slots=True, frozen=True)
+class _Kind:
+    """What is the same for every call of one model at one endpoint, made once and shared (the
+    SDK copies what it is given): the span's name and start attributes, the metrics' attribute
+    sets. A webhook delivery is a ``deliver webhook`` span with no metric."""
+
+    name: str
+    attributes: dict[str, Any]
+    metric: dict[str, Any]
+    tokens: tuple[tuple[str, dict[str, Any]], ...]
+    webhook: bool = False
+
+
 @dataclass(slots=True)
 class _Call:
     span: Span
     batch: _Batch
-    attributes: dict[str, Any]
+    kind: _Kind
     started: float
 
 
@@ -110,23 +146,25 @@ class TracingObserver(Observer):
                 explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
             )
         self._calls: dict[str, _Call] = {}
+        self._kinds: dict[tuple[str, str], _Kind] = {}
+        self._send: dict[str, tuple[str, dict[str, Any]]] = {}
 
     # -- producer ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def submitting(self, jobs: Sequence[Job]) -> Iterator[object]:
         spans = []
+        start = self.tracer.start_span
         for job in jobs:
-            span = self.tracer.start_span(
-                f"send {job.model}",
+            name, attributes = self._send.get(job.model) or self._sender(job.model)
+            # A job made on behalf of another (a webhook delivery of its event) carries that
+            # job's context: its producer span joins that trace rather than the current one.
+            given = job.metadata.get(TRACEPARENT)
+            span = start(
+                name,
+                context=None if given is None else _parent(parse_traceparent(given)),
                 kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": SYSTEM,
-                    "messaging.operation.type": "send",
-                    "messaging.operation.name": "submit",
-                    "messaging.destination.name": job.model,
-                    "messaging.message.id": job.id,
-                },
+                attributes={**attributes, "messaging.message.id": job.id},
             )
             ctx = span.get_span_context()
             if ctx.is_valid:  # a copy: jobs submitted together may share one metadata dict
@@ -143,6 +181,18 @@ class TracingObserver(Observer):
             for span in spans:
                 span.end()
 
+    def _sender(self, model: str) -> tuple[str, dict[str, Any]]:
+        made = self._send[model] = (
+            f"send {model}",
+            {
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "submit",
+                "messaging.destination.name": model,
+            },
+        )
+        return made
+
     def submitted(self, jobs: Sequence[Job]) -> None:
         self.inner.submitted(jobs)
 
@@ -154,7 +204,8 @@ class TracingObserver(Observer):
     def started(self, model: str, jobs: Sequence[Job]) -> None:
         self.inner.started(model, jobs)
         stored = [parse_traceparent(j.metadata.get(TRACEPARENT)) for j in jobs]
-        batch = self.tracer.start_span(
+        start = self.tracer.start_span
+        batch = start(
             f"process {model}",
             kind=SpanKind.CONSUMER,
             links=[Link(ctx) for ctx in stored if ctx is not None],
@@ -168,30 +219,52 @@ class TracingObserver(Observer):
         )
         state = _Batch(batch, len(jobs))
         batch_link = [Link(batch.get_span_context())]
-        provider = self.providers.get(model, SYSTEM)
+        in_batch = trace.set_span_in_context(batch)
         now = time.perf_counter()
         for job, ctx in zip(jobs, stored, strict=True):
+            kind = self._kinds.get((model, job.url)) or self._kind(model, job.url)
+            attributes = kind.attributes
+            if kind.webhook:
+                attributes = {**attributes, **_delivery(job)}
+            elif ctx is None:  # no producer span (submitted untraced) to carry the job's id
+                attributes = {**attributes, "messaging.message.id": job.id}
             # In the job's own trace (submit to model call, across processes), linked to the
             # batch it ran in; a job without a stored context is a child of its batch span.
-            parent = trace.set_span_in_context(
-                trace.NonRecordingSpan(ctx) if ctx is not None else batch
-            )
-            operation = _OPERATIONS.get(job.url, "chat")
-            attributes: dict[str, Any] = {
-                "gen_ai.operation.name": operation,
-                "gen_ai.provider.name": provider,
-                "gen_ai.request.model": model,
-            }
-            span = self.tracer.start_span(
-                f"{operation} {model}",
-                context=parent,
+            span = start(
+                kind.name,
+                context=in_batch if ctx is None else _parent(ctx),
                 kind=SpanKind.CLIENT,
                 links=batch_link,
-                attributes={**attributes, "messaging.message.id": job.id},
+                attributes=attributes,
             )
-            if self.content and span.is_recording():
+            if self.content and not kind.webhook and span.is_recording():
                 span.set_attribute("gen_ai.input.messages", _dumps(_inputs(job.body)))
-            self._calls[job.id] = _Call(span, state, attributes, now)
+            self._calls[job.id] = _Call(span, state, kind, now)
+
+    def _kind(self, model: str, url: str) -> _Kind:
+        if model == _WEBHOOKS:
+            kind = _Kind(
+                "deliver webhook",
+                {
+                    "messaging.system": SYSTEM,
+                    "messaging.operation.type": "send",
+                    "messaging.operation.name": "deliver",
+                },
+                {},
+                (),
+                webhook=True,
+            )
+        else:
+            operation = _OPERATIONS.get(url, "chat")
+            metric = {
+                "gen_ai.operation.name": operation,
+                "gen_ai.provider.name": self.providers.get(model, SYSTEM),
+                "gen_ai.request.model": model,
+            }
+            tokens = tuple((t, {**metric, "gen_ai.token.type": t}) for t in ("input", "output"))
+            kind = _Kind(f"{operation} {model}", metric, metric, tokens)
+        self._kinds[model, url] = kind
+        return kind
 
     def settled(
         self,
@@ -207,10 +280,13 @@ class TracingObserver(Observer):
             call = self._calls.pop(job.id, None)
             if call is None:
                 continue
-            if isinstance(outcome, dict):
-                self._answered(call, job, outcome)
-            else:
+            if not isinstance(outcome, dict):
                 self._end(call, _error_type(outcome))
+            elif call.kind.webhook:
+                call.span.set_attributes(_delivered(outcome))
+                self._end(call, None)
+            else:
+                self._answered(call, job, outcome)
 
     def written(self, jobs: Sequence[Job]) -> None:
         self.inner.written(jobs)
@@ -230,35 +306,154 @@ class TracingObserver(Observer):
         if inputs is None:
             inputs = _count(job.metadata.get(PROMPT_TOKENS))
         outputs = _count(usage.get("completion_tokens", usage.get("output_tokens")))
-        span = call.span
-        if isinstance(result.get("model"), str):
-            span.set_attribute("gen_ai.response.model", result["model"])
-        if isinstance(result.get("id"), str):
-            span.set_attribute("gen_ai.response.id", result["id"])
+        found: dict[str, Any] = {}
+        if isinstance(value := result.get("model"), str):
+            found["gen_ai.response.model"] = value
+        if isinstance(value := result.get("id"), str):
+            found["gen_ai.response.id"] = value
         if inputs is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", inputs)
+            found["gen_ai.usage.input_tokens"] = inputs
         if outputs is not None:
-            span.set_attribute("gen_ai.usage.output_tokens", outputs)
+            found["gen_ai.usage.output_tokens"] = outputs
+        span = call.span
+        if found:
+            span.set_attributes(found)
         if self.content and span.is_recording():
             span.set_attribute("gen_ai.output.messages", _dumps(_outputs(result)))
         if self.tokens is not None:
-            for kind, count in (("input", inputs), ("output", outputs)):
-                if count is not None:
-                    self.tokens.record(count, {**call.attributes, "gen_ai.token.type": kind})
+            (_, counted_in), (_, counted_out) = call.kind.tokens
+            if inputs is not None:
+                self.tokens.record(inputs, counted_in)
+            if outputs is not None:
+                self.tokens.record(outputs, counted_out)
         self._end(call, None)
 
     def _end(self, call: _Call, error: str | None) -> None:
         if error is not None:
             _failed(call.span, error)
         call.span.end()
-        if self.duration is not None:
-            attributes = call.attributes if error is None else {**call.attributes}
+        if self.duration is not None and not call.kind.webhook:
+            attributes = call.kind.metric
             if error is not None:
-                attributes["error.type"] = error
+                attributes = {**attributes, "error.type": error}
             self.duration.record(time.perf_counter() - call.started, attributes)
         call.batch.left -= 1
         if call.batch.left <= 0:
             call.batch.span.end()
+
+    # -- agents --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def invoke_agent(self, job: JobLike, agent: str, model: str) -> Iterator[AgentSpan]:
+        """An ``invoke_agent`` span around an agent's run for ``job``: a child of the job's
+        model span (else of its stored context), current while the run lasts, so that the
+        producer spans of its model calls and the spans of its tool calls are its children."""
+        call = self._calls.get(job.id)
+        parent: otel_context.Context | None
+        if call is not None:
+            parent = trace.set_span_in_context(call.span)
+        else:
+            parent = _parent(parse_traceparent(job.metadata.get(TRACEPARENT)))
+        span = self.tracer.start_span(
+            f"invoke_agent {agent}",
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": agent,
+                "gen_ai.provider.name": self.providers.get(model, SYSTEM),
+                "gen_ai.request.model": model,
+            },
+        )
+        run = _AgentRun(self, span)
+        attached = otel_context.attach(trace.set_span_in_context(span, parent))
+        current = AGENT_RUN.set(run)
+        try:
+            yield run
+        except BaseException as exc:
+            _failed(span, _error_type(exc))
+            raise
+        finally:
+            AGENT_RUN.reset(current)
+            otel_context.detach(attached)
+            span.end()
+
+
+class _AgentRun:
+    """The span of one agent run, and the spans of its tool calls."""
+
+    def __init__(self, observer: TracingObserver, span: Span) -> None:
+        self.observer, self.span = observer, span
+
+    def answered(self, answer: Mapping[str, Any]) -> None:
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            return
+        inputs = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
+        outputs = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+        if inputs is not None:
+            self.span.set_attribute("gen_ai.usage.input_tokens", inputs)
+        if outputs is not None:
+            self.span.set_attribute("gen_ai.usage.output_tokens", outputs)
+
+    @contextlib.contextmanager
+    def execute_tool(self, name: str, call_id: str, description: str = "") -> Iterator[ToolSpan]:
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "function",
+        }
+        if description:
+            attributes["gen_ai.tool.description"] = description
+        # A child of the run's span whichever task the call runs in (they run concurrently).
+        parent = trace.set_span_in_context(self.span)
+        span = self.observer.tracer.start_span(
+            f"execute_tool {name}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        )
+        attached = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            yield _ToolCall(span, self.observer.content)
+        except BaseException as exc:
+            _failed(span, _error_type(exc))
+            raise
+        finally:
+            otel_context.detach(attached)
+            span.end()
+
+
+class _ToolCall:
+    def __init__(self, span: Span, content: bool) -> None:
+        self.span, self.content = span, content
+
+    def ended(self, outcome: str, arguments: Any = None, result: Any = None) -> None:
+        if outcome != "ok":
+            _failed(self.span, outcome)
+        if self.content and self.span.is_recording():
+            self.span.set_attribute("gen_ai.tool.call.arguments", _dumps(arguments))
+            if outcome == "ok":
+                self.span.set_attribute("gen_ai.tool.call.result", _dumps(result))
+
+
+def _delivery(job: Job) -> dict[str, Any]:
+    """A webhook delivery's subscription and event (never its payload nor URL)."""
+    found = {}
+    if isinstance(hook := job.metadata.get("webhook_id"), str):
+        found["messaging.destination.name"] = hook
+    if isinstance(event := job.metadata.get("event_id"), str):
+        found["messaging.message.id"] = event
+    return found
+
+
+def _delivered(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivery's answer: the receiver's status and host (not its path nor query, which may
+    carry a token)."""
+    found: dict[str, Any] = {}
+    if isinstance(status := result.get("status_code"), int):
+        found["http.response.status_code"] = status
+    if isinstance(url := result.get("url"), str) and (host := urlsplit(url).hostname):
+        found["server.address"] = host
+    return found
 
 
 def _failed(span: Span, error: str) -> None:
@@ -311,9 +506,25 @@ def _providers() -> tuple[TracerProvider, MeterProvider | None]:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+    class _Resource(Resource):
+        """A resource that hashes once: the OTLP encoder hashes the resource of every span it
+        encodes, and the SDK's hash JSON-dumps every attribute each time (about a sixth of
+        the encoding of a span with a few attributes)."""
+
+        _hash: int | None = None
+
+        def __hash__(self) -> int:
+            if self._hash is None:
+                self._hash = super().__hash__()
+            return self._hash
+
+        def __eq__(self, other: object) -> bool:
+            return self is other or super().__eq__(other)
+
     env = os.environ
     named = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": "genspool"}
-    resource = Resource.create(named)  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES read here
+    found = Resource.create(named)  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES read here
+    resource = _Resource(found.attributes, found.schema_url)
     tracer_provider = SdkTracerProvider(resource=resource)  # OTEL_TRACES_SAMPLER read here
     for name in _names(env.get("OTEL_TRACES_EXPORTER", "otlp")):
         if name == "otlp":

@@ -27,6 +27,7 @@ from genspool._ids import random_hex
 from genspool.config import WEBHOOK_MODEL
 from genspool.core.batch import Batch
 from genspool.core.job import Job
+from genspool.core.models import TRACEPARENT
 from genspool.core.pipeline import PipelineRun
 from genspool.core.queue import Queue
 from genspool.core.roles import Webhook, WebhookStore
@@ -153,9 +154,11 @@ class Webhooks:
 
 def _delivery(hook: Webhook, event: WebhookEvent) -> Job:
     body: dict[str, Any] = {"webhook_id": hook.id, "payload": event.payload()}
+    metadata = {"webhook_id": hook.id, "event_id": event.id, "event_type": event.type}
+    if event.trace is not None:  # tracing: the push is in the trace of the job it is about
+        metadata[TRACEPARENT] = event.trace
     return Job(
         url=DELIVER_URL, body=body, model=WEBHOOK_MODEL["name"], tenant=hook.tenant,
         max_attempts=int(WEBHOOK_MODEL["max_attempts"]),
-        idempotency_key=f"webhook:{hook.id}:{event.id}",
-        metadata={"webhook_id": hook.id, "event_id": event.id, "event_type": event.type},
+        idempotency_key=f"webhook:{hook.id}:{event.id}", metadata=metadata,
     )  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 
 from genspool.core.batch import Batch
 from genspool.core.job import Job
+from genspool.core.models import TRACEPARENT
 from genspool.core.pipeline import PipelineRun
 from genspool.exceptions import InvalidRequest
 
@@ -49,6 +50,9 @@ class WebhookEvent:
     data: dict[str, Any]
     #: The batch the event belongs to (a batch's own, or a line's job's), for ``batch_id``.
     batch_id: str | None = None
+    #: The W3C ``traceparent`` of the job the event is about (set only while tracing is on):
+    #: its deliveries join that job's trace.
+    trace: str | None = None
 
     def payload(self) -> dict[str, Any]:
         stamp = datetime.fromtimestamp(self.at, UTC).isoformat().replace("+00:00", "Z")
@@ -80,6 +84,7 @@ def matches(patterns: tuple[str, ...], event_type: str) -> bool:
 def job_event(job: Job) -> WebhookEvent:
     at = job.finished_at or job.created_at
     batch_id = job.metadata.get("batch_id")
+    trace = job.metadata.get(TRACEPARENT)
     return WebhookEvent(
         id=f"evt_{job.id}_{int(at * 1000)}",
         type=f"job.{job.status.value}",
@@ -87,6 +92,7 @@ def job_event(job: Job) -> WebhookEvent:
         at=at,
         data=job.public(),
         batch_id=batch_id if isinstance(batch_id, str) else None,
+        trace=trace if isinstance(trace, str) else None,
     )
 
 

@@ -1,7 +1,8 @@
 """Traces across processes: ``genspool api`` and ``genspool worker``, configured only by the
 standard ``OTEL_*`` variables, export OTLP/HTTP to a receiver on loopback; the job's producer
-span (API process) and its model span (worker process) share one trace id, the worker's batch
-span links the producer span, and no prompt text is in any span.
+span (API process, a child of the caller's span named by its ``traceparent`` header) and its
+model span (worker process) share one trace id, the worker's batch span links the producer
+span, and no prompt text is in any span.
 
 The receiver is a real HTTP server on 127.0.0.1 that keeps each ``/v1/traces`` body; bodies
 are decoded with OpenTelemetry's own protobuf classes."""
@@ -25,6 +26,7 @@ from tests.helpers.processes import Spawner, wait_until
 CHAT = "/v1/chat/completions"
 SECRET = "PROMPT-SECRET-0c77"
 MODELS = [{"name": "echo", "provider": "echo"}]
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 class Collector(ThreadingHTTPServer):
@@ -103,8 +105,10 @@ def test_api_and_worker_share_one_trace_id(
         env={**otel, "OTEL_SERVICE_NAME": "gs-worker"}, name="worker",
     )  # fmt: skip
     body = {"model": "echo", "messages": [{"role": "user", "content": SECRET}]}
-    with httpx.Client(base_url=api.url, timeout=10) as client:
-        answer = client.post("/v1/jobs", json={"url": CHAT, "body": body})
+    with httpx.Client(base_url=api.url, timeout=10) as client:  # a caller with a trace of its own
+        answer = client.post(
+            "/v1/jobs", json={"url": CHAT, "body": body}, headers={"traceparent": CALLER}
+        )
         assert answer.status_code == 202, answer.text
     job_id = answer.json()["id"]
     assert api.wait(job_id, timeout=30)["status"] == "succeeded"
@@ -124,6 +128,8 @@ def test_api_and_worker_share_one_trace_id(
     (batch,) = [s for s in spans if s["name"] == "process echo"]
     (model,) = [s for s in spans if s["name"] == "chat echo"]
     assert job_id in producer["attributes"]["messaging.message.id"]
+    # The caller's trace, continued: its span is the producer span's parent.
+    assert (producer["trace"], producer["parent"]) == tuple(CALLER.split("-")[1:3])
     assert model["trace"] == producer["trace"]  # one trace, across the two processes
     assert model["parent"] == producer["span"]
     assert (producer["trace"], producer["span"]) in batch["links"]

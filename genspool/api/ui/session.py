@@ -19,10 +19,12 @@ logout.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -32,7 +34,7 @@ from starlette.responses import Response
 from genspool.api.auth import OPEN, Caller
 from genspool.api.deps import services
 from genspool.core.keys import Scope
-from genspool.core.roles import KeyValue
+from genspool.core.roles import Coordination, KeyValue
 from genspool.exceptions import Forbidden, Unauthorized
 
 __all__ = [
@@ -94,13 +96,23 @@ class Csrf:
         return hmac.compare_digest(self.token(sid), token)
 
 
-async def load_secret(kv: KeyValue) -> bytes:
-    """The deployment's CSRF secret, made and stored by the first process that asks. Read back
-    after it is written, so that two processes racing to make one end up with the same."""
-    stored = await kv.kv_get(*_SECRET_AT)
-    if stored is None:
-        await kv.kv_put(*_SECRET_AT, secrets.token_bytes(32))
+async def load_secret(kv: KeyValue, coordination: Coordination) -> bytes:
+    """The deployment's CSRF secret, made and stored by the first process that asks. Made
+    under a one-holder slot, so that two processes starting together cannot each keep their own
+    (the second waits for the first's and reads it)."""
+    holder = secrets.token_hex(8)
+    for _ in range(100):
         stored = await kv.kv_get(*_SECRET_AT)
+        if stored is not None:
+            break
+        if await coordination.acquire_slot("ui-csrf-secret", holder, 1, 10.0, time.time()):
+            try:
+                if await kv.kv_get(*_SECRET_AT) is None:
+                    await kv.kv_put(*_SECRET_AT, secrets.token_bytes(32))
+            finally:
+                await coordination.release_slot("ui-csrf-secret", holder)
+        else:
+            await asyncio.sleep(0.05)
     if stored is None or len(stored) < 32:
         raise RuntimeError("the store did not keep the web UI's CSRF secret")
     return stored
@@ -111,7 +123,8 @@ async def csrf_of(request: Request) -> Csrf:
     state = request.app.state
     csrf: Csrf | None = getattr(state, "csrf", None)
     if csrf is None:
-        csrf = state.csrf = Csrf(await load_secret(services(request).queue.storage.kv))
+        storage = services(request).queue.storage
+        csrf = state.csrf = Csrf(await load_secret(storage.kv, storage.coordination))
     return csrf
 
 
