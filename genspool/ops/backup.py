@@ -1,33 +1,39 @@
 """One archive of a deployment's state, checked and restored into any SQL backend.
 
 The archive is a tar: ``manifest.json`` (format, schema version, source kind, and per member
-its row count and sha256), one ``tables/<name>.jsonl`` per record table, and
-``blobs/<tenant>/<file id>`` per stored file. Rows are copied table by table rather than
-through the storage roles: the SQLite and PostgreSQL schemas carry the same tables and
-columns, so a row-level copy covers every record kind (jobs with results and history, keys,
-files, batches, pipelines, webhooks, prompts, vectors, drift samples) with no per-role
-export code, and restores bit for bit. Consistency while the service runs: SQLite is first
-copied with the sqlite3 backup API; PostgreSQL is read in one REPEATABLE READ transaction.
+its row count and sha256), one ``tables/<name>.jsonl`` per record table, and ``blobs/<key>``
+per stored file and per output segment of a batch still running. Rows are copied table by
+table rather than through the storage roles: the SQLite and PostgreSQL schemas carry the same
+tables and columns, so a row-level copy covers every record kind (jobs with results and
+history, keys, files, batches, pipelines, webhooks, prompts, vectors, drift samples) with no
+per-role export code, and restores bit for bit. Consistency while the service runs: SQLite is
+read in one read transaction (WAL mode's snapshot; a database not in WAL mode is first copied
+with the sqlite3 backup API), PostgreSQL in one REPEATABLE READ transaction.
 Leases, slots and rate-limit state are not kept: a restored job that was running comes
-back queued with its attempts, so a restored instance carries on.
+back queued with its attempts, and a batch, pipeline run or vector store file that a runner
+held comes back free, so a restored instance carries on at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
-import io
 import json
 import sqlite3
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from genspool.backends import backend_from_url, shown_url
+from genspool.batches.output import segment_key
 from genspool.exceptions import GenspoolError
 from genspool.files.blobs import CHUNK_BYTES, BlobStore, blob_key, blob_store_from_url
 
@@ -73,12 +79,6 @@ def _enc(value: Any) -> Any:
     return value
 
 
-def _dec(value: Any) -> Any:
-    if isinstance(value, dict) and "$b" in value:
-        return base64.b64decode(value["$b"])
-    return value
-
-
 # -- reading the source ----------------------------------------------------------------------
 
 
@@ -91,151 +91,229 @@ def _kind(url: str) -> str:
     raise BackupError(f"{shown_url(url)}: backup and restore need a sqlite:// or postgresql:// URL")
 
 
-def _sqlite_rows(db: sqlite3.Connection) -> Iterator[tuple[str, list[str], Iterator[Any]]]:
-    have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    for table in RECORD_TABLES:
-        if table in have:
-            cur = db.execute(f"SELECT * FROM {table}")
-            yield table, [d[0] for d in cur.description], iter(cur)
+def _blob(value: Any) -> Any:
+    """orjson's ``default``: bytes (which it does not write) as ``{"$b": base64}``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$b": binascii.b2a_base64(value, newline=False).decode()}
+    raise TypeError(f"a column value of type {type(value).__name__} cannot be backed up")
 
 
-def _schema_version_sqlite(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
+class _Archive:
+    """A tar written a member at a time, each member's bytes streamed into it as they come:
+    its header goes first with size 0 and is written again with the size once the bytes are
+    in. The GNU format's header has the same length whatever the size (a size past 8 GiB is
+    written in base-256 in the same field), so nothing is spooled or copied twice. Read back
+    with :mod:`tarfile`."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("wb")
+        self.mtime = int(time.time())
+        self.members: dict[str, dict[str, Any]] = {}
+
+    def begin(self, name: str) -> _Member:
+        return _Member(self, name)
+
+    def add(self, name: str, data: bytes) -> None:
+        member = self.begin(name)
+        member.write(data)
+        member.end()
+
+    def close(self) -> None:
+        """Two zero blocks end the archive; it is padded to a whole record, as tar does."""
+        with self.file:
+            self.file.write(b"\0" * (2 * tarfile.BLOCKSIZE))
+            self.file.write(b"\0" * (-self.file.tell() % tarfile.RECORDSIZE))
 
 
-class _Spool:
-    """One table's JSON lines, spooled to a temporary file (a tar member's size comes before
-    its bytes, and a table of a million jobs should not sit in memory), hashed as written."""
+class _Member:
+    """One member of an :class:`_Archive` being written, hashed as it goes."""
 
-    def __init__(self, cols: list[str]) -> None:
-        self.cols = cols
-        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by add_to
+    def __init__(self, archive: _Archive, name: str) -> None:
+        self.archive, self.file = archive, archive.file
+        self.info = tarfile.TarInfo(name)
+        self.info.mtime = archive.mtime
+        self.at = self.file.tell()
+        self.header = self.info.tobuf(tarfile.GNU_FORMAT)
+        self.file.write(self.header)
         self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+
+    def end(self, **meta: Any) -> None:
+        """Pad the bytes to a whole block, write the header again with their size, and note
+        the member's sha256 (and ``meta``) for the manifest."""
+        end = self.file.tell()
+        self.file.write(b"\0" * (-self.size % tarfile.BLOCKSIZE))
+        after = self.file.tell()
+        self.info.size = self.size
+        header = self.info.tobuf(tarfile.GNU_FORMAT)
+        if len(header) != len(self.header) or end - self.at != len(header) + self.size:
+            raise BackupError(f"archive member {self.info.name}: its header changed length")
+        self.file.seek(self.at)
+        self.file.write(header)
+        self.file.seek(after)
+        self.archive.members[self.info.name] = {"sha256": self.sha.hexdigest(), **meta}
+
+
+class _TableMember:
+    """A table's rows as the JSON lines of member ``tables/<table>.jsonl``."""
+
+    def __init__(self, archive: _Archive, table: str, cols: list[str]) -> None:
+        self.member = archive.begin(f"tables/{table}.jsonl")
+        self.cols = cols
         self.count = 0
 
-    def write(self, rows: Iterable[Any]) -> None:
-        for row in rows:
-            line = {c: _enc(v) for c, v in zip(self.cols, row, strict=True)}
-            data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
-            self.file.write(data)
-            self.sha.update(data)
-            self.count += 1
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Rows of plain values (PostgreSQL's ``jsonb`` made text first by ``_enc``)."""
+        cols, dumps, option = self.cols, orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        lines = [dumps(dict(zip(cols, row, strict=True)), default=_blob, option=option)
+                 for row in rows]  # fmt: skip
+        self.member.write(b"".join(lines))
+        self.count += len(lines)
 
-    def add_to(self, tar: tarfile.TarFile, name: str, members: dict[str, dict[str, Any]]) -> int:
-        with self.file:
-            info = tarfile.TarInfo(name)
-            info.size = self.file.tell()
-            self.file.seek(0)
-            tar.addfile(info, self.file)
-        members[name] = {"sha256": self.sha.hexdigest(), "count": self.count}
+    def end(self) -> int:
+        self.member.end(count=self.count)
         return self.count
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> str:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-    return hashlib.sha256(data).hexdigest()
+async def _add_blobs(archive: _Archive, home: str, keys: list[str]) -> None:
+    """Each blob under ``keys`` as member ``blobs/<key>``, a chunk at a time; one that is
+    gone (an upload that never committed, a file swept, a batch's segments dropped once it
+    ended) is skipped."""
+    store = blob_store_from_url(home)
+    await store.connect()
+    try:
+        for key in keys:
+            chunks = await store.open_reader(key)
+            if chunks is None:
+                continue
+            member = archive.begin(f"blobs/{key}")
+            async for chunk in chunks:
+                member.write(chunk)
+            member.end()
+    finally:
+        await store.close()
 
 
-async def _add_blob(
-    tar: tarfile.TarFile, store: BlobStore, key: str, members: dict[str, dict[str, Any]]
-) -> None:
-    """The blob under ``key`` as member ``blobs/<key>``, spooled a chunk at a time; a file
-    whose upload never committed, or was swept, has none and is skipped."""
-    chunks = await store.open_reader(key)
-    if chunks is None:
-        return
-    sha = hashlib.sha256()
-    with tempfile.TemporaryFile() as spool:
-        async for chunk in chunks:
-            spool.write(chunk)
-            sha.update(chunk)
-        info = tarfile.TarInfo(f"blobs/{key}")
-        info.size = spool.tell()
-        spool.seek(0)
-        tar.addfile(info, spool)
-    members[info.name] = {"sha256": sha.hexdigest()}
+def _blob_keys(files: Iterable[tuple[str, str]], batches: Iterable[Any]) -> list[str]:
+    """The blobs the records point at: each file's, and the output segments a batch still
+    running has committed (blobs of no file, joined into its output file when it ends)."""
+    keys = [blob_key(tenant, file_id) for tenant, file_id in files]
+    for (doc,) in batches:
+        b = json.loads(doc)
+        if isinstance(b, dict) and b.get("segments"):
+            keys += [
+                segment_key(b["tenant"], b["id"], kind, n)
+                for n in range(int(b["segments"]))
+                for kind in ("o", "e")
+            ]
+    return keys
 
 
 async def backup(url: str, path: Path, *, blobs_url: str | None = None) -> Manifest:
-    """Write all of ``url``'s records and file blobs to the tar at ``path``."""
+    """Write all of ``url``'s records and blobs to the tar at ``path``.
+
+    The records are one moment's (SQLite: one read transaction, :func:`_sqlite_snapshot`;
+    PostgreSQL: one REPEATABLE READ transaction). Blobs are immutable once committed, and are
+    read right after that moment, before the tables are written, so that a blob the moment's
+    records point at has the least time to be deleted (a file deleted, a finished batch's
+    segments dropped)."""
     kind = _kind(url)
-    members: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
-    files: list[tuple[str, str]] = []
     backend = backend_from_url(url)
     home = blobs_url or backend.blob_home()
     tmp = path.with_name(path.name + ".part")
     try:
-        with tarfile.open(tmp, "w") as tar, tempfile.TemporaryDirectory() as scratch:
+        archive = _Archive(tmp)
+        try:
             if kind == "sqlite":
-                version = await asyncio.to_thread(
-                    _sqlite_export, backend.path, Path(scratch), tar, counts, members, files
-                )
+                with tempfile.TemporaryDirectory() as scratch:
+                    snap = await asyncio.to_thread(_sqlite_snapshot, backend.path, Path(scratch))
+                    try:
+                        await _add_blobs(archive, home, _sqlite_blob_keys(snap))
+                        version = await asyncio.to_thread(_sqlite_tables, snap, archive, counts)
+                    finally:
+                        snap.close()
             else:
-                version = await _pg_export(url, tar, counts, members, files)
-            store = blob_store_from_url(home)
-            await store.connect()
-            try:
-                for tenant, file_id in files:
-                    key = blob_key(tenant, file_id)
-                    await _add_blob(tar, store, key, members)
-            finally:
-                await store.close()
+                version = await _pg_export(url, home, archive, counts)
             manifest = {
                 "format": FORMAT,
                 "source": kind,
                 "schema_version": version,
                 "counts": counts,
-                "members": members,
+                "members": archive.members,
             }
-            _add(tar, "manifest.json", json.dumps(manifest, indent=1).encode())
+            archive.add("manifest.json", json.dumps(manifest, indent=1).encode())
+        finally:
+            archive.close()
         tmp.replace(path)
     except OSError as exc:
         raise BackupError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    blobs = sum(1 for m in members if m.startswith("blobs/"))
+    blobs = sum(1 for m in archive.members if m.startswith("blobs/"))
     return Manifest(kind, version, counts, blobs)
 
 
-def _sqlite_export(
-    path: str,
-    scratch: Path,
-    tar: tarfile.TarFile,
-    counts: dict[str, int],
-    members: dict[str, dict[str, Any]],
-    files: list[tuple[str, str]],
-) -> int:
-    """Copy the database with the sqlite3 backup API (one consistent image, whatever the
-    writers do meanwhile), then write its tables; returns its schema version."""
+def _sqlite_snapshot(path: str, scratch: Path) -> sqlite3.Connection:
+    """A connection that reads one moment of the database, whatever the writers do meanwhile.
+
+    In WAL mode (genspool's own): the database itself, in one read transaction (a snapshot;
+    writers go on, and the WAL grows past its checkpoint until the backup ends). Otherwise a
+    reader would hold the writers off, so: a copy made with the sqlite3 backup API in one step."""
     if not Path(path).exists():
         raise BackupError(f"sqlite:///{path}: no such database file")
-    copy = sqlite3.connect(scratch / "copy.db")
+    src = sqlite3.connect(
+        f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
     try:
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        if str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot
+            return src
+        copy = sqlite3.connect(scratch / "copy.db", check_same_thread=False)
         try:
             src.backup(copy)
-        finally:
-            src.close()
-        for table, cols, rows in _sqlite_rows(copy):
-            spool = _Spool(cols)
-            spool.write(rows)
-            counts[table] = spool.add_to(tar, f"tables/{table}.jsonl", members)
-        files.extend((r[0], r[1]) for r in copy.execute("SELECT tenant, id FROM files"))
-        return _schema_version_sqlite(copy)
-    finally:
-        copy.close()
+        except BaseException:
+            copy.close()
+            raise
+    except BaseException:
+        src.close()
+        raise
+    src.close()
+    return copy
 
 
-async def _pg_export(
-    url: str,
-    tar: tarfile.TarFile,
-    counts: dict[str, int],
-    members: dict[str, dict[str, Any]],
-    files: list[tuple[str, str]],
-) -> int:
+def _sqlite_blob_keys(snap: sqlite3.Connection) -> list[str]:
+    have = {r[0] for r in snap.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    files = snap.execute("SELECT tenant, id FROM files").fetchall() if "files" in have else []
+    batches = (
+        snap.execute("SELECT doc FROM batches WHERE active = 1").fetchall()
+        if "batches" in have
+        else []
+    )
+    return _blob_keys(files, batches)
+
+
+def _sqlite_tables(snap: sqlite3.Connection, archive: _Archive, counts: dict[str, int]) -> int:
+    """Write the snapshot's tables; returns its schema version."""
+    have = {r[0] for r in snap.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table in RECORD_TABLES:
+        if table in have:
+            cur = snap.execute(f"SELECT * FROM {table}")
+            cols = [d[0] for d in cur.description]
+            member = _TableMember(archive, table, cols)
+            while got := cur.fetchmany(BATCH):
+                member.write(got)
+            counts[table] = member.end()
+    return int(snap.execute("PRAGMA user_version").fetchone()[0])
+
+
+async def _pg_export(url: str, home: str, archive: _Archive, counts: dict[str, int]) -> int:
     import psycopg
 
     from genspool.backends.postgres._pool import Settings
@@ -252,17 +330,21 @@ async def _pg_export(
                 (s.schema,),
             )
             have = {r[0] for r in await cur.fetchall()}
+            files = await (await conn.execute("SELECT tenant, id FROM files")).fetchall()
+            batches: list[Any] = []
+            if "batches" in have:
+                cur = await conn.execute("SELECT doc FROM batches WHERE active")
+                batches = [(bytes(r[0]),) for r in await cur.fetchall()]
+            await _add_blobs(archive, home, _blob_keys(files, batches))
             for table in RECORD_TABLES:
                 if table not in have:
                     continue
                 async with conn.cursor(name=f"genspool_backup_{table}") as cur:
                     await cur.execute(f'SELECT * FROM "{table}"')
-                    spool = _Spool([d.name for d in cur.description or []])
+                    member = _TableMember(archive, table, [d.name for d in cur.description or []])
                     while got := await cur.fetchmany(BATCH):
-                        spool.write(got)
-                counts[table] = spool.add_to(tar, f"tables/{table}.jsonl", members)
-            cur = await conn.execute("SELECT tenant, id FROM files")
-            files.extend((r[0], r[1]) for r in await cur.fetchall())
+                        member.write([[_enc(v) for v in row] for row in got])
+                counts[table] = member.end()
             if "schema_version" not in have:
                 return 0
             cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
@@ -328,12 +410,39 @@ def verify(path: Path) -> Manifest:
 
 
 def _rows(tar: tarfile.TarFile, name: str) -> Iterator[dict[str, Any]]:
-    """A table member's rows, read a line at a time."""
+    """A table member's rows, read a line at a time (``{"$b": base64}`` back to bytes)."""
     f = tar.extractfile(name)
     if f is None:
         raise BackupError(f"archive member {name} is missing")
+    loads, unb64 = orjson.loads, binascii.a2b_base64
     for line in f:
-        yield {k: _dec(v) for k, v in json.loads(line).items()}
+        row = loads(line)
+        for k, v in row.items():
+            if type(v) is dict and "$b" in v:
+                row[k] = unb64(v["$b"])
+        yield row
+
+
+def _shaped(
+    rows: Iterable[dict[str, Any]], cols: Container[str]
+) -> Iterator[tuple[tuple[str, ...], list[list[Any]]]]:
+    """``rows`` as batches of at most ``BATCH`` value lists, each batch's rows of one shape:
+    the columns of theirs the target has (``cols``), in the archive's order."""
+    keys: Any = None
+    keep: tuple[str, ...] = ()
+    batch: list[list[Any]] = []
+    for row in rows:
+        if row.keys() != keys:
+            if batch:
+                yield keep, batch
+                batch = []
+            keys, keep = row.keys(), tuple(c for c in row if c in cols)
+        batch.append([row[c] for c in keep])
+        if len(batch) >= BATCH:
+            yield keep, batch
+            batch = []
+    if batch:
+        yield keep, batch
 
 
 def _requeue(row: dict[str, Any]) -> dict[str, Any]:
@@ -374,9 +483,28 @@ async def restore(path: Path, url: str, *, force: bool = False) -> Manifest:
     return found
 
 
+#: The record tables whose JSON ``doc`` may hold a runner's lease (``owner``, ``lease_until``).
+_LEASED_DOCS = frozenset({"batches", "runs", "vector_files"})
+
+
+def _unleased(row: dict[str, Any]) -> dict[str, Any]:
+    """A batch, pipeline run or vector store file that a runner of the old deployment held
+    comes back free, so the restored instance's runner takes it at once (no runner of the old
+    deployment drives the restored database; the lease would only make it wait)."""
+    doc = row.get("doc")
+    if doc is None:
+        return row
+    record = orjson.loads(doc)
+    if not isinstance(record, dict) or record.get("owner") is None:
+        return row
+    record.update(owner=None, lease_until=0.0)
+    data = orjson.dumps(record)  # as the store writes a record
+    return {**row, "doc": data if isinstance(doc, bytes) else data.decode()}
+
+
 class _Fixer:
-    """What a row needs on the way in: a running job requeued, a file row's blob URL moved
-    to the target's store."""
+    """What a row needs on the way in: a running job requeued, a runner's lease on a record
+    dropped, a file row's blob URL moved to the target's store."""
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
@@ -385,6 +513,8 @@ class _Fixer:
         for row in _rows(tar, member):
             if table == "jobs":
                 yield _requeue(row)
+            elif table in _LEASED_DOCS:
+                yield _unleased(row)
             elif table == "files":
                 yield {**row, "blob": self.store.url_of(blob_key(row["tenant"], row["id"]))}
             else:
@@ -396,6 +526,7 @@ def _restore_sqlite(
 ) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     try:
+        db.execute("PRAGMA cache_size = -262144")  # 256 MiB: big tables' indexes stay cached
         db.execute("BEGIN IMMEDIATE")
         have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         targets = [t for t in RECORD_TABLES if t in have]
@@ -407,11 +538,10 @@ def _restore_sqlite(
             if table not in have:
                 continue
             cols = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-            for row in fix.rows(tar, table, member):
-                keep = [c for c in row if c in cols]
+            for keep, batch in _shaped(fix.rows(tar, table, member), cols):
                 marks = ", ".join("?" * len(keep))
                 sql = f"INSERT INTO {table} ({', '.join(keep)}) VALUES ({marks})"
-                db.execute(sql, [row[c] for c in keep])
+                db.executemany(sql, batch)
         db.execute("COMMIT")
     except sqlite3.Error as exc:
         if db.in_transaction:
@@ -461,25 +591,26 @@ async def _restore_pg(
                 cols = types.get(table)
                 if cols is None:
                     continue
-                batch: list[list[Any]] = []
-                keep: tuple[str, ...] = ()
-                for row in fix.rows(tar, table, member):
-                    shape = tuple(c for c in row if c in cols)
-                    if shape != keep or len(batch) >= BATCH:
-                        await _insert(conn, table, keep, batch)
-                        batch, keep = [], shape
-                    batch.append([_to_pg(row[c], cols[c], Jsonb) for c in keep])
-                await _insert(conn, table, keep, batch)
+                for keep, batch in _shaped(fix.rows(tar, table, member), cols):
+                    typed = [(i, cols[c]) for i, c in enumerate(keep) if cols[c] in _PG_TYPED]
+                    for values in batch:
+                        for i, pg_type in typed:
+                            values[i] = _to_pg(values[i], pg_type, Jsonb)
+                    await _copy(conn, table, keep, batch)
     except psycopg.Error as exc:
         raise BackupError(f"restore into {shown} failed: {exc}".splitlines()[0]) from exc
 
 
-async def _insert(conn: Any, table: str, cols: tuple[str, ...], batch: list[list[Any]]) -> None:
-    if batch:
-        names = ", ".join(f'"{c}"' for c in cols)
-        marks = ", ".join(["%s"] * len(cols))
-        async with conn.cursor() as cur:
-            await cur.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', batch)
+#: The PostgreSQL column types whose values :func:`_to_pg` changes.
+_PG_TYPED = frozenset({"boolean", "jsonb"})
+
+
+async def _copy(conn: Any, table: str, cols: tuple[str, ...], batch: list[list[Any]]) -> None:
+    """``batch`` into ``table`` by ``COPY … FROM STDIN`` (a tenth of the time of INSERTs)."""
+    names = ", ".join(f'"{c}"' for c in cols)
+    async with conn.cursor() as cur, cur.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+        for values in batch:
+            await copy.write_row(values)
 
 
 def _to_pg(value: Any, pg_type: str, jsonb: Any) -> Any:

@@ -5,7 +5,9 @@ a fresh PostgreSQL schema on the shared server, where every record is present wi
 content and the restored instance serves it (results, the file's bytes, a vector search, the
 prompt) and runs the jobs left waiting. Also: a non-empty target is refused without
 ``--force``, a corrupted member fails ``--verify`` by name, and a backup taken while jobs are
-being submitted is consistent (its counts are those of one moment)."""
+being submitted is consistent (its counts are those of one moment), a file in rollback-journal
+mode backs up as one in WAL mode does, and the archive is a plain tar that GNU tar reads.
+The must-show under load (a server, a batch and an ingest running) is test_backup_live.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import asyncio
 import hashlib
 import json
 import os
+import sqlite3
+import subprocess
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -288,3 +292,53 @@ async def test_a_backup_while_jobs_are_submitted_is_one_moment(tmp_path: Path) -
         await storage.close()
     assert made.counts["jobs"] >= 500 and made.counts["jobs"] % 2 == 0  # pairs go in together
     assert verify(tmp_path / "live.tar").counts == made.counts
+
+
+async def test_a_database_in_rollback_journal_mode_gives_the_same_archive(
+    tmp_path: Path,
+) -> None:
+    """A SQLite file in rollback-journal mode (where a long reader would hold the writers off,
+    so the backup copies it with the backup API first and reads the copy) gives the same
+    members, byte for byte, as the same file in WAL mode (read in place, in one transaction),
+    and is left in its mode."""
+    db = tmp_path / "src.db"
+    src = f"sqlite:///{db}"
+    await _deployment(src)
+    await backup(src, tmp_path / "wal.tar")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    await backup(src, tmp_path / "delete.tar")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # left as it was
+
+    def members(path: Path) -> dict[str, Any]:
+        with tarfile.open(path) as tar:
+            f = tar.extractfile("manifest.json")
+            assert f is not None
+            found: dict[str, Any] = json.load(f)["members"]
+            return found
+
+    assert members(tmp_path / "wal.tar") == members(tmp_path / "delete.tar")
+
+
+def test_the_archive_is_a_plain_tar(tmp_path: Path) -> None:
+    """Members are streamed in (their header written again with the size at the end): GNU tar
+    lists each with the size the manifest's checksum covers, and extracts them intact."""
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    asyncio.run(_deployment(src))
+    archive = tmp_path / "state.tar"
+    asyncio.run(backup(src, archive))
+    listed = subprocess.run(
+        ["tar", "-tvf", str(archive)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    with tarfile.open(archive) as tar:
+        sizes = {m.name: m.size for m in tar.getmembers()}
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert {line.split()[-1]: int(line.split()[2]) for line in listed} == sizes
+    assert set(sizes) == {*manifest["members"], "manifest.json"}
+    assert sizes["tables/jobs.jsonl"] > 0 and any(n.startswith("blobs/") for n in sizes)
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(out)], check=True)
+    for name, meta in manifest["members"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == meta["sha256"], name
