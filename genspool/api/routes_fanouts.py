@@ -32,7 +32,7 @@ from genspool.exceptions import GenspoolError, InvalidRequest
 from genspool.fanout.spec import FANOUT_ENDPOINT, MAX_BRANCHES, FanoutCreate, Plan, PlannedBranch
 from genspool.fanout.template import TemplateError, placeholders, render
 
-__all__ = ["plan_fanout", "router"]
+__all__ = ["fanout_job", "plan_fanout", "router"]
 
 router = APIRouter(prefix="/v1", tags=["fan-out"])
 
@@ -46,10 +46,16 @@ router = APIRouter(prefix="/v1", tags=["fan-out"])
 @requires(Scope.SUBMIT, submits=True)
 async def create_fanout(request: Request, svc: Svc, caller: Principal) -> JSONResponse:
     spec = _spec(await read_body(request, svc))
-    plan = await plan_fanout(svc, spec, caller)
+    job = fanout_job(spec, await plan_fanout(svc, spec, caller), caller)
+    stored = await svc.queue.submit(job)
+    return JSONResponse(stored.public(), status_code=202 if stored is job else 200)
+
+
+def fanout_job(spec: FanoutCreate, plan: Plan, caller: Caller) -> Job:
+    """The parent job of a checked fan-out (:func:`plan_fanout`), not yet submitted."""
     metadata = {k: v for k, v in spec.metadata.items() if k not in RESERVED}
     metadata[SCOPES] = sorted(caller.scopes)
-    job = Job(
+    return Job(
         url=FANOUT_ENDPOINT,
         body=plan.model_dump(mode="json", exclude_none=True),
         model=FANOUT_MODEL["name"],
@@ -59,8 +65,6 @@ async def create_fanout(request: Request, svc: Svc, caller: Principal) -> JSONRe
         idempotency_key=spec.idempotency_key,
         metadata=metadata,
     )
-    stored = await svc.queue.submit(job)
-    return JSONResponse(stored.public(), status_code=202 if stored is job else 200)
 
 
 def _spec(raw: Any) -> FanoutCreate:

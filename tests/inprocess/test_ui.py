@@ -326,7 +326,7 @@ async def test_a_job_page_shows_its_timeline_of_attempts(gs: InProcess, browser:
     assert kinds == [("queued", ""), ("attempt", "failed"), ("attempt", "failed"),
                      ("terminal", "")]  # fmt: skip
     assert page.count("model_timeout") >= 2
-    assert 'hx-trigger="every 2s"' not in page  # ended: no more polling
+    assert "data-live=" not in page and "gs:poll" not in page  # ended: not followed
     assert '<pre id="request">' in page and "doomed" in page
 
 
@@ -340,7 +340,8 @@ async def test_replay_answers_the_rows_and_they_follow_the_job(
     one = await browser.post(f"/ui/dead-letters/{dead[0]}/replay")
     assert one.status_code == 200, one.text
     assert rows(one.text, "dl-") == [dead[0]] and "replayed" in one.text
-    assert f'hx-get="/ui/dead-letters/{dead[0]}/row"' in one.text  # polls until it ends again
+    assert f'data-live="dl:{dead[0]}"' in one.text  # followed by the live stream until it ends
+    assert f'hx-get="/ui/dead-letters/{dead[0]}/row"' in one.text  # polled while the stream is down
     picked = await browser.post("/ui/dead-letters/replay", data={"ids": dead[1:]})
     assert picked.status_code == 200, picked.text
     assert picked.text.count('hx-swap-oob="true"') == 2 and picked.text.count("<template>") == 2
@@ -397,6 +398,6 @@ async def test_the_overview_shows_each_models_queue_and_breaker(
     assert len(peaks) == 2 and all(p > 0 for p in peaks)  # throughput and latency drawn
     assert echo[1].count("<polyline") == 1  # throughput's; latency's one point is no line
     assert "genspool-fanout" not in board  # genspool's own models only while busy
-    assert 'hx-get="/ui/overview/board" hx-trigger="every 2s"' in board
+    assert 'data-live="board" hx-get="/ui/overview/board" hx-trigger="gs:poll from:body"' in board
     for job_id in slow_ids:
         await gs.queue.cancel(job_id)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
@@ -26,7 +27,20 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genspool.api.deps import Services
-from genspool.api.ui import dead_letters, jobs, login, overview
+from genspool.api.ui import (
+    batches,
+    dead_letters,
+    drift,
+    fanouts,
+    jobs,
+    live,
+    login,
+    overview,
+    pipelines,
+    playground,
+    prompts,
+    stores,
+)
 from genspool.api.ui.pages import render
 from genspool.api.ui.session import ANONYMOUS, LoginRequired, clear_session, ui_authorize
 from genspool.api.validation import describe_request_error
@@ -40,7 +54,8 @@ log = logging.getLogger("genspool.api")
 PREFIX = "/ui"
 STATIC = Path(__file__).parent / "static"
 #: Every view group: a module with a ``router``; a new group adds itself here (and to NAV).
-VIEWS = (login, overview, jobs, dead_letters)
+VIEWS = (login, overview, jobs, dead_letters, fanouts, batches, pipelines, stores, prompts, drift,
+         live, playground)  # fmt: skip
 
 CSP = "; ".join(
     (
@@ -103,6 +118,8 @@ def build_ui(services: Services, metrics: Metrics | None) -> FastAPI:
     )
     ui.state.services, ui.state.metrics = services, metrics
     ui.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Text answers compressed (the live stream's text/event-stream is left alone).
+    ui.add_middleware(GZipMiddleware, minimum_size=500)
     for module in VIEWS:
         ui.include_router(module.router)
     _add_error_pages(ui)
@@ -111,7 +128,9 @@ def build_ui(services: Services, metrics: Metrics | None) -> FastAPI:
 
 def mount_ui(app: FastAPI) -> None:
     """Serve the UI at ``/ui`` of ``app`` (``/ui`` itself redirects to ``/ui/``)."""
-    app.mount(PREFIX, build_ui(app.state.services, app.state.metrics), name="ui")
+    ui = build_ui(app.state.services, app.state.metrics)
+    ui.state.shutdown = app.state.shutdown  # the live streams end with the API's push streams
+    app.mount(PREFIX, ui, name="ui")
     app.add_middleware(UiHeaders)
 
 

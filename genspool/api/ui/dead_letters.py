@@ -2,8 +2,9 @@
 
 Replay (one row, or the rows ticked) needs the ``submit`` scope, as ``POST
 /v1/dlq/{id}/replay`` does, and asks for confirmation first (htmx ``hx-confirm``). The answer
-is the replayed rows themselves, swapped in place; a replayed row then polls itself every 2 s
-until its job ends again, so the page follows it without a reload.
+is the replayed rows themselves, swapped in place; a replayed row then follows the page's live
+stream (:mod:`~genspool.api.ui.live`; polling itself every 2 s while the stream is down) until
+its job ends again, and new dead letters appear on the first page, without a reload.
 """
 
 from __future__ import annotations

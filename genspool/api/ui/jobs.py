@@ -6,9 +6,10 @@ bookmarked and shared. Pages are keyset pages of the store's own listing (the AP
 ``GET /v1/jobs``): no count, however many jobs there are. The time range becomes a bound on
 the job ids, which are time-ordered (:func:`~genspool.core.job.new_job_id`).
 
-Rows that have not ended poll one fragment (``/ui/jobs/live``) every 2 s, which answers their
-current rows out of band and polls again while any is left; a job's page polls its own detail
-the same way until the job ends.
+Rows that have not ended follow the page's live stream (:mod:`~genspool.api.ui.live`), which
+also adds the jobs that enter a first page's filters; a job's page follows its job there, its
+tokens too. While the stream is down they poll one fragment (``/ui/jobs/live``) every 2 s,
+which answers their current rows out of band, and a job's page polls its own detail.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 the store — so every API process shows the same — and this process's throughput and latency
 (its metrics, :mod:`genspool.metrics`) as sparklines, with the submissions shed at the door.
 
-The board is a fragment the page polls every 2 s. However many browsers poll, the store is
-read at most once a second (:class:`Board`), and the trends are sampled at most once a second.
+The board is pushed by the page's live stream (:mod:`~genspool.api.ui.live`) every second when
+it changed, and polled every 2 s while the stream is down. However many browsers look, the
+store is read at most once a second (:class:`Board`), the trends sampled at most once a second.
 """
 
 from __future__ import annotations

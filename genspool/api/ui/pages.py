@@ -24,12 +24,23 @@ from genspool.api.auth import Caller
 from genspool.api.ui.session import SID_COOKIE, can, csrf_of, session_id, set_cookie
 from genspool.core.keys import Scope, redact
 
-__all__ = ["ago", "render", "shown_json", "sparkline", "when"]
+__all__ = ["ago", "fragment", "page_context", "render", "shown_json", "sparkline", "when"]
 
 _KEY_LEFT = re.compile(r"gsk_[0-9a-f]{12}_\[redacted\]")
 #: The items of the navigation bar: (path under the UI root, label). A new view group adds its
 #: own entry here.
-NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/dead-letters", "Dead letters"))
+NAV = (
+    ("/", "Overview"),
+    ("/jobs", "Jobs"),
+    ("/dead-letters", "Dead letters"),
+    ("/fanouts", "Fan-outs"),
+    ("/batches", "Batches"),
+    ("/pipelines", "Pipelines"),
+    ("/vector-stores", "Vector stores"),
+    ("/prompts", "Prompts"),
+    ("/drift", "Drift"),
+    ("/playground", "Playground"),
+)
 
 
 @functools.cache
@@ -54,22 +65,31 @@ async def render(
     **values: Any,
 ) -> HTMLResponse:
     sid = session_id(request)
-    context = {
+    html = fragment(template, await page_context(request, caller), **values)
+    response = HTMLResponse(html, status_code=status_code, headers=headers)
+    if getattr(request.state, "new_sid", None) == sid:
+        set_cookie(request, response, SID_COOKIE, sid)
+    return response
+
+
+async def page_context(request: Request, caller: Caller) -> dict[str, Any]:
+    """What every template gets: the UI's root path, the caller and what it may do, the CSRF
+    token of the session."""
+    return {
         "ui": str(request.scope.get("root_path", "")),
         "caller": caller,
         "can_submit": can(caller, Scope.SUBMIT),
         "admin": caller.admin,
         "logged_in": caller.key is not None,
-        "csrf": (await csrf_of(request)).token(sid),
+        "csrf": (await csrf_of(request)).token(session_id(request)),
         "nav": NAV,
         "path": request.url.path,
-        **values,
     }
-    html = environment().get_template(template).render(context)
-    response = HTMLResponse(html, status_code=status_code, headers=headers)
-    if getattr(request.state, "new_sid", None) == sid:
-        set_cookie(request, response, SID_COOKIE, sid)
-    return response
+
+
+def fragment(template: str, context: dict[str, Any], **values: Any) -> str:
+    """``template`` rendered with ``context`` (:func:`page_context`) and ``values``."""
+    return environment().get_template(template).render({**context, **values})
 
 
 def when(t: float | None) -> str:
