@@ -59,6 +59,7 @@ from genspool.core.decode_rate import DecodeRates, completion_tokens
 from genspool.core.events import JobChanged, Subscription, TokenDelta
 from genspool.core.job import Job, JobStatus
 from genspool.core.models import Models, prompt_tokens
+from genspool.core.presence import WorkerSeen, announce, withdraw
 from genspool.core.queue import Queue
 from genspool.core.roles import JobFilter
 from genspool.core.slots import Slots
@@ -132,6 +133,7 @@ class Worker:
         self._lanes: list[_Lane] = []
         self._idle: set[str] = set()  # held jobs the last heartbeat found with no call in flight
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._started_at = queue.clock()
         self.slot_poll_s = 0.05
         self.preempt_check_s = 0.5
         #: How many of the newest waiting jobs a full continuous lane looks at for priority.
@@ -178,6 +180,8 @@ class Worker:
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the backend is down: the record goes stale
+            await withdraw(self.queue.storage.kv, self.id)
         if self._batches:
             _, pending = await asyncio.wait(self._batches, timeout=self.drain_timeout_s)
             for task in pending:
@@ -572,11 +576,23 @@ class Worker:
             self._launch(self._hand_back(lost, "held by its worker with no call in flight"))
         return [job for job_id, job in self.held.items() if job_id in running]
 
+    def presence(self) -> WorkerSeen:
+        """This worker as :mod:`genspool.core.presence` records it."""
+        host, pid, _ = self.id.rsplit(":", 2)
+        return WorkerSeen(
+            self.id, host, int(pid), tuple(cfg.name for cfg in self.models), len(self.held),
+            self._started_at, self.queue.clock(),
+        )  # fmt: skip
+
     async def _heartbeat(self) -> None:
         ttl = self.queue.lease_s
+        kv = self.queue.storage.kv
+        with contextlib.suppress(Exception):  # the first heartbeat tries again
+            await announce(kv, self.presence())
         while True:
             await asyncio.sleep(ttl / 3)
             try:
+                await announce(kv, self.presence())
                 await self.queue.heartbeat(self._live())
                 for slots in self._slots:
                     await slots.renew()

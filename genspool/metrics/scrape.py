@@ -24,6 +24,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genspool.core.presence import WorkerSeen, live_workers
 from genspool.core.queue import Queue
 from genspool.core.worker import Worker
 from genspool.metrics.series import OTHER
@@ -69,6 +70,7 @@ class QueueSnapshot(Collector):
         self._depth: dict[str, dict[str, int]] = {}
         self._oldest: dict[str, float] = {}
         self._states: dict[str, str] = {}
+        self._workers: list[WorkerSeen] = []
         self._began = self._read_at = -float("inf")
         self._interval = ttl_s
         self._scraped_at = 0.0
@@ -111,7 +113,10 @@ class QueueSnapshot(Collector):
             depth = await self.queue.depth()
             oldest = await self.queue.oldest_waiting()
             states = await self._breaker_states(self.shared) if self.shared is not None else {}
+            q = self.queue
+            workers = await live_workers(q.storage.kv, q.clock(), q.lease_s)
             self._depth, self._oldest, self._states = depth, oldest, states
+            self._workers = workers
             self._began, self._read_at = began, time.monotonic()
             self._interval = max(self.ttl_s, 5 * (self._read_at - began))
 
@@ -141,6 +146,13 @@ class QueueSnapshot(Collector):
             depth.add_metric([model, status], n)
         yield depth
         yield self._ages(known)
+        workers = GaugeMetricFamily(
+            "genspool_workers", "Live workers serving the model (their last heartbeat).",
+            labels=["model"],
+        )  # fmt: skip
+        for model in self.models:
+            workers.add_metric([model], sum(model in w.models for w in self._workers))
+        yield workers
         if self.shared is not None:
             yield _breaker_family(self._states)
 

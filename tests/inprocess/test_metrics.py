@@ -63,6 +63,7 @@ async def test_the_exposition_parses_and_counts_agree_with_the_jobs_run() -> Non
         assert value(samples, "genspool_model_calls_total", model="echo", outcome="ok") == 7
         assert value(samples, "genspool_model_call_seconds_count", model="echo") == 7
         assert value(samples, "genspool_batch_size_sum", model="echo") == 7
+        assert value(samples, "genspool_workers", model="echo") == 1  # this app's, alive
         assert value(samples, "genspool_tokens_total", model="echo", direction="output") > 0
         # doomed: 2 attempts, each timing out: one retry, then a dead letter.
         assert value(samples, "genspool_jobs_finished_total", model="doomed", status="failed") == 1

@@ -398,6 +398,10 @@ async def test_the_overview_shows_each_models_queue_and_breaker(
     assert len(peaks) == 2 and all(p > 0 for p in peaks)  # throughput and latency drawn
     assert echo[1].count("<polyline") == 1  # throughput's; latency's one point is no line
     assert "genspool-fanout" not in board  # genspool's own models only while busy
+    # The worker of this app is alive (its heartbeat record), serving both models.
+    assert re.search(r'data-k="workers">1<', slow[1]) and re.search(r'data-k="workers">1<', echo[1])
+    worker = gs.worker
+    assert worker is not None and f'data-worker="{worker.id}"' in board
     assert 'data-live="board" hx-get="/ui/overview/board" hx-trigger="gs:poll from:body"' in board
     for job_id in slow_ids:
         await gs.queue.cancel(job_id)

@@ -320,11 +320,12 @@ class Live:
         shown = ""
         while not self.conn.outbox.ended:
             try:
-                rows = await board_of(self.request).rows(self.svc, metrics)
+                board = board_of(self.request)
+                rows = await board.rows(self.svc, metrics)
             except Exception as exc:  # the store is away: the board shows what it had
                 log.debug("could not read the board: %s", exc)
             else:
-                html = self.render("_board.html", rows=rows)
+                html = self.render("_board.html", rows=rows, workers=board.workers)
                 if html != shown:
                     self.put("swap", html)
                     shown = html

@@ -1,6 +1,7 @@
-"""``/ui/``: per model, the queue (depth by status, oldest waiting age) and breaker read from
-the store — so every API process shows the same — and this process's throughput and latency
-(its metrics, :mod:`genspool.metrics`) as sparklines, with the submissions shed at the door.
+"""``/ui/``: per model, the queue (depth by status, oldest waiting age), the live workers
+serving it (:mod:`genspool.core.presence`) and its breaker, read from the store — so every API
+process shows the same — and this process's throughput and latency (its metrics,
+:mod:`genspool.metrics`) as sparklines, with the submissions shed at the door.
 
 The board is pushed by the page's live stream (:mod:`~genspool.api.ui.live`) every second when
 it changed, and polled every 2 s while the stream is down. However many browsers look, the
@@ -13,8 +14,8 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,6 +27,7 @@ from genspool.api.ui.pages import render
 from genspool.api.ui.session import UiCaller, ui_requires
 from genspool.config import INTERNAL_MODELS
 from genspool.core.keys import Scope
+from genspool.core.presence import WorkerSeen, live_workers
 from genspool.metrics import Metrics
 
 __all__ = ["Board", "ModelRow", "Trends", "router"]
@@ -103,6 +105,7 @@ class ModelRow:
     breaker: str
     opens: int
     shed: dict[str, int]
+    workers: int = 0
     throughput: list[float | None] = field(default_factory=list)
     latency: list[float | None] = field(default_factory=list)
 
@@ -127,6 +130,8 @@ class Board:
         self._depth: dict[str, dict[str, int]] = {}
         self._oldest: dict[str, float] = {}
         self._breakers: dict[str, dict[str, Any]] = {}
+        self._workers: list[WorkerSeen] = []
+        self._clock: Callable[[], float] = time.time
 
     async def rows(self, svc: Services, metrics: Metrics | None) -> list[ModelRow]:
         await self._refresh(svc)
@@ -144,7 +149,18 @@ class Board:
             self._depth = await svc.queue.depth()
             self._oldest = await svc.queue.oldest_waiting()
             self._breakers = await breaker_states(svc)
+            queue = svc.queue
+            self._workers = await live_workers(queue.storage.kv, queue.clock(), queue.lease_s)
+            self._clock = queue.clock
             self._read_at = time.monotonic()
+
+    @property
+    def workers(self) -> list[dict[str, Any]]:
+        """The live workers (:mod:`genspool.core.presence`) as last read, with their ages."""
+        now = self._clock()
+        return [{**asdict(w), "models": [m for m in w.models if m not in INTERNAL_MODELS],
+                 "up_s": max(now - w.started_at, 0.0), "seen_s": max(now - w.seen_at, 0.0)}
+                for w in self._workers]  # fmt: skip
 
     def _models(self, svc: Services) -> list[str]:
         """The served models, and genspool's own (fan-out, webhooks, answers) while busy."""
@@ -163,6 +179,7 @@ class Board:
             breaker=str(breaker.get("state", "unknown")),
             opens=int(breaker.get("opens_count", 0) or 0),
             shed=_shed(svc.admission.shed, name),
+            workers=sum(name in w.models for w in self._workers),
             throughput=self.trends.throughput(name),
             latency=self.trends.latency(name),
         )
@@ -188,10 +205,14 @@ async def _rows(request: Request) -> list[ModelRow]:
 @router.get("/")
 @ui_requires(Scope.READ)
 async def overview(request: Request, caller: UiCaller) -> Response:
-    return await render(request, "overview.html", caller, rows=await _rows(request))
+    rows = await _rows(request)
+    workers = board_of(request).workers
+    return await render(request, "overview.html", caller, rows=rows, workers=workers)
 
 
 @router.get("/overview/board")
 @ui_requires(Scope.READ)
 async def board(request: Request, caller: UiCaller) -> Response:
-    return await render(request, "_board.html", caller, rows=await _rows(request))
+    rows = await _rows(request)
+    workers = board_of(request).workers
+    return await render(request, "_board.html", caller, rows=rows, workers=workers)
