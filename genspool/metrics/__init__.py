@@ -9,7 +9,10 @@ submit, lease, write and model call made through that queue in this process is c
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.metadata
+import time
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
@@ -40,7 +43,21 @@ class Metrics:
     """The registry of one process, attached to ``queue``. With ``depth=True`` (an API) the
     queue's depth and age per model are series, read at scrape; a worker adds its own
     series with :meth:`watch`. ``shed``: the admission's refusal counts, shown for the models
-    in ``shedding`` (those with an admission limit; None: all)."""
+    in ``shedding`` (those with an admission limit; None: all).
+
+    **Rendering.** While a rendering costs less than ``inline_s`` (10 ms: a few models, or idle
+    ones) every scrape renders afresh. Past that (100 busy models: ~8,000 lines, tens of ms),
+    the text is rendered ahead in a thread every ``fresh_s`` (1 s) for as long as someone keeps
+    scraping (``idle_s``), and a scrape answers the latest at once: its figures are then up to
+    ``fresh_s`` old, as the backend's already are, and the scrape does not wait for the render.
+    """
+
+    #: Renders cheaper than this are done at each scrape, on the event loop.
+    inline_s = 0.01
+    #: How old a text rendered ahead may be; 0: render at each scrape.
+    fresh_s = 1.0
+    #: Stop rendering ahead after this long without a scrape.
+    idle_s = 60.0
 
     def __init__(
         self,
@@ -75,6 +92,12 @@ class Metrics:
             self.registry.register(ShedCollector(shed, shown))
         if gpu and (nvml := gpu_collector()) is not None:
             self.registry.register(nvml)
+        self._text = b""
+        self._text_at = -float("inf")
+        self._took = 0.0
+        self._scraped_at = 0.0
+        self._rendering = asyncio.Lock()
+        self._ahead: asyncio.Task[None] | None = None
 
     def watch(self, worker: Worker) -> None:
         """Add ``worker``'s in-flight jobs, rate-limit waits and (unless the backend's are
@@ -83,16 +106,47 @@ class Metrics:
         self.registry.register(WorkerCollector(worker, breakers=not shown))
 
     async def aclose(self) -> None:
-        """Stop the background reads of the backend and the drift listener."""
+        """Stop the background reads of the backend, the rendering ahead and the drift
+        listener."""
         self._detach()
+        if self._ahead is not None:
+            self._ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ahead
         if self.snapshot is not None:
             await self.snapshot.aclose()
 
     async def render(self) -> bytes:
-        """The exposition text, with the backend's figures as last read (:class:`QueueSnapshot`)."""
+        """The exposition text, with the backend's figures as last read (:class:`QueueSnapshot`)
+        and this process's at most ``fresh_s`` old (see the class)."""
+        self._scraped_at = time.monotonic()
         if self.snapshot is not None:
             await self.snapshot.refresh()
-        return self.exposition.render()
+        if self._took <= self.inline_s or self.fresh_s <= 0:
+            return self._render()
+        if self._ahead is None or self._ahead.done():
+            self._ahead = asyncio.create_task(self._render_ahead(), name="genspool-metrics")
+        if time.monotonic() - self._text_at <= self.fresh_s + self._took:
+            return self._text
+        return await self._render_in_thread(since=self._scraped_at)
+
+    def _render(self) -> bytes:
+        began = time.monotonic()
+        text = self.exposition.render()
+        self._text, self._text_at, self._took = text, began, time.monotonic() - began
+        return text
+
+    async def _render_in_thread(self, since: float) -> bytes:
+        """A text begun after ``since`` (concurrent scrapes share one rendering)."""
+        async with self._rendering:
+            if self._text_at < since:
+                await asyncio.to_thread(self._render)
+            return self._text
+
+    async def _render_ahead(self) -> None:
+        while time.monotonic() - self._scraped_at < self.idle_s and self._took > self.inline_s:
+            await asyncio.sleep(self.fresh_s)
+            await self._render_in_thread(since=time.monotonic())
 
 
 def _version() -> str:

@@ -189,3 +189,34 @@ async def test_promtool_accepts_the_exposition() -> None:
         timeout=30,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_a_costly_text_is_rendered_ahead_in_a_thread_and_kept_fresh() -> None:
+    """Forced onto the rendering-ahead path (``inline_s`` 0, as a render of 100 busy models
+    takes tens of ms): scrapes are answered from a text rendered in another thread, and a
+    change shows within ``fresh_s``."""
+    import threading
+
+    async with serve(MODELS) as gs:
+        metrics = gs.app.state.metrics
+        metrics.inline_s, metrics.fresh_s = 0.0, 0.2
+        threads: set[int] = set()
+        render = metrics.exposition.render
+
+        def recorded() -> bytes:
+            threads.add(threading.get_ident())
+            return render()
+
+        metrics.exposition.render = recorded
+        await scrape(gs)  # rendered at once (inline: no rendering known yet to be costly)
+        threads.clear()
+        metrics.series.submitted.labels("echo").inc(5)
+        seen = []
+        for _ in range(50):
+            _, samples = await scrape(gs)
+            seen.append(value(samples, "genspool_jobs_submitted_total", model="echo"))
+            if seen[-1] == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert seen[-1] == 5 and len(seen) * 0.05 < 0.2 + 1.0  # within fresh_s (and slack)
+        assert threads and threading.get_ident() not in threads  # never on the event loop
