@@ -143,8 +143,13 @@ class Metrics:
                 await asyncio.to_thread(self._render)
             return self._text
 
+    def _ahead_wanted(self) -> bool:
+        """Still scraped, still costly, and rendering ahead not switched off (``fresh_s`` 0)."""
+        scraped = time.monotonic() - self._scraped_at < self.idle_s
+        return scraped and self._took > self.inline_s and self.fresh_s > 0
+
     async def _render_ahead(self) -> None:
-        while time.monotonic() - self._scraped_at < self.idle_s and self._took > self.inline_s:
+        while self._ahead_wanted():
             await asyncio.sleep(self.fresh_s)
             await self._render_in_thread(since=time.monotonic())
 

@@ -96,7 +96,7 @@ class QueueSnapshot(Collector):
             self._task = None
 
     async def _rereading(self) -> None:
-        while time.monotonic() - self._scraped_at < self.idle_s:
+        while self.ttl_s > 0 and time.monotonic() - self._scraped_at < self.idle_s:
             await asyncio.sleep(self._interval)
             try:
                 await self._read(since=time.monotonic())
