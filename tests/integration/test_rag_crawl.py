@@ -150,7 +150,11 @@ async def test_a_crawl_completes_listing_each_failed_page_with_its_reason(
     assert "/private/secret" not in main.hits
     starts = [t for t, path in main.arrivals if path != "/robots.txt"]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.19, gaps
+    # Kept between sends; an arrival noted late (a loaded machine) shortens the gap after it,
+    # never the pace: each request starts at least 0.2 s a request after the first, and no gap
+    # is shorter than 0.2 s less that lateness (50 ms here).
+    assert all(t - starts[0] >= 0.2 * i - 0.05 for i, t in enumerate(starts)), gaps
+    assert min(gaps) >= 0.15, gaps
 
     # 500 twice then recovered; 429 retried only after its Retry-After
     assert main.hits["/flaky"] == 3 and main.hits["/limited"] == 2
