@@ -4,29 +4,15 @@ A screenshot of the rendered page goes to ``test-artifacts/docs.png``."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-from playwright import sync_api
-
+from tests.helpers.browser import chromium
 from tests.helpers.processes import Spawner
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 MODELS = [{"name": "echo", "provider": "echo"}]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        why = "no chromium on this machine (apt-get install chromium)"
-        if os.environ.get("CI") == "true":  # CI installs it (.ci/run): missing is a failure
-            pytest.fail(why)
-        pytest.skip(why)
-    return path
 
 
 def test_docs_render_offline(spawner: Spawner) -> None:
@@ -42,19 +28,15 @@ def test_docs_render_offline(spawner: Spawner) -> None:
         else:
             route.continue_()  # type: ignore[attr-defined]
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.route("**/*", only_loopback)
-            page.goto(f"{server.url}/docs", wait_until="networkidle")
-            page.wait_for_selector(".opblock-summary-path", timeout=15_000)
-            paths = page.locator(".opblock-summary-path").all_inner_texts()
-            title = page.locator(".info .title").inner_text()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "docs.png"), full_page=False)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.route("**/*", only_loopback)
+        page.goto(f"{server.url}/docs", wait_until="networkidle")
+        page.wait_for_selector(".opblock-summary-path", timeout=15_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        title = page.locator(".info .title").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "docs.png"), full_page=False)
     assert outside == [], f"the docs page asked for outside resources: {outside}"
     assert title.startswith("genspool")
     assert {"/v1/chat/completions", "/v1/jobs", "/v1/jobs/{job_id}"} <= {

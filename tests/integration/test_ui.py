@@ -15,11 +15,9 @@ job from its page. A screenshot of each view goes to a temporary directory (prin
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,37 +26,16 @@ import pytest
 from playwright import sync_api
 
 from genspool.testing.faults import FaultServer
+from tests.helpers.browser import OpenPage, Watch, chromium, watched_pages
 from tests.helpers.processes import Server, Spawner
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 PROVIDER_KEY = "sk-upstream-9f2c7e1b4a6d8e0f3c5a7b9d1e2f4a6c"
-#: Chromium without its own traffic (updates, safe browsing, metrics): only the page's.
-QUIET = [
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-default-apps",
-    "--disable-sync",
-    "--disable-domain-reliability",
-    "--disable-client-side-phishing-detection",
-    "--no-first-run",
-    "--no-default-browser-check",
-]
 FAILING = {"outcome": "error", "status": 503, "latency_s": 0.01}
 RULES = [
     {"model": "flaky", **FAILING},
     {"model": "mend", **FAILING},
     {"model": "slow", "latency_s": 60.0},
 ]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        why = "no chromium on this machine (apt-get install chromium)"
-        if os.environ.get("CI") == "true":  # CI installs it (.ci/run): missing is a failure
-            pytest.fail(why)
-        pytest.skip(why)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -120,84 +97,16 @@ def fresh_rules(faults: FaultServer) -> None:
     faults.script(RULES)
 
 
-@dataclass
-class Watch:
-    """What a browser context did: every request, the answers under /ui without a CSP, the
-    browser's complaints, and the main frame's navigations."""
-
-    requests: list[str] = field(default_factory=list)
-    outside: list[str] = field(default_factory=list)
-    no_csp: list[str] = field(default_factory=list)
-    complaints: list[str] = field(default_factory=list)
-    navigations: list[str] = field(default_factory=list)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=_chromium(), headless=True, args=QUIET)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
-def open_page(
-    browser: sync_api.Browser,
-) -> Iterator[Callable[[], tuple[sync_api.Page, Watch]]]:
-    """Pages in fresh contexts (own cookies), each watched; the watch is checked at the end."""
-    made: list[tuple[sync_api.BrowserContext, Watch]] = []
-
-    def new() -> tuple[sync_api.Page, Watch]:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        watch = Watch()
-        context.route("**/*", lambda route: _only_loopback(route, watch))
-        context.on("response", lambda response: _csp_seen(response, watch))
-        page = context.new_page()
-        page.on("console", lambda m: _complaint(m, watch))
-        page.on("pageerror", lambda e: watch.complaints.append(f"page error: {e}"))
-        page.on(
-            "framenavigated",
-            lambda frame: watch.navigations.append(frame.url) if frame == page.main_frame else None,
-        )
-        made.append((context, watch))
-        return page, watch
-
-    yield new
-    for context, watch in made:
-        context.close()
-        assert watch.outside == [], f"requests left loopback: {watch.outside}"
-        assert watch.no_csp == [], f"answers under /ui without a CSP: {watch.no_csp}"
-        assert watch.complaints == [], f"the browser complained: {watch.complaints}"
-
-
-def _only_loopback(route: sync_api.Route, watch: Watch) -> None:
-    url = route.request.url
-    watch.requests.append(url)
-    host = urlsplit(url).hostname or ""
-    if url.startswith(("http:", "https:", "ws:", "wss:")) and host not in LOOPBACK:
-        watch.outside.append(url)
-        route.abort()
-    else:
-        route.continue_()
-
-
-def _csp_seen(response: sync_api.Response, watch: Watch) -> None:
-    if not urlsplit(response.url).path.startswith("/ui"):
-        return
-    csp = response.headers.get("content-security-policy", "")
-    framing = response.headers.get("x-frame-options", "")
-    if "default-src 'self'" not in csp or "frame-ancestors 'none'" not in csp or framing != "DENY":
-        watch.no_csp.append(f"{response.status} {response.url}")
-
-
-def _complaint(message: sync_api.ConsoleMessage, watch: Watch) -> None:
-    text = message.text
-    # A 4xx a test provokes on purpose shows up as a failed resource: not a complaint.
-    failed = message.type == "error" and "Failed to load resource" not in text
-    if failed or "Content Security Policy" in text or "Refused to" in text:
-        watch.complaints.append(text)
+def open_page(browser: sync_api.Browser) -> Iterator[OpenPage]:
+    with watched_pages(browser) as new:
+        yield new
 
 
 def login(page: sync_api.Page, server: Server, key: str, path: str = "/ui/") -> None:

@@ -27,16 +27,11 @@ import pytest
 from playwright import sync_api
 
 from genspool.testing.faults import FaultServer
+from tests.helpers.browser import OpenPage, Watch, chromium, watched_pages
 from tests.helpers.processes import Server, Spawner
 from tests.integration.test_ui import (
     PROVIDER_KEY,
-    QUIET,
     Keys,
-    Watch,
-    _chromium,
-    _complaint,
-    _csp_seen,
-    _only_loopback,
     login,
     no_secret_in,
 )
@@ -106,42 +101,14 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=_chromium(), headless=True, args=QUIET)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
-def open_page(
-    browser: sync_api.Browser,
-) -> Iterator[Callable[[], tuple[sync_api.Page, Watch]]]:
-    """Pages in fresh contexts, each watched (as in test_ui.py); checked at the end."""
-    made: list[tuple[sync_api.BrowserContext, Watch]] = []
-
-    def new() -> tuple[sync_api.Page, Watch]:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        watch = Watch()
-        context.route("**/*", lambda route: _only_loopback(route, watch))
-        context.on("response", lambda response: _csp_seen(response, watch))
-        page = context.new_page()
-        page.on("console", lambda m: _complaint(m, watch))
-        page.on("pageerror", lambda e: watch.complaints.append(f"page error: {e}"))
-        page.on(
-            "framenavigated",
-            lambda frame: watch.navigations.append(frame.url) if frame == page.main_frame else None,
-        )
-        made.append((context, watch))
-        return page, watch
-
-    yield new
-    for context, watch in made:
-        context.close()
-        assert watch.outside == [], f"requests left loopback: {watch.outside}"
-        assert watch.no_csp == [], f"answers under /ui without a CSP: {watch.no_csp}"
-        assert watch.complaints == [], f"the browser complained: {watch.complaints}"
+def open_page(browser: sync_api.Browser) -> Iterator[OpenPage]:
+    with watched_pages(browser) as new:
+        yield new
 
 
 def live(page: sync_api.Page) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,10 @@ import pytest
 import yaml
 from playwright import sync_api
 
+from tests.helpers.browser import OpenPage, Watch, chromium, watched_pages
 from tests.helpers.processes import Server, Spawner
 from tests.integration.test_ui import (
-    QUIET,
     Keys,
-    Watch,
-    _chromium,
-    _complaint,
-    _csp_seen,
-    _only_loopback,
     csrf_of,
     login,
     no_secret_in,
@@ -97,47 +92,14 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=_chromium(), headless=True, args=QUIET)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-OpenPage = Callable[[], tuple[sync_api.Page, Watch]]
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def open_page(browser: sync_api.Browser) -> Iterator[OpenPage]:
-    """Pages in fresh contexts, each watched (as tests/integration/test_ui.py's): at the end no
-    request left loopback, every answer under /ui had its CSP, the browser complained of
-    nothing."""
-    made: list[tuple[sync_api.BrowserContext, Watch]] = []
-
-    def new() -> tuple[sync_api.Page, Watch]:
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 900}, accept_downloads=True
-        )
-        watch = Watch()
-        context.route("**/*", lambda route: _only_loopback(route, watch))
-        context.on("response", lambda response: _csp_seen(response, watch))
-        page = context.new_page()
-        page.on("console", lambda m: _complaint(m, watch))
-        page.on("pageerror", lambda e: watch.complaints.append(f"page error: {e}"))
-        page.on(
-            "framenavigated",
-            lambda frame: watch.navigations.append(frame.url) if frame == page.main_frame else None,
-        )
-        made.append((context, watch))
-        return page, watch
-
-    yield new
-    for context, watch in made:
-        context.close()
-        assert watch.outside == [], f"requests left loopback: {watch.outside}"
-        assert watch.no_csp == [], f"answers under /ui without a CSP: {watch.no_csp}"
-        assert watch.complaints == [], f"the browser complained: {watch.complaints}"
+    with watched_pages(browser, accept_downloads=True) as new:
+        yield new
 
 
 def batch_input(n: int) -> bytes:
