@@ -43,7 +43,17 @@ from genspool.core.keys import ApiKey, KeyStore, Scope
 from genspool.core.queue import Queue
 from genspool.exceptions import RateLimited
 
-__all__ = ["SSE_HEADERS", "Closing", "Connection", "PushGate", "gate_of", "router"]
+__all__ = [
+    "LAST_WRITE_S",
+    "SSE_HEADERS",
+    "Closing",
+    "Connection",
+    "PushGate",
+    "gate_of",
+    "router",
+    "sse_body",
+    "until_disconnected",
+]
 
 log = logging.getLogger("genspool.api")
 
@@ -81,7 +91,7 @@ KEYS_ON = Closing(1008, "API keys are now required; reconnect with one")
 TOO_MANY = 1013
 #: The close frame or last comment may sit behind unread data: it gets this long, then the
 #: server lets the connection go.
-_LAST_WRITE_S = 2.0
+LAST_WRITE_S = 2.0
 
 
 class Connection:
@@ -306,7 +316,7 @@ class EventStream(Response):
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         conn = self.conn
         with self.shutdown.push():
-            gone = asyncio.create_task(_disconnected(receive, conn))
+            gone = asyncio.create_task(until_disconnected(receive, conn))
             try:
                 await self._stream(send)
             except TimeoutError:
@@ -332,18 +342,18 @@ class EventStream(Response):
         with contextlib.suppress(TimeoutError):
             while (frame := await conn.outbox.get()) is not None:
                 async with conn.send_bounded():
-                    await send(_body(b"data: " + frame + b"\n\n"))
-        async with asyncio.timeout(_LAST_WRITE_S):
+                    await send(sse_body(b"data: " + frame + b"\n\n"))
+        async with asyncio.timeout(LAST_WRITE_S):
             if conn.closing is not None:
-                await send(_body(conn.closing.comment))
+                await send(sse_body(conn.closing.comment))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _body(data: bytes) -> Message:
+def sse_body(data: bytes) -> Message:
     return {"type": "http.response.body", "body": data, "more_body": True}
 
 
-async def _disconnected(receive: Receive, conn: Connection) -> None:
+async def until_disconnected(receive: Receive, conn: Connection) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     conn.end()
@@ -421,5 +431,5 @@ async def _send_all(ws: WebSocket, conn: Connection) -> None:
             async with conn.send_bounded():
                 await ws.send_text(frame.decode())
     if conn.closing is not None:
-        async with asyncio.timeout(_LAST_WRITE_S):
+        async with asyncio.timeout(LAST_WRITE_S):
             await ws.close(conn.closing.code, conn.closing.reason)

@@ -40,12 +40,19 @@ import secrets
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Send
+from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from genspool.api.auth import Caller
 from genspool.api.deps import services
-from genspool.api.routes_push import SSE_HEADERS, Connection, PushGate, gate_of
+from genspool.api.routes_push import (
+    LAST_WRITE_S,
+    SSE_HEADERS,
+    PushGate,
+    gate_of,
+    sse_body,
+    until_disconnected,
+)
 from genspool.api.shutdown import Shutdown, shutdown_of
 from genspool.api.ui.follow import Feed, Live
 from genspool.api.ui.jobs import MAX_LIVE, id_at, parse_filters, parse_instant
@@ -69,7 +76,6 @@ CHANNEL_HEADER = "X-Live-Channel"
 _JOB_ID = re.compile(r"^job_[0-9a-f]{1,40}$")
 #: Frames sent in one write at most.
 _BATCH = 64
-_LAST_WRITE_S = 2.0
 _HEAD = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     *((k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()),
@@ -172,7 +178,7 @@ class LiveStream(Response):
         channels = _channels(live.request)
         channels[live.channel] = live
         with self.shutdown.push():
-            gone = asyncio.create_task(_disconnected(receive, conn))
+            gone = asyncio.create_task(until_disconnected(receive, conn))
             try:
                 await send({"type": "http.response.start", "status": 200, "headers": _HEAD})
                 try:
@@ -202,18 +208,8 @@ class LiveStream(Response):
                         break
                     frames.append(more)
                 async with conn.send_bounded():
-                    await send(_body(b"".join(frames)))
-        async with asyncio.timeout(_LAST_WRITE_S):
+                    await send(sse_body(b"".join(frames)))
+        async with asyncio.timeout(LAST_WRITE_S):
             if conn.closing is not None:
-                await send(_body(conn.closing.comment))
+                await send(sse_body(conn.closing.comment))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _body(data: bytes) -> Message:
-    return {"type": "http.response.body", "body": data, "more_body": True}
-
-
-async def _disconnected(receive: Receive, conn: Connection) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    conn.end()
